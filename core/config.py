@@ -1,0 +1,388 @@
+"""Declarative configuration: models, variants, generation limits and app settings.
+
+Everything the UI, the command lines and the README tables offer is derived from the
+registries here, so a variant or a limit is defined exactly once. This module imports
+neither torch nor gradio.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from core.errors import (
+    EmptyPromptError,
+    GuidanceOutOfRangeError,
+    InvalidSettingError,
+    InvalidSizeError,
+    PromptControlCharacterError,
+    PromptTooLongError,
+    SeedOutOfRangeError,
+    SequenceLengthOutOfRangeError,
+    StepsOutOfRangeError,
+    UnknownVariantError,
+)
+
+# --- Variants ----------------------------------------------------------------------
+
+Quantization = Literal["none", "int8", "nf4"]
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One variant of the pipeline: how its transformer and T5 encoder are stored."""
+
+    name: str
+    label: str
+    quantization: Quantization
+    description: str
+
+
+VARIANTS: dict[str, VariantSpec] = {
+    v.name: v
+    for v in (
+        VariantSpec("bf16", "BF16 (original)", "none", "original weights in bfloat16"),
+        VariantSpec(
+            "int8",
+            "LLM.int8",
+            "int8",
+            "bitsandbytes LLM.int8 (load_in_8bit=True, outlier threshold 6.0)",
+        ),
+        VariantSpec(
+            "nf4",
+            "NF4",
+            "nf4",
+            "bitsandbytes 4-bit NF4 (load_in_4bit=True, bnb_4bit_compute_dtype=bfloat16)",
+        ),
+    )
+}
+VARIANT_NAMES: tuple[str, ...] = tuple(VARIANTS)
+REFERENCE_VARIANT = "bf16"
+QUANTIZED_VARIANTS: tuple[str, ...] = tuple(n for n in VARIANT_NAMES if n != REFERENCE_VARIANT)
+
+# Components quantized per variant, and those loaded once and shared by all variants.
+PER_VARIANT_COMPONENTS: tuple[str, ...] = ("transformer", "text_encoder_2")
+SHARED_COMPONENTS: tuple[str, ...] = ("text_encoder", "tokenizer", "tokenizer_2", "vae")
+
+
+def check_variants(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Return ``names`` as a tuple in registry order, or raise UnknownVariantError."""
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise UnknownVariantError(
+            f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANT_NAMES)}"
+        )
+    if not names:
+        raise UnknownVariantError("at least one variant is needed")
+    return tuple(n for n in VARIANT_NAMES if n in names)
+
+
+# --- The seed's reference figures (diffusers blog, 1x H100 80GB, FLUX.1-dev) -----------
+
+
+@dataclass(frozen=True)
+class ReferenceFigure:
+    """A published measurement: GB after loading, GB peak, seconds per image."""
+
+    variant: str
+    placement: str
+    loaded_gb: float
+    peak_gb: float
+    seconds: float
+
+
+SEED_REFERENCE_SOURCE = (
+    "diffusers blog, 1x H100 80GB, FLUX.1-dev 1024x1024, 50 steps, max_memory_reserved()"
+)
+SEED_REFERENCE: tuple[ReferenceFigure, ...] = (
+    ReferenceFigure("bf16", "resident", 31.4, 36.2, 12.0),
+    ReferenceFigure("nf4", "resident", 12.6, 17.3, 12.0),
+    ReferenceFigure("int8", "resident", 19.3, 24.4, 27.0),
+    ReferenceFigure("nf4", "model offload", 12.4, 12.4, 17.0),
+    ReferenceFigure("int8", "model offload", 19.2, 23.4, 27.0),
+)
+
+# --- Models ----------------------------------------------------------------------------
+
+TINY_MODEL = "tiny"
+AUTO_MODEL = "auto"
+FLUX_DEV = "black-forest-labs/FLUX.1-dev"
+FLUX_SCHNELL = "black-forest-labs/FLUX.1-schnell"
+SYNTHETIC_DEV = "synthetic-flux-dev"
+SYNTHETIC_SCHNELL = "synthetic-flux-schnell"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a FLUX pipeline comes from and the settings it is meant to run with."""
+
+    name: str
+    source: str
+    kind: Literal["hub", "local", "tiny", "synthetic"]
+    default_steps: int
+    default_guidance: float
+    default_max_sequence_length: int
+    max_sequence_length_limit: int
+    default_size: int
+    gated: bool = False
+    guidance_embeds: bool = True
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.kind == "tiny"
+
+
+_DEV_DEFAULTS = dict(
+    default_steps=50,
+    default_guidance=3.5,
+    default_max_sequence_length=512,
+    max_sequence_length_limit=512,
+    default_size=1024,
+)
+_SCHNELL_DEFAULTS = dict(
+    default_steps=4,
+    default_guidance=0.0,
+    default_max_sequence_length=256,
+    max_sequence_length_limit=256,
+    default_size=1024,
+    guidance_embeds=False,
+)
+
+MODELS: dict[str, ModelSpec] = {
+    m.name: m
+    for m in (
+        ModelSpec(FLUX_DEV, FLUX_DEV, "hub", gated=True, **_DEV_DEFAULTS),
+        ModelSpec(FLUX_SCHNELL, FLUX_SCHNELL, "hub", **_SCHNELL_DEFAULTS),
+        ModelSpec(SYNTHETIC_DEV, SYNTHETIC_DEV, "synthetic", **_DEV_DEFAULTS),
+        ModelSpec(SYNTHETIC_SCHNELL, SYNTHETIC_SCHNELL, "synthetic", **_SCHNELL_DEFAULTS),
+        ModelSpec(
+            TINY_MODEL,
+            TINY_MODEL,
+            "tiny",
+            default_steps=4,
+            default_guidance=3.5,
+            default_max_sequence_length=64,
+            max_sequence_length_limit=128,
+            default_size=256,
+        ),
+    )
+}
+
+
+def resolve_model(name: str, *, cuda_available: bool) -> ModelSpec:
+    """Turn a ``--model`` value into a ModelSpec.
+
+    ``auto`` is FLUX.1-dev where CUDA is available and the built-in tiny model otherwise;
+    a known name comes from the registry; an existing folder is a local diffusers
+    pipeline (schnell-like defaults when its transformer has no guidance embedding);
+    anything else is taken as a hub id with FLUX.1-dev's defaults.
+    """
+    name = name.strip()
+    if not name:
+        raise InvalidSettingError("--model must not be empty")
+    if name == AUTO_MODEL:
+        return MODELS[FLUX_DEV if cuda_available else TINY_MODEL]
+    if name in MODELS:
+        return MODELS[name]
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise InvalidSettingError(
+                f"{path} is not a diffusers pipeline folder (no model_index.json)"
+            )
+        defaults = _DEV_DEFAULTS
+        transformer_config = path / "transformer" / "config.json"
+        if transformer_config.is_file():
+            if not json.loads(transformer_config.read_text()).get("guidance_embeds", True):
+                defaults = _SCHNELL_DEFAULTS
+        return ModelSpec(str(path.resolve()), str(path.resolve()), "local", **defaults)
+    if name.count("/") != 1 or name.startswith("/") or name.startswith("."):
+        raise InvalidSettingError(
+            f"--model {name!r} is neither 'auto', 'tiny', a hub id (org/name) "
+            "nor an existing local folder"
+        )
+    return ModelSpec(name, name, "hub", **_DEV_DEFAULTS)
+
+
+# --- Generation settings and their limits -----------------------------------------------
+
+PROMPT_MAX_CHARS = 1000
+SEED_MAX = 2**32 - 1
+SIZE_MIN = 256
+SIZE_MAX = 2048
+SIZE_MULTIPLE = 16
+STEPS_MIN = 1
+STEPS_MAX = 100
+GUIDANCE_MIN = 0.0
+GUIDANCE_MAX = 20.0
+SEQUENCE_LENGTH_MIN = 16
+
+
+def validate_prompt(prompt: object) -> str:
+    """Return the prompt stripped of surrounding whitespace, or raise a named error.
+
+    Tabs and newlines are allowed inside a prompt; every other control character is not.
+    """
+    if not isinstance(prompt, str):
+        raise EmptyPromptError("the prompt must be text")
+    stripped = prompt.strip()
+    if not stripped:
+        raise EmptyPromptError("the prompt is empty: type what the image should show")
+    if len(stripped) > PROMPT_MAX_CHARS:
+        raise PromptTooLongError(
+            f"the prompt has {len(stripped)} characters; the limit is {PROMPT_MAX_CHARS}"
+        )
+    for ch in stripped:
+        if ch not in "\t\n" and unicodedata.category(ch) == "Cc":
+            raise PromptControlCharacterError(
+                f"the prompt contains the control character U+{ord(ch):04X}"
+            )
+    return stripped
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Everything besides the prompt that determines the images."""
+
+    seed: int
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    max_sequence_length: int
+
+    @classmethod
+    def defaults(cls, model: ModelSpec, seed: int = 0) -> GenerationSettings:
+        return cls(
+            seed=seed,
+            steps=model.default_steps,
+            guidance=model.default_guidance,
+            width=model.default_size,
+            height=model.default_size,
+            max_sequence_length=model.default_max_sequence_length,
+        )
+
+    def with_(self, **changes: object) -> GenerationSettings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def validate(self, model: ModelSpec) -> GenerationSettings:
+        """Return a copy with numbers of the right type, or raise a named error."""
+        if not _is_int(self.seed) or not 0 <= self.seed <= SEED_MAX:
+            raise SeedOutOfRangeError(f"seed must be an integer in 0…{SEED_MAX}, got {self.seed!r}")
+        for axis in ("width", "height"):
+            value = getattr(self, axis)
+            if not _is_int(value) or not SIZE_MIN <= value <= SIZE_MAX:
+                raise InvalidSizeError(
+                    f"{axis} must be an integer in {SIZE_MIN}…{SIZE_MAX}, got {value!r}"
+                )
+            if value % SIZE_MULTIPLE:
+                raise InvalidSizeError(f"{axis} must be a multiple of {SIZE_MULTIPLE}, got {value}")
+        if not _is_int(self.steps) or not STEPS_MIN <= self.steps <= STEPS_MAX:
+            raise StepsOutOfRangeError(
+                f"steps must be an integer in {STEPS_MIN}…{STEPS_MAX}, got {self.steps!r}"
+            )
+        if (
+            isinstance(self.guidance, bool)
+            or not isinstance(self.guidance, int | float)
+            or not GUIDANCE_MIN <= float(self.guidance) <= GUIDANCE_MAX
+        ):
+            raise GuidanceOutOfRangeError(
+                f"guidance must be a number in {GUIDANCE_MIN}…{GUIDANCE_MAX}, got {self.guidance!r}"
+            )
+        limit = model.max_sequence_length_limit
+        if (
+            not _is_int(self.max_sequence_length)
+            or not SEQUENCE_LENGTH_MIN <= self.max_sequence_length <= limit
+        ):
+            raise SequenceLengthOutOfRangeError(
+                f"max_sequence_length must be an integer in {SEQUENCE_LENGTH_MIN}…{limit} "
+                f"for {model.name}, got {self.max_sequence_length!r}"
+            )
+        return replace(self, guidance=float(self.guidance))
+
+
+def coerce_number(value: object, kind: type[int] | type[float], name: str) -> int | float:
+    """Turn a number from a UI or an API call (possibly a whole float) into ``kind``.
+
+    Raises InvalidSettingError for non-numbers and for fractional values where an
+    integer is expected, so ``7.5`` steps is an error rather than silently 7.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidSettingError(f"{name} must be a number, got {value!r}")
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise InvalidSettingError(f"{name} must be a whole number, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+# --- Application settings (flags and environment) ---------------------------------------
+
+OFFLOAD_CHOICES: tuple[str, ...] = ("auto", "none", "model", "group")
+MODES: tuple[str, ...] = ("trio", "duel")
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """Settings of a running app; every field has a flag and an environment variable."""
+
+    model: str = AUTO_MODEL
+    db: Path = Path("data/arena.db")
+    images_dir: Path = Path("data/images")
+    host: str = "127.0.0.1"
+    port: int = 7860
+    offload: str = "auto"
+    share: bool = False
+    max_gpu_memory_gb: float | None = None
+    queue_size: int = 4
+    generations_per_minute: int = 3
+    rounds_per_minute: int = 30
+    round_ttl_seconds: int = 3600
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+# Flag name -> environment variable, documented in README.md.
+ENV_VARS: dict[str, str] = {
+    "model": "SPOT_MODEL",
+    "db": "SPOT_DB",
+    "images_dir": "SPOT_IMAGES_DIR",
+    "host": "SPOT_HOST",
+    "port": "SPOT_PORT",
+    "offload": "SPOT_OFFLOAD",
+    "share": "SPOT_SHARE",
+    "max_gpu_memory_gb": "SPOT_MAX_GPU_MEMORY",
+    "queue_size": "SPOT_QUEUE_SIZE",
+    "generations_per_minute": "SPOT_GENERATIONS_PER_MINUTE",
+    "rounds_per_minute": "SPOT_ROUNDS_PER_MINUTE",
+    "round_ttl_seconds": "SPOT_ROUND_TTL",
+}
+
+
+def env_default(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The environment variable's value for setting ``name``, or None when unset."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(ENV_VARS[name])
+    return value if value not in (None, "") else None
+
+
+def check_offload(value: str) -> str:
+    if value not in OFFLOAD_CHOICES:
+        raise InvalidSettingError(
+            f"offload must be one of {', '.join(OFFLOAD_CHOICES)}, got {value!r}"
+        )
+    return value
+
+
+def check_max_gpu_memory(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise InvalidSettingError(f"max GPU memory must be a positive number of GB, got {value}")
+    return value

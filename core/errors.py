@@ -1,0 +1,78 @@
+"""The project's named errors.
+
+Every error a user can cause or meet is one of these small classes, so the UI and
+the command lines can turn them into a clear message (``gr.Error``, a CLI exit)
+without parsing strings. Each says in one line what went wrong.
+"""
+
+from __future__ import annotations
+
+
+class SpotError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+# --- Input validation (raised before any work is done) ----------------------------
+
+
+class InvalidInputError(SpotError, ValueError):
+    """An input failed validation; nothing was done."""
+
+
+class EmptyPromptError(InvalidInputError):
+    """The prompt is empty or only whitespace."""
+
+
+class PromptTooLongError(InvalidInputError):
+    """The prompt is longer than the documented limit."""
+
+
+class PromptControlCharacterError(InvalidInputError):
+    """The prompt contains control characters (other than space)."""
+
+
+class SeedOutOfRangeError(InvalidInputError):
+    """The seed is not an integer in 0 … 2**32 - 1."""
+
+
+class InvalidSizeError(InvalidInputError):
+    """Width or height is not a multiple of 16 or is outside the documented bounds."""
+
+
+class StepsOutOfRangeError(InvalidInputError):
+    """The number of inference steps is outside the documented bounds."""
+
+
+class GuidanceOutOfRangeError(InvalidInputError):
+    """The guidance scale is outside the documented bounds."""
+
+
+class SequenceLengthOutOfRangeError(InvalidInputError):
+    """max_sequence_length is outside the bounds the model's T5 encoder accepts."""
+
+
+class UnknownVariantError(InvalidInputError):
+    """A variant name is not in the variant registry."""
+
+
+class InvalidSettingError(InvalidInputError):
+    """An application setting (flag or environment variable) has an invalid value."""
+
+
+# --- Models and generation ---------------------------------------------------------
+
+
+class ModelUnavailableError(SpotError):
+    """The model could not be loaded (not downloadable, gated, or not a diffusers folder)."""
+
+
+class GenerationOutOfMemoryError(SpotError):
+    """A variant ran out of accelerator memory; memory was released and the engine is usable."""
+
+
+class GenerationFailedError(SpotError):
+    """A generation failed for a reason other than memory; nothing was stored."""
+
+
+class BusyError(SpotError):
+    """The generation queue is full; try again in a moment."""

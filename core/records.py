@@ -1,0 +1,67 @@
+"""Plain records passed between the engine, the game and storage (no torch, no gradio)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from core.config import GenerationSettings
+
+
+@dataclass
+class VariantResult:
+    """One variant's image and what it cost.
+
+    Bytes are bytes; seconds are wall-clock seconds of the pipeline call alone
+    (synchronized, loading excluded). GPU peaks are None on the CPU and the RSS peak is
+    None on a GPU. PSNR (dB) and SSIM compare this image with the BF16 one; they are None
+    for BF16 itself.
+    """
+
+    variant: str
+    image: Image.Image
+    seconds: float
+    weight_bytes: int
+    shared_weight_bytes: int
+    peak_allocated_bytes: int | None = None
+    peak_reserved_bytes: int | None = None
+    peak_rss_bytes: int | None = None
+    psnr: float | None = None
+    ssim: float | None = None
+
+    def stats(self) -> dict[str, Any]:
+        """Every figure of this result except the image, JSON-ready."""
+        out = asdict(self)
+        out.pop("image")
+        return out
+
+
+@dataclass
+class Generation:
+    """One prompt + settings turned into one image per variant."""
+
+    prompt: str
+    settings: GenerationSettings
+    model: str
+    device: str
+    placement: str
+    results: dict[str, VariantResult]
+    versions: dict[str, str] = field(default_factory=dict)
+    created_at: float = 0.0
+    synthetic: bool = False
+
+    def stats(self) -> dict[str, Any]:
+        """The JSON written as stats.json: settings, environment, per-variant figures."""
+        return {
+            "prompt": self.prompt,
+            "settings": asdict(self.settings),
+            "model": self.model,
+            "device": self.device,
+            "placement": self.placement,
+            "versions": dict(self.versions),
+            "created_at": self.created_at,
+            "synthetic": self.synthetic,
+            "variants": {name: r.stats() for name, r in self.results.items()},
+        }
