@@ -76,3 +76,62 @@ class GenerationFailedError(SpotError):
 
 class BusyError(SpotError):
     """The generation queue is full; try again in a moment."""
+
+
+# --- Data layer ----------------------------------------------------------------------
+
+
+class DatabaseError(SpotError):
+    """The database could not be opened, read or written."""
+
+
+class DatabaseCorruptError(DatabaseError):
+    """The database file is not a SQLite database or is damaged; it was left untouched."""
+
+
+class DatabaseMissingError(DatabaseError):
+    """The database file does not exist (and was not created)."""
+
+
+class GenerationNotFoundError(SpotError):
+    """No stored generation has this id."""
+
+
+class IncompleteGenerationError(SpotError):
+    """The generation lacks an image a mode needs, so no round can be made from it."""
+
+
+class NoReadyRoundError(SpotError):
+    """This session has played every stored generation the mode can use."""
+
+
+class RateLimitedError(SpotError):
+    """This session started too many rounds in the last minute."""
+
+
+class RoundNotFoundError(SpotError):
+    """No round has this id (unknown or forged)."""
+
+
+class ForeignRoundError(RoundNotFoundError):
+    """The round belongs to another session (reported like an unknown round)."""
+
+
+class RoundExpiredError(SpotError):
+    """The round is older than its time to live; it can no longer be answered."""
+
+
+class RoundAlreadyGuessedError(SpotError):
+    """The round was already answered; only the first guess counts."""
+
+
+class InvalidModeError(InvalidInputError):
+    """The game mode is not one of the modes the game offers."""
+
+
+class InvalidAnswerError(InvalidInputError):
+    """The answer is not a slot of this round nor "cant_tell"."""
+
+
+class InvalidSessionError(InvalidInputError):
+    """The session id is empty, too long or not printable."""
