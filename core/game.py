@@ -1,0 +1,291 @@
+"""Round logic: pick a generation, shuffle it into slots, judge one guess per round.
+
+Pure logic over a Store: no gradio, no torch. Randomness comes from an injected
+``random.Random`` and time from an injected clock, so tests are deterministic. The
+answer key (slot -> variant) is written to the database and never put in a RoundView.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.config import MODES, QUANTIZED_VARIANTS, REFERENCE_VARIANT, GenerationSettings
+from core.errors import (
+    ForeignRoundError,
+    GenerationNotFoundError,
+    IncompleteGenerationError,
+    InvalidAnswerError,
+    InvalidModeError,
+    InvalidSessionError,
+    NoReadyRoundError,
+    RateLimitedError,
+    RoundAlreadyGuessedError,
+    RoundExpiredError,
+    RoundNotFoundError,
+)
+from core.storage import NewGuess, Store, StoredGeneration
+
+CANT_TELL = "cant_tell"
+SLOT_LABELS: tuple[str, ...] = ("A", "B", "C")
+SESSION_ID_MAX_CHARS = 128
+ROUND_ID_MAX_CHARS = 64
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """What a mode shows, what it asks and which variant a correct answer designates."""
+
+    name: str
+    question: str
+    slots: int
+    target: str  # "reference": the correct slot holds BF16; "quantized": it holds the other
+    chance: float
+
+
+MODE_SPECS: dict[str, ModeSpec] = {
+    "trio": ModeSpec("trio", "Which one is the original (BF16)?", 3, "reference", 1 / 3),
+    "duel": ModeSpec("duel", "Which one is quantized?", 2, "quantized", 1 / 2),
+}
+assert tuple(MODE_SPECS) == MODES, "every mode in core.config.MODES needs a ModeSpec"
+
+
+@dataclass(frozen=True)
+class RoundView:
+    """What the player may see before guessing: nothing tells which slot is which."""
+
+    round_id: str
+    mode: str
+    question: str
+    slots: tuple[str, ...]
+    image_paths: tuple[Path, ...]
+    prompt: str
+    settings: GenerationSettings
+
+
+@dataclass(frozen=True)
+class Score:
+    """A session's record: answered includes can't-tell; a streak is consecutive correct."""
+
+    answered: int
+    correct: int
+    cant_tell: int
+    streak: int
+    best_streak: int
+
+
+@dataclass(frozen=True)
+class Reveal:
+    """The answer after a guess: which slot was which, and what each variant cost."""
+
+    round_id: str
+    mode: str
+    answer: str
+    slot_variants: dict[str, str]
+    designated_variant: str | None  # the variant of the chosen slot; None for can't tell
+    correct_slot: str
+    correct: bool | None  # None for can't tell
+    variant_stats: dict[str, dict[str, Any]]
+    score: Score
+
+
+def check_session_id(session_id: object) -> str:
+    """Return the session id, or raise InvalidSessionError (non-empty, short, printable)."""
+    if (
+        not isinstance(session_id, str)
+        or not session_id
+        or len(session_id) > SESSION_ID_MAX_CHARS
+        or not session_id.isprintable()
+        or session_id != session_id.strip()
+    ):
+        raise InvalidSessionError(
+            f"a session id must be 1…{SESSION_ID_MAX_CHARS} printable characters"
+        )
+    return session_id
+
+
+def check_mode(mode: object) -> ModeSpec:
+    if not isinstance(mode, str) or mode not in MODE_SPECS:
+        raise InvalidModeError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return MODE_SPECS[mode]
+
+
+def _needed_variants(spec: ModeSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(variants a generation must all have, variants it needs at least one of)."""
+    if spec.name == "trio":
+        return (REFERENCE_VARIANT, *QUANTIZED_VARIANTS), ()
+    return (REFERENCE_VARIANT,), QUANTIZED_VARIANTS
+
+
+class Game:
+    """Rounds and guesses over a Store. Thread-safe if ``rng`` is used by one thread or
+    the caller accepts interleaved draws (random.Random itself is thread-safe)."""
+
+    def __init__(
+        self,
+        store: Store,
+        rng: random.Random,
+        clock: Callable[[], float] = time.time,
+        rounds_per_minute: int = 30,
+        round_ttl_seconds: float = 3600,
+    ) -> None:
+        if rounds_per_minute < 0:
+            raise ValueError("rounds_per_minute must be >= 0 (0 means unlimited)")
+        if round_ttl_seconds <= 0:
+            raise ValueError("round_ttl_seconds must be positive")
+        self.store = store
+        self.rng = rng
+        self.clock = clock
+        self.rounds_per_minute = rounds_per_minute
+        self.round_ttl_seconds = round_ttl_seconds
+
+    # --- rounds ------------------------------------------------------------------------
+
+    def has_ready_round(self, session_id: str, mode: str) -> bool:
+        """Whether the pool holds a generation this session has not seen, for ``mode``."""
+        check_session_id(session_id)
+        required, any_of = _needed_variants(check_mode(mode))
+        return self.store.count_unseen_generations(session_id, required, any_of) > 0
+
+    def new_round(self, session_id: str, mode: str, generation_id: int | None = None) -> RoundView:
+        """Start a round of ``generation_id`` or, when None, of an unseen pooled generation.
+
+        Raises InvalidSessionError, InvalidModeError, NoReadyRoundError,
+        GenerationNotFoundError, IncompleteGenerationError or RateLimitedError.
+        """
+        check_session_id(session_id)
+        spec = check_mode(mode)
+        required, any_of = _needed_variants(spec)
+        if generation_id is None:
+            generation_id = self.store.pick_unseen_generation(
+                session_id, required, any_of, self.rng.randrange
+            )
+            if generation_id is None:
+                raise NoReadyRoundError(
+                    f"no new {mode} round is ready: you have played every stored image set"
+                )
+        elif isinstance(generation_id, bool) or not isinstance(generation_id, int):
+            raise GenerationNotFoundError(f"no generation {generation_id!r}")
+        generation = self.store.generation(generation_id)
+        if generation is None:
+            raise GenerationNotFoundError(f"no generation {generation_id}")
+        slot_variants = self._shuffle(spec, generation)
+        now = self.clock()
+        round_id = self.store.insert_round(
+            generation_id=generation.id,
+            mode=spec.name,
+            session_id=session_id,
+            compared_variant=None if spec.name == "trio" else _quantized_of(slot_variants),
+            answer_key=slot_variants,
+            created_at=now,
+            expires_at=now + self.round_ttl_seconds,
+            max_recent=self.rounds_per_minute,
+            recent_since=now - 60.0,
+        )
+        if round_id is None:
+            raise RateLimitedError(
+                f"at most {self.rounds_per_minute} rounds a minute; wait a moment"
+            )
+        paths = self.store.image_paths(generation.id)
+        return RoundView(
+            round_id=round_id,
+            mode=spec.name,
+            question=spec.question,
+            slots=tuple(slot_variants),
+            image_paths=tuple(paths[v] for v in slot_variants.values()),
+            prompt=generation.prompt,
+            settings=generation.settings,
+        )
+
+    def _shuffle(self, spec: ModeSpec, generation: StoredGeneration) -> dict[str, str]:
+        """Slot label -> variant, freshly shuffled with the injected RNG."""
+        have = set(generation.variants)
+        if spec.name == "trio":
+            variants = [REFERENCE_VARIANT, *QUANTIZED_VARIANTS]
+        else:
+            available = [v for v in QUANTIZED_VARIANTS if v in have]
+            if not available:
+                raise IncompleteGenerationError(
+                    f"generation {generation.id} has no quantized image for a duel"
+                )
+            variants = [REFERENCE_VARIANT, self.rng.choice(available)]
+        missing = [v for v in variants if v not in have]
+        if missing:
+            raise IncompleteGenerationError(
+                f"generation {generation.id} lacks {', '.join(missing)} for a {spec.name} round"
+            )
+        self.rng.shuffle(variants)
+        return dict(zip(SLOT_LABELS, variants, strict=False))
+
+    # --- guesses -----------------------------------------------------------------------
+
+    def guess(self, session_id: str, round_id: str, answer: str) -> Reveal:
+        """Judge and record the session's one guess on ``round_id``; nothing is written
+        when it is rejected.
+
+        Raises InvalidSessionError, InvalidAnswerError, RoundNotFoundError,
+        ForeignRoundError (a subclass of RoundNotFoundError, same message),
+        RoundAlreadyGuessedError or RoundExpiredError.
+        """
+        check_session_id(session_id)
+        if not isinstance(answer, str):
+            raise InvalidAnswerError(f"an answer must be a slot letter or {CANT_TELL!r}")
+        if not isinstance(round_id, str) or not 0 < len(round_id) <= ROUND_ID_MAX_CHARS:
+            raise RoundNotFoundError("no such round")
+        stored = self.store.fetch_round(round_id)
+        if stored is None:
+            raise RoundNotFoundError("no such round")
+        if stored.session_id != session_id:
+            # Same message as an unknown id: a guesser learns nothing about other rounds.
+            raise ForeignRoundError("no such round")
+        if stored.guessed:
+            raise RoundAlreadyGuessedError("this round was already answered")
+        now = self.clock()
+        if now > stored.expires_at:
+            raise RoundExpiredError("this round has expired; start a new one")
+        slots = stored.answer_key
+        if answer != CANT_TELL and answer not in slots:
+            raise InvalidAnswerError(
+                f"answer must be one of {', '.join(slots)} or {CANT_TELL!r}, got {answer!r}"
+            )
+        spec = MODE_SPECS[stored.mode]
+        correct_slot = _correct_slot(spec, slots)
+        designated = None if answer == CANT_TELL else slots[answer]
+        correct = None if answer == CANT_TELL else answer == correct_slot
+        self.store.insert_guess(
+            NewGuess(
+                round=stored, answer=answer, variant=designated, correct=correct, created_at=now
+            )
+        )
+        return Reveal(
+            round_id=stored.id,
+            mode=stored.mode,
+            answer=answer,
+            slot_variants=dict(slots),
+            designated_variant=designated,
+            correct_slot=correct_slot,
+            correct=correct,
+            variant_stats=self.store.image_stats(stored.generation_id),
+            score=self.session_score(session_id),
+        )
+
+    def session_score(self, session_id: str) -> Score:
+        check_session_id(session_id)
+        tally, streak, best = self.store.session_tally(session_id)
+        return Score(tally.answered, tally.correct, tally.cant_tell, streak, best)
+
+
+def _quantized_of(slot_variants: dict[str, str]) -> str:
+    return next(v for v in slot_variants.values() if v != REFERENCE_VARIANT)
+
+
+def _correct_slot(spec: ModeSpec, slots: dict[str, str]) -> str:
+    """The slot a correct answer names: BF16's in a trio, the quantized one's in a duel."""
+    for slot, variant in slots.items():
+        if (variant == REFERENCE_VARIANT) == (spec.target == "reference"):
+            return slot
+    raise IncompleteGenerationError("the round's answer key has no correct slot")

@@ -1,0 +1,423 @@
+"""Simulated players: load-test the game and check the statistics recover known truths.
+
+``python -m core.simulate --generations 20 --rounds 2000 --threads 32 --mode duel
+--accuracy int8=0.5,nf4=0.7 --json`` stores synthetic generations (small placeholder
+images, ``synthetic=True``) through Store.save_generation, then T threads play R rounds in
+total through the same Game API the app uses (new_round from the pool or with a
+generation id, then guess). A simulated player answers correctly with the given
+probability per variant (duel: spotting the quantized image of that variant; trio: the
+``bf16`` key, spotting the original; a missing key means chance). Afterwards the rows in
+the database are compared with the acknowledged guesses: lost, duplicated and failed
+must all be 0.
+
+``--bulk-guesses N --time-stats-export`` instead bulk-loads N answered rounds (for
+timing statistics and export at scale; not through the Game API).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import secrets
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from core import export, stats
+from core.config import (
+    QUANTIZED_VARIANTS,
+    REFERENCE_VARIANT,
+    SYNTHETIC_SCHNELL,
+    VARIANT_NAMES,
+    AppSettings,
+    GenerationSettings,
+)
+from core.errors import NoReadyRoundError
+from core.game import CANT_TELL, MODE_SPECS, Game, RoundView
+from core.records import Generation, VariantResult
+from core.storage import Store, default_images_dir
+
+logger = logging.getLogger(__name__)
+
+MODE_CHOICES = (*MODE_SPECS, "both")
+
+
+def synthetic_generation(index: int, rng: random.Random, size: int = 32) -> Generation:
+    """A placeholder generation: one small noisy image per variant, plausible figures."""
+    base = Image.effect_noise((size, size), 40 + index % 50).convert("RGB")
+    results = {}
+    for k, name in enumerate(VARIANT_NAMES):
+        image = base if name == REFERENCE_VARIANT else base.point(lambda v, k=k: min(255, v + k))
+        results[name] = VariantResult(
+            variant=name,
+            image=image,
+            seconds=rng.uniform(0.5, 2.0),
+            weight_bytes=int(2e9 / (k + 1)),
+            shared_weight_bytes=int(1e8),
+            peak_rss_bytes=int(3e9 / (k + 1)),
+            psnr=None if name == REFERENCE_VARIANT else rng.uniform(25, 40),
+            ssim=None if name == REFERENCE_VARIANT else rng.uniform(0.8, 0.99),
+        )
+    return Generation(
+        prompt=f"synthetic prompt {index}",
+        settings=GenerationSettings(index, 4, 0.0, size, size, 64),
+        model=SYNTHETIC_SCHNELL,
+        device="cpu",
+        placement="synthetic",
+        results=results,
+        created_at=time.time(),
+        synthetic=True,
+    )
+
+
+def parse_accuracy(value: str) -> dict[str, float]:
+    """``"int8=0.5,nf4=0.7"`` -> {"int8": 0.5, "nf4": 0.7}."""
+    out: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, number = item.partition("=")
+        if not sep or name.strip() not in VARIANT_NAMES:
+            raise argparse.ArgumentTypeError(
+                f"expected VARIANT=PROBABILITY with VARIANT in {', '.join(VARIANT_NAMES)}, "
+                f"got {item!r}"
+            )
+        try:
+            p = float(number)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{number!r} is not a probability") from None
+        if not 0.0 <= p <= 1.0:
+            raise argparse.ArgumentTypeError(f"probability {p} is outside 0…1")
+        out[name.strip()] = p
+    return out
+
+
+@dataclass
+class Player:
+    """Answers correctly with a known probability (it peeks at the server's answer key,
+    which only a test harness can do)."""
+
+    accuracy: dict[str, float]
+    cant_tell: float
+    rng: random.Random
+
+    def answer(self, store: Store, view: RoundView) -> str:
+        key = store.fetch_round(view.round_id).answer_key  # harness-only peek
+        if self.rng.random() < self.cant_tell:
+            return CANT_TELL
+        if view.mode == "trio":
+            right = next(s for s, v in key.items() if v == REFERENCE_VARIANT)
+            p = self.accuracy.get(REFERENCE_VARIANT, MODE_SPECS["trio"].chance)
+        else:
+            right = next(s for s, v in key.items() if v != REFERENCE_VARIANT)
+            p = self.accuracy.get(key[right], MODE_SPECS["duel"].chance)
+        if self.rng.random() < p:
+            return right
+        return self.rng.choice([s for s in key if s != right])
+
+
+@dataclass
+class ThreadResult:
+    acknowledged: list[str] = field(default_factory=list)
+    guess_seconds: list[float] = field(default_factory=list)
+    round_seconds: list[float] = field(default_factory=list)
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _modes(mode: str) -> Iterator[str]:
+    while True:
+        yield from (MODE_SPECS if mode == "both" else (mode,))
+
+
+def _play(
+    store: Store,
+    thread: int,
+    rounds: int,
+    args: argparse.Namespace,
+    prefix: str,
+    generation_ids: list[int],
+    result: ThreadResult,
+    start: threading.Barrier,
+) -> None:
+    rng = random.Random(args.seed * 1000 + thread)
+    game = Game(store, random.Random(rng.random()), rounds_per_minute=0)
+    player = Player(args.accuracy, args.cant_tell, random.Random(rng.random()))
+    session_number = 0
+    session = f"{prefix}{thread}-{session_number}"
+    modes = _modes(args.mode)
+    start.wait()
+    for k in range(rounds):
+        mode = next(modes)
+        try:
+            t0 = time.perf_counter()
+            # Every fourth round names a generation, as after a fresh generation in the app.
+            if k % 4 == 3:
+                view = game.new_round(session, mode, rng.choice(generation_ids))
+            else:
+                try:
+                    view = game.new_round(session, mode)
+                except NoReadyRoundError:
+                    session_number += 1  # a new player: the pool is fresh for them
+                    session = f"{prefix}{thread}-{session_number}"
+                    view = game.new_round(session, mode)
+            t1 = time.perf_counter()
+            answer = player.answer(store, view)
+            t2 = time.perf_counter()
+            game.guess(session, view.round_id, answer)
+            t3 = time.perf_counter()
+        except Exception as e:  # counted and reported; the run goes on
+            result.failed += 1
+            if len(result.errors) < 5:
+                result.errors.append(f"{type(e).__name__}: {e}")
+            continue
+        result.acknowledged.append(view.round_id)
+        result.round_seconds.append(t1 - t0)
+        result.guess_seconds.append(t3 - t2)
+
+
+def _percentile_ms(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
+    return round(ordered[index] * 1000, 3)
+
+
+def create_generations(store: Store, count: int, seed: int) -> list[int]:
+    rng = random.Random(seed)
+    return [store.save_generation(synthetic_generation(i, rng)) for i in range(count)]
+
+
+def run_load(store: Store, args: argparse.Namespace) -> dict[str, Any]:
+    """Play ``args.rounds`` rounds on ``args.threads`` threads; verify against the db."""
+    generation_ids = create_generations(store, args.generations, args.seed)
+    prefix = f"sim-{secrets.token_hex(4)}-"
+    per_thread = [
+        args.rounds // args.threads + (i < args.rounds % args.threads) for i in range(args.threads)
+    ]
+    results = [ThreadResult() for _ in range(args.threads)]
+    barrier = threading.Barrier(args.threads + 1)
+    threads = [
+        threading.Thread(
+            target=_play,
+            args=(store, i, per_thread[i], args, prefix, generation_ids, results[i], barrier),
+            name=f"player-{i}",
+        )
+        for i in range(args.threads)
+    ]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+
+    acknowledged = [r for res in results for r in res.acknowledged]
+    guess_seconds = [s for res in results for s in res.guess_seconds]
+    round_seconds = [s for res in results for s in res.round_seconds]
+    check = store.guess_check(prefix)
+    in_db = set(check["round_ids"])
+    acked = set(acknowledged)
+    return {
+        "threads": args.threads,
+        "rounds_requested": args.rounds,
+        "generations": len(generation_ids),
+        "mode": args.mode,
+        "acknowledged": len(acknowledged),
+        "db_guesses": len(check["round_ids"]),
+        "lost": len(acked - in_db),
+        "duplicated": check["duplicated"] + (len(acknowledged) - len(acked)),
+        "unacknowledged_in_db": len(in_db - acked),
+        "failed": sum(res.failed for res in results),
+        "errors": [e for res in results for e in res.errors][:5],
+        "seconds": round(wall, 3),
+        "guesses_per_second": round(len(acknowledged) / wall, 1) if wall else None,
+        "guess_latency_ms": {
+            "p50": _percentile_ms(guess_seconds, 50),
+            "p99": _percentile_ms(guess_seconds, 99),
+        },
+        "new_round_latency_ms": {
+            "p50": _percentile_ms(round_seconds, 50),
+            "p99": _percentile_ms(round_seconds, 99),
+        },
+        "detection": [d.to_dict() for d in stats.detection_table(store)],
+    }
+
+
+def bulk_load(store: Store, args: argparse.Namespace) -> dict[str, Any]:
+    """Store ``args.bulk_guesses`` answered rounds in one transaction (benchmarks only)."""
+    generation_ids = create_generations(store, args.generations, args.seed)
+    rng = random.Random(args.seed)
+    player = Player(args.accuracy, args.cant_tell, rng)
+    modes = _modes(args.mode)
+    now = time.time()
+    rounds: list[tuple] = []
+    guesses: list[tuple] = []
+    start = time.perf_counter()
+    for k in range(args.bulk_guesses):
+        mode = next(modes)
+        if mode == "trio":
+            variants = [REFERENCE_VARIANT, *QUANTIZED_VARIANTS]
+        else:
+            variants = [REFERENCE_VARIANT, rng.choice(QUANTIZED_VARIANTS)]
+        rng.shuffle(variants)
+        key = dict(zip("ABC", variants, strict=False))
+        compared = None if mode == "trio" else next(v for v in variants if v != REFERENCE_VARIANT)
+        round_id = secrets.token_urlsafe(16)
+        session = f"bulk-{k // 50}"
+        generation_id = generation_ids[k % len(generation_ids)]
+        created = now - args.bulk_guesses + k
+        answer = _bulk_answer(player, mode, key)
+        target = REFERENCE_VARIANT if mode == "trio" else compared
+        variant = None if answer == CANT_TELL else key[answer]
+        correct = None if answer == CANT_TELL else int(variant == target)
+        rounds.append(
+            (round_id, generation_id, mode, session, compared, json.dumps(key), created, created)
+        )
+        guesses.append(
+            (
+                round_id,
+                session,
+                generation_id,
+                mode,
+                compared,
+                answer,
+                variant,
+                correct,
+                int(answer == CANT_TELL),
+                1.0,
+                created + 1.0,
+            )
+        )
+    built = time.perf_counter()
+    store.bulk_insert_rounds_and_guesses(rounds, guesses)
+    loaded = time.perf_counter()
+    return {
+        "bulk_guesses": args.bulk_guesses,
+        "build_seconds": round(built - start, 3),
+        "insert_seconds": round(loaded - built, 3),
+    }
+
+
+def _bulk_answer(player: Player, mode: str, key: dict[str, str]) -> str:
+    if player.rng.random() < player.cant_tell:
+        return CANT_TELL
+    if mode == "trio":
+        right = next(s for s, v in key.items() if v == REFERENCE_VARIANT)
+        p = player.accuracy.get(REFERENCE_VARIANT, MODE_SPECS["trio"].chance)
+    else:
+        right = next(s for s, v in key.items() if v != REFERENCE_VARIANT)
+        p = player.accuracy.get(key[right], MODE_SPECS["duel"].chance)
+    if player.rng.random() < p:
+        return right
+    return player.rng.choice([s for s in key if s != right])
+
+
+def time_stats_export(store: Store, out: Path) -> dict[str, Any]:
+    start = time.perf_counter()
+    stats.summary(store)
+    summary_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    export.export(store, out)
+    export_seconds = time.perf_counter() - start
+    return {
+        "stats_seconds": round(summary_seconds, 3),
+        "export_seconds": round(export_seconds, 3),
+        "export_formats": list(export.FORMATS),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m core.simulate", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--db", type=Path, help="SQLite file (default: a temporary one)")
+    parser.add_argument("--images-dir", type=Path, help="default: images/ beside the db")
+    parser.add_argument("--force", action="store_true", help="allow the app's data/arena.db")
+    parser.add_argument("--generations", type=_positive, default=20)
+    parser.add_argument("--rounds", type=_positive, default=1000, help="rounds in total")
+    parser.add_argument("--threads", type=_positive, default=8)
+    parser.add_argument("--mode", choices=MODE_CHOICES, default="duel")
+    parser.add_argument(
+        "--accuracy",
+        type=parse_accuracy,
+        default={},
+        help="VARIANT=P,… (duel: per quantized variant; trio: bf16=P); default chance",
+    )
+    parser.add_argument("--cant-tell", type=float, default=0.0, help="share of can't-tell")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bulk-guesses", type=_positive, help="bulk-load N answered rounds")
+    parser.add_argument(
+        "--time-stats-export",
+        action="store_true",
+        help="time core.stats.summary and a full export (all formats) after loading",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} must be at least 1")
+    return n
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.cant_tell <= 1.0:
+        parser.error("--cant-tell must be in 0…1")
+    logging.basicConfig(level=logging.WARNING)
+    tmp = None
+    if args.db is None:
+        tmp = Path(tempfile.mkdtemp(prefix="spot-simulate-"))
+        args.db = tmp / "simulate.db"
+    elif args.db.resolve() == AppSettings().db.resolve() and not args.force:
+        parser.error(f"refusing to add simulated data to {args.db}; pass --force to do so")
+    images_dir = args.images_dir or default_images_dir(args.db)
+    try:
+        with Store(args.db, images_dir) as store:
+            report = bulk_load(store, args) if args.bulk_guesses else run_load(store, args)
+            if args.time_stats_export:
+                out = Path(tempfile.mkdtemp(prefix="spot-export-"))
+                try:
+                    report.update(time_stats_export(store, out))
+                finally:
+                    shutil.rmtree(out, ignore_errors=True)
+            report["db"] = str(args.db)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for key, value in report.items():
+            if key != "detection":
+                print(f"{key}: {value}")
+        for d in report.get("detection", []):
+            print(
+                f"{d['mode']:5} {d['variant']:5} answered={d['answered']} rate={d['rate']} "
+                f"ci=({d['ci_low']}, {d['ci_high']}) p={d['p_value']} {d['verdict']}"
+            )
+    if not args.bulk_guesses and (report["lost"] or report["duplicated"] or report["failed"]):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
