@@ -197,9 +197,10 @@ def resolve_model(name: str, *, cuda_available: bool) -> ModelSpec:
             )
         defaults = _DEV_DEFAULTS
         transformer_config = path / "transformer" / "config.json"
-        if transformer_config.is_file():
-            if not json.loads(transformer_config.read_text()).get("guidance_embeds", True):
-                defaults = _SCHNELL_DEFAULTS
+        if transformer_config.is_file() and not json.loads(transformer_config.read_text()).get(
+            "guidance_embeds", True
+        ):
+            defaults = _SCHNELL_DEFAULTS
         return ModelSpec(str(path.resolve()), str(path.resolve()), "local", **defaults)
     if name.count("/") != 1 or name.startswith("/") or name.startswith("."):
         raise InvalidSettingError(

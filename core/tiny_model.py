@@ -34,7 +34,9 @@ logger = logging.getLogger(__name__)
 # Bump when the architecture or the weights change, so stale caches are rebuilt.
 TINY_VERSION = "1"
 TINY_SEED = 20241121
-DEFAULT_TINY_DIR = Path("data") / "models" / f"tiny-flux-v{TINY_VERSION}"
+DEFAULT_TINY_DIR = (
+    Path(__file__).resolve().parent.parent / "data" / "models" / f"tiny-flux-v{TINY_VERSION}"
+)
 
 HIDDEN = 64  # transformer width = 2 heads x 32
 TEXT_DIM = 64  # CLIP hidden = pooled projection dim, T5 d_model = joint attention dim
@@ -141,7 +143,9 @@ def _components(seed: int) -> dict[str, object]:
 def _model_index(components: dict[str, object]) -> dict[str, object]:
     index: dict[str, object] = {"_class_name": "FluxPipeline", "_diffusers_version": "0.42.1"}
     for name, component in components.items():
-        library = "diffusers" if type(component).__module__.startswith("diffusers") else "transformers"
+        library = (
+            "diffusers" if type(component).__module__.startswith("diffusers") else "transformers"
+        )
         index[name] = [library, type(component).__name__]
     return index
 

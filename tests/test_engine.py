@@ -1,0 +1,291 @@
+"""The engine on the tiny FLUX checkpoint, on the CPU: real bitsandbytes layers, shared
+components, determinism, input validation and recovery from out-of-memory errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import bitsandbytes as bnb
+import pytest
+import torch
+
+from core import errors
+from core.config import (
+    PER_VARIANT_COMPONENTS,
+    SHARED_COMPONENTS,
+    VARIANT_NAMES,
+    GenerationSettings,
+    resolve_model,
+)
+from core.engine import Engine
+from core.models import load_models
+from core.tiny_model import ensure_tiny_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+PROMPT = "a red fox in snow"
+
+EXPECTED_LAYER = {
+    "int8": (bnb.nn.Linear8bitLt, torch.int8),
+    "nf4": (bnb.nn.Linear4bit, torch.uint8),
+}
+
+
+@pytest.fixture(scope="module")
+def trio(tiny_engine: Engine):
+    return tiny_engine.generate(PROMPT, tiny_engine.default_settings(seed=7))
+
+
+@pytest.mark.parametrize("variant", ["int8", "nf4"])
+@pytest.mark.parametrize("component", PER_VARIANT_COMPONENTS)
+def test_quantized_variants_hold_real_bitsandbytes_layers(tiny_engine, variant, component):
+    module = getattr(tiny_engine.models.pipelines[variant], component)
+    layer_type, storage = EXPECTED_LAYER[variant]
+    layers = [m for m in module.modules() if isinstance(m, layer_type)]
+    assert layers, f"{variant} {component} has no {layer_type.__name__}"
+    assert all(layer.weight.dtype == storage for layer in layers)
+    # No plain Linear layer escaped quantization inside the transformer blocks / T5 layers,
+    # except those the model class keeps unquantized on purpose (T5's ``wo``).
+    kept = set(getattr(module, "_keep_in_fp32_modules", None) or [])
+    plain = [
+        name
+        for name, m in module.named_modules()
+        if type(m) is torch.nn.Linear
+        and ("blocks" in name or "block." in name)
+        and name.rsplit(".", 1)[-1] not in kept
+    ]
+    assert not plain, plain
+
+
+def test_bf16_variant_is_not_quantized(tiny_engine):
+    pipe = tiny_engine.models.pipelines["bf16"]
+    for component in PER_VARIANT_COMPONENTS:
+        module = getattr(pipe, component)
+        assert not any(
+            isinstance(m, bnb.nn.Linear8bitLt | bnb.nn.Linear4bit) for m in module.modules()
+        )
+        assert module.dtype == torch.bfloat16
+
+
+def test_weight_bytes_order_nf4_int8_bf16(tiny_engine):
+    sizes = {v: tiny_engine.models.weight_bytes(v) for v in VARIANT_NAMES}
+    assert 0 < sizes["nf4"] < sizes["int8"] < sizes["bf16"]
+
+
+def test_shared_components_are_the_same_objects_and_stay_bf16(tiny_engine):
+    pipes = tiny_engine.models.pipelines
+    for name in SHARED_COMPONENTS:
+        first = getattr(pipes["bf16"], name)
+        assert all(getattr(p, name) is first for p in pipes.values()), name
+        if isinstance(first, torch.nn.Module):
+            assert all(p.dtype == torch.bfloat16 for p in first.parameters()), name
+    # Schedulers are stateful: one instance per pipeline, from the same config.
+    schedulers = [p.scheduler for p in pipes.values()]
+    assert len({id(s) for s in schedulers}) == len(schedulers)
+    assert len({json.dumps(dict(s.config), sort_keys=True, default=str) for s in schedulers}) == 1
+    # Per-variant components are distinct objects.
+    for name in PER_VARIANT_COMPONENTS:
+        assert len({id(getattr(p, name)) for p in pipes.values()}) == len(pipes)
+
+
+def test_trio_images_and_figures(trio, tiny_engine):
+    assert set(trio.results) == set(VARIANT_NAMES)
+    for name, result in trio.results.items():
+        assert result.image.size == (256, 256), name
+        assert result.seconds > 0
+        assert result.peak_rss_bytes and result.peak_rss_bytes > 0
+        assert result.peak_allocated_bytes is None  # no GPU
+        assert result.shared_weight_bytes == tiny_engine.models.shared_weight_bytes() > 0
+    assert trio.results["bf16"].psnr is None
+    for name in ("int8", "nf4"):
+        assert 0 < trio.results[name].psnr < math.inf
+        assert -1 <= trio.results[name].ssim < 1
+    # The three images differ from one another.
+    raw = {name: r.image.tobytes() for name, r in trio.results.items()}
+    assert len(set(raw.values())) == 3
+    # LLM.int8 keeps more precision than NF4.
+    assert trio.results["int8"].psnr > trio.results["nf4"].psnr
+    assert trio.settings.seed == 7 and trio.model == "tiny" and trio.device == "cpu"
+    assert set(trio.versions) >= {"torch", "diffusers", "bitsandbytes"}
+
+
+def test_same_seed_gives_bit_identical_bf16_image(trio, tiny_engine):
+    again = tiny_engine.generate(PROMPT, tiny_engine.default_settings(seed=7))
+    assert again.results["bf16"].image.tobytes() == trio.results["bf16"].image.tobytes()
+    other = tiny_engine.generate(PROMPT, tiny_engine.default_settings(seed=8))
+    assert other.results["bf16"].image.tobytes() != trio.results["bf16"].image.tobytes()
+
+
+@pytest.fixture
+def count_pipeline_calls(tiny_engine, monkeypatch):
+    calls: list[str] = []
+    for name, pipe in tiny_engine.models.pipelines.items():
+        forward = pipe.transformer.forward
+
+        def spy(*args, _forward=forward, _name=name, **kwargs):
+            calls.append(_name)
+            return _forward(*args, **kwargs)
+
+        monkeypatch.setattr(pipe.transformer, "forward", spy)
+    return calls
+
+
+BAD_INPUTS = [
+    ("", {}, errors.EmptyPromptError),
+    ("   \n\t ", {}, errors.EmptyPromptError),
+    ("x" * 100_000, {}, errors.PromptTooLongError),
+    ("a fox\x00", {}, errors.PromptControlCharacterError),
+    ("a fox \x1b[31m", {}, errors.PromptControlCharacterError),
+    (PROMPT, {"seed": -1}, errors.SeedOutOfRangeError),
+    (PROMPT, {"seed": 2**32}, errors.SeedOutOfRangeError),
+    (PROMPT, {"width": 250}, errors.InvalidSizeError),
+    (PROMPT, {"height": 4096}, errors.InvalidSizeError),
+    (PROMPT, {"width": 128}, errors.InvalidSizeError),
+    (PROMPT, {"steps": 0}, errors.StepsOutOfRangeError),
+    (PROMPT, {"steps": 101}, errors.StepsOutOfRangeError),
+    (PROMPT, {"guidance": -0.5}, errors.GuidanceOutOfRangeError),
+    (PROMPT, {"guidance": float("nan")}, errors.GuidanceOutOfRangeError),
+    (PROMPT, {"max_sequence_length": 4}, errors.SequenceLengthOutOfRangeError),
+    (PROMPT, {"max_sequence_length": 1024}, errors.SequenceLengthOutOfRangeError),
+]
+
+
+@pytest.mark.parametrize(("prompt", "changes", "error"), BAD_INPUTS)
+def test_bad_input_raises_its_error_and_does_no_work(
+    tiny_engine, count_pipeline_calls, prompt, changes, error
+):
+    settings = tiny_engine.default_settings(seed=1).with_(**changes)
+    with pytest.raises(error):
+        tiny_engine.generate(prompt, settings)
+    assert count_pipeline_calls == []
+    assert not tiny_engine.busy
+
+
+def test_injected_out_of_memory_is_recovered_from(tiny_engine, monkeypatch):
+    transformer = tiny_engine.models.pipelines["int8"].transformer
+    real_forward = transformer.forward
+    raised = []
+
+    def out_of_memory(*args, **kwargs):
+        if not raised:
+            raised.append(True)
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(transformer, "forward", out_of_memory)
+    settings = tiny_engine.default_settings(seed=3)
+    with pytest.raises(errors.GenerationOutOfMemoryError, match=r"int8.*ran out of GPU memory"):
+        tiny_engine.generate(PROMPT, settings)
+    assert not tiny_engine.busy
+    result = tiny_engine.generate(PROMPT, settings)
+    assert set(result.results) == set(VARIANT_NAMES)
+
+
+def test_progress_follows_variants_and_steps(tiny_engine):
+    seen: list[tuple[str, int, int]] = []
+    settings = tiny_engine.default_settings(seed=2).with_(steps=2)
+    tiny_engine.generate(PROMPT, settings, progress=lambda v, s, n: seen.append((v, s, n)))
+    assert seen == [(v, s, 2) for v in VARIANT_NAMES for s in (1, 2)]
+
+
+def test_loading_from_a_local_folder(tmp_path):
+    folder = tmp_path / "my-flux"
+    shutil.copytree(ensure_tiny_checkpoint(), folder)
+    spec = resolve_model(str(folder), cuda_available=False)
+    assert spec.kind == "local" and spec.source == str(folder.resolve())
+    models = load_models(spec, variants=["bf16", "nf4"], device="cpu")
+    assert models.variants == ("bf16", "nf4")
+    engine = Engine(models)
+    generation = engine.generate(
+        PROMPT,
+        GenerationSettings.defaults(spec, 5).with_(
+            steps=2, width=256, height=256, max_sequence_length=64
+        ),
+    )
+    assert generation.results["nf4"].image.size == (256, 256)
+
+
+def test_a_folder_that_is_not_a_pipeline_is_rejected(tmp_path):
+    with pytest.raises(errors.InvalidSettingError, match=r"model_index\.json"):
+        resolve_model(str(tmp_path), cuda_available=False)
+
+
+def test_auto_model_is_tiny_without_cuda_and_dev_with_it():
+    assert resolve_model("auto", cuda_available=False).name == "tiny"
+    assert resolve_model("auto", cuda_available=True).name == "black-forest-labs/FLUX.1-dev"
+
+
+def test_unreachable_hub_model_gives_a_clear_message(tmp_path):
+    code = (
+        "from core.config import resolve_model\n"
+        "from core.engine import Engine\n"
+        "from core.errors import ModelUnavailableError\n"
+        "spec = resolve_model('black-forest-labs/FLUX.1-dev', cuda_available=False)\n"
+        "try:\n"
+        "    Engine.load(spec, device='cpu')\n"
+        "except ModelUnavailableError as e:\n"
+        "    print('MESSAGE', e)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert "MESSAGE" in out.stdout, out.stderr[-2000:]
+    message = out.stdout.split("MESSAGE", 1)[1]
+    assert "black-forest-labs/FLUX.1-dev" in message
+    assert "HF_TOKEN" in message and "--model tiny" in message and "local" in message
+
+
+def test_engine_command_line_writes_images_and_stats(tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "core.engine", "--model", "tiny", "--prompt", PROMPT,
+         "--seed", "7", "--steps", "2", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in VARIANT_NAMES:
+        assert (out / f"{name}.png").is_file()
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["settings"]["seed"] == 7 and stats["settings"]["steps"] == 2
+    figures = stats["variants"]
+    assert (
+        figures["nf4"]["weight_bytes"]
+        < figures["int8"]["weight_bytes"]
+        < figures["bf16"]["weight_bytes"]
+    )
+    assert figures["int8"]["psnr"] > figures["nf4"]["psnr"]
+    assert all(
+        figures[v]["seconds"] > 0 and figures[v]["peak_rss_bytes"] > 0 for v in VARIANT_NAMES
+    )
+    assert "variant" in result.stdout and "nf4" in result.stdout
+
+
+def test_engine_command_line_rejects_bad_input_without_writing(tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "core.engine", "--model", "tiny", "--prompt", "  ",
+         "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "prompt is empty" in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.gpu
+def test_gpu_trio_is_measured_with_cuda_peaks():
+    engine = Engine.load("tiny", device="cuda")
+    generation = engine.generate(PROMPT, engine.default_settings(seed=7))
+    for result in generation.results.values():
+        assert (
+            result.peak_allocated_bytes
+            and result.peak_reserved_bytes >= result.peak_allocated_bytes
+        )
+        assert result.peak_rss_bytes is None
+    assert generation.placement == "resident"
