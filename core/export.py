@@ -8,15 +8,17 @@ snapshot. The answer key of a round nobody has answered is exported as null.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import tempfile
 import zipfile
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from core import stats
@@ -26,6 +28,8 @@ from core.storage import TABLES, Snapshot, Store, default_images_dir
 logger = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("csv", "json", "parquet")
+# A header row; quotes only where a value needs them; nulls as empty fields.
+_CSV_OPTIONS = pacsv.WriteOptions(include_header=True, quoting_style="needed")
 
 # Arrow types of the exported columns (SQLite is dynamically typed; these are the types
 # the schema declares). Unlisted columns are strings.
@@ -70,66 +74,82 @@ def parse_formats(value: str) -> tuple[str, ...]:
     return formats
 
 
-def _write_csv(path: Path, columns: list[str], batches: Iterable[list[tuple]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        for batch in batches:
-            writer.writerows(batch)
-
-
-def _write_json(path: Path, columns: list[str], batches: Iterable[list[tuple]]) -> None:
-    """A JSON array of objects, written row by row (never the whole table in memory)."""
-    encode = json.JSONEncoder(ensure_ascii=False).encode
+def _write_json(path: Path, batches: Iterable[list[str]]) -> None:
+    """A JSON array of objects, written batch by batch (never the whole table in memory)."""
     with open(path, "w", encoding="utf-8") as f:
         f.write("[")
         first = True
         for batch in batches:
-            chunk = ",\n".join(encode(dict(zip(columns, row, strict=True))) for row in batch)
-            f.write(("\n" if first else ",\n") + chunk)
+            f.write(("\n" if first else ",\n") + ",\n".join(batch))
             first = False
         f.write("\n]\n")
 
 
-def _write_parquet(
-    path: Path, table: str, columns: list[str], batches: Iterable[list[tuple]]
-) -> None:
-    schema = pa.schema([(c, _arrow_type(table, c)) for c in columns])
-    with pq.ParquetWriter(path, schema) as writer:
-        for batch in batches:
-            arrays = [
-                pa.array([row[i] for row in batch], type=schema.field(i).type)
-                for i in range(len(columns))
-            ]
-            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
-
-
-def _write_table(snap: Snapshot, out: Path, table: str, fmt: str) -> Path:
+def _write_table(snap: Snapshot, out: Path, table: str, formats: tuple[str, ...]) -> list[Path]:
+    """Read ``table`` once and write it as CSV and/or Parquet (one Arrow batch for both)."""
     columns = snap.columns(table)
-    path = out / f"{table}.{fmt}"
-    batches = snap.rows(table, batch_size=50_000)
-    if fmt == "csv":
-        _write_csv(path, columns, batches)
-    elif fmt == "json":
-        _write_json(path, columns, batches)
-    else:
-        _write_parquet(path, table, columns, batches)
-    return path
+    schema = pa.schema([(c, _arrow_type(table, c)) for c in columns])
+    paths = {fmt: out / f"{table}.{fmt}" for fmt in formats}
+    if "csv" in formats or "parquet" in formats:
+        with ExitStack() as stack:
+            csv_writer = parquet_writer = None
+            if "csv" in formats:
+                sink = stack.enter_context(pa.OSFile(str(paths["csv"]), "wb"))
+                csv_writer = stack.enter_context(
+                    pacsv.CSVWriter(sink, schema, write_options=_CSV_OPTIONS)
+                )
+            if "parquet" in formats:
+                parquet_writer = stack.enter_context(pq.ParquetWriter(paths["parquet"], schema))
+            wrote_any = False
+            for batch in snap.rows(table, batch_size=50_000):
+                arrays = [
+                    pa.array(values, type=f.type)
+                    for values, f in zip(zip(*batch, strict=True), schema, strict=True)
+                ]
+                record_batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+                if csv_writer is not None:
+                    csv_writer.write_batch(record_batch)
+                if parquet_writer is not None:
+                    parquet_writer.write_batch(record_batch)
+                wrote_any = True
+            if not wrote_any and parquet_writer is not None:
+                parquet_writer.write_table(schema.empty_table())
+    return list(paths.values())
 
 
 def export(store: Store, out: Path, formats: Iterable[str] = FORMATS) -> list[Path]:
-    """Write every table in every format, and summary.json, under ``out``; return paths."""
+    """Write every table in every format, and summary.json, under ``out``; return paths.
+
+    JSON is written by a second thread from a second view of the same database state:
+    SQLite builds the JSON text with the GIL released, so it overlaps with the CSV and
+    Parquet work on a second core.
+    """
     formats = parse_formats(",".join(formats))
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    with store.snapshot() as snap:
-        for table in TABLES:
-            for fmt in formats:
-                written.append(_write_table(snap, out, table, fmt))
+    tabular = tuple(f for f in formats if f != "json")
+    with (
+        store.snapshots(2) as (snap, json_snap),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-json") as pool,
+    ):
+        json_paths = pool.submit(_write_json_tables, json_snap, out) if "json" in formats else None
+        written = []
+        if tabular:
+            for table in TABLES:
+                written += _write_table(snap, out, table, tabular)
+        if json_paths is not None:
+            written += json_paths.result()
     summary_path = out / "summary.json"
     summary_path.write_text(json.dumps(stats.summary(store), indent=2) + "\n", encoding="utf-8")
     written.append(summary_path)
     return written
+
+
+def _write_json_tables(snap: Snapshot, out: Path) -> list[Path]:
+    paths = []
+    for table in TABLES:
+        paths.append(out / f"{table}.json")
+        _write_json(paths[-1], snap.json_rows(table, batch_size=50_000))
+    return paths
 
 
 def export_zip(

@@ -95,24 +95,39 @@ def detection(mode: str, variant: str, tally: Tally) -> Detection:
     )
 
 
-def detection_table(store: Store) -> list[Detection]:
+def _sum(tallies: list[Tally]) -> Tally:
+    return Tally(
+        answered=sum(t.answered for t in tallies),
+        correct=sum(t.correct for t in tallies),
+        cant_tell=sum(t.cant_tell for t in tallies),
+    )
+
+
+def detection_table(
+    store: Store, groups: list[tuple[str, str | None, str | None, Tally]] | None = None
+) -> list[Detection]:
     """Per mode: one row per duel variant and an "all" row; the trio has its "all" row."""
+    groups = store.guess_groups() if groups is None else groups
     rows: list[Detection] = []
-    by_mode = dict(store.tally_by_mode())
-    by_variant = {(m, v): t for m, v, t in store.tally_by_mode_variant()}
     for mode in MODE_SPECS:
+        in_mode = [(compared, t) for m, compared, _, t in groups if m == mode]
         if mode == "duel":
             for variant in QUANTIZED_VARIANTS:
-                rows.append(
-                    detection(mode, variant, by_variant.get((mode, variant), Tally(0, 0, 0)))
-                )
-        rows.append(detection(mode, ALL_VARIANTS, by_mode.get(mode, Tally(0, 0, 0))))
+                tally = _sum([t for compared, t in in_mode if compared == variant])
+                rows.append(detection(mode, variant, tally))
+        rows.append(detection(mode, ALL_VARIANTS, _sum([t for _, t in in_mode])))
     return rows
 
 
-def trio_picks(store: Store) -> dict[str, Any]:
+def trio_picks(
+    store: Store, groups: list[tuple[str, str | None, str | None, Tally]] | None = None
+) -> dict[str, Any]:
     """How often each variant was picked as the original in trio rounds (and can't tell)."""
-    picks = store.picks_by_variant("trio")
+    groups = store.guess_groups() if groups is None else groups
+    picks: dict[str | None, int] = {}
+    for mode, _, variant, tally in groups:
+        if mode == "trio":
+            picks[variant] = picks.get(variant, 0) + tally.answered
     answered = sum(picks.values())
     out: dict[str, Any] = {"answered": answered, "picked_as_original": {}}
     for variant in VARIANT_NAMES:
@@ -153,6 +168,7 @@ def session_stats(store: Store, session_id: str) -> dict[str, int]:
 
 def summary(store: Store, *, hardest_limit: int = 10, min_answered: int = 5) -> dict[str, Any]:
     """Everything the Results tab and summary.json show, JSON-ready."""
+    groups = store.guess_groups()
     return {
         "definitions": {
             "detection_rate": "correct / answered; a can't-tell answer counts as not detected",
@@ -162,8 +178,8 @@ def summary(store: Store, *, hardest_limit: int = 10, min_answered: int = 5) -> 
             "alpha": ALPHA,
         },
         "counts": store.counts(),
-        "detection": [d.to_dict() for d in detection_table(store)],
-        "trio_picks": trio_picks(store),
+        "detection": [d.to_dict() for d in detection_table(store, groups)],
+        "trio_picks": trio_picks(store, groups),
         "hardest_prompts": {
             mode: hardest_prompts(store, hardest_limit, min_answered, mode) for mode in MODE_SPECS
         },

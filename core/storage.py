@@ -179,6 +179,23 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["guesses"].create_index(["generation_id", "mode"], index_name="guesses_generation")
 
 
+@migration
+def m002_covering_indexes(db: sqlite_utils.Database) -> None:
+    # Statistics over a million guesses read covering indexes instead of the table.
+    db.execute("DROP INDEX guesses_generation")
+    db.execute("DROP INDEX guesses_session")
+    db["guesses"].create_index(
+        ["mode", "compared_variant", "variant", "correct", "cant_tell"],
+        index_name="guesses_groups",
+    )
+    db["guesses"].create_index(
+        ["mode", "generation_id", "correct", "cant_tell"], index_name="guesses_generation"
+    )
+    db["guesses"].create_index(
+        ["session_id", "id", "correct", "cant_tell"], index_name="guesses_session"
+    )
+
+
 # --- Records read back ---------------------------------------------------------------
 
 
@@ -673,6 +690,7 @@ class Store:
         the column order of the guesses table without the id.
         """
         with self._write() as conn:
+            conn.execute("PRAGMA cache_size = -262144")  # 256 MiB for random-key inserts
             conn.executemany("INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rounds)
             conn.executemany(
                 "INSERT INTO guesses (round_id, session_id, generation_id, mode, "
@@ -707,28 +725,18 @@ class Store:
 
     # --- aggregates for statistics (GROUP BY in SQL; small results) ----------------
 
-    def tally_by_mode_variant(self) -> list[tuple[str, str | None, Tally]]:
-        """(mode, compared variant or None for a trio, tally) per group."""
-        rows = self._conn().execute(
-            "SELECT mode, compared_variant, count(*), coalesce(sum(correct), 0), "
-            "sum(cant_tell) FROM guesses GROUP BY mode, compared_variant "
-            "ORDER BY mode, compared_variant"
-        )
-        return [(r[0], r[1], Tally(r[2], r[3], r[4])) for r in rows]
+    def guess_groups(self) -> list[tuple[str, str | None, str | None, Tally]]:
+        """(mode, compared variant, designated variant, tally) per group: one scan of a
+        covering index, from which every per-mode / per-variant / per-pick figure is summed.
 
-    def tally_by_mode(self) -> list[tuple[str, Tally]]:
+        The compared variant is the duel's quantized one (None in a trio); the designated
+        variant is the one the answer named (None for can't tell).
+        """
         rows = self._conn().execute(
-            "SELECT mode, count(*), coalesce(sum(correct), 0), sum(cant_tell) "
-            "FROM guesses GROUP BY mode ORDER BY mode"
+            "SELECT mode, compared_variant, variant, count(*), coalesce(sum(correct), 0), "
+            "sum(cant_tell) FROM guesses GROUP BY mode, compared_variant, variant"
         )
-        return [(r[0], Tally(r[1], r[2], r[3])) for r in rows]
-
-    def picks_by_variant(self, mode: str) -> dict[str | None, int]:
-        """Designated variant (None for can't tell) -> number of guesses, in ``mode``."""
-        rows = self._conn().execute(
-            "SELECT variant, count(*) FROM guesses WHERE mode = ? GROUP BY variant", (mode,)
-        )
-        return {r[0]: r[1] for r in rows}
+        return [(r[0], r[1], r[2], Tally(r[3], r[4], r[5])) for r in rows]
 
     def hardest_generations(
         self, mode: str, min_answered: int, limit: int
@@ -801,15 +809,32 @@ class Store:
         return [r[1] for r in self._conn().execute(f"PRAGMA table_info({table})")]
 
     @contextmanager
-    def snapshot(self) -> Iterator[Snapshot]:
-        """One consistent read-only view of every table, on a dedicated connection (a long
-        export must not hold this thread's connection in a transaction)."""
-        conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+    def snapshots(self, count: int = 1) -> Iterator[list[Snapshot]]:
+        """``count`` read-only views of the same database state, each on its own
+        connection (so they can be read from different threads, and a long export does
+        not hold this thread's connection in a transaction).
+
+        They are opened while this store's write lock is held, so no write of this
+        process falls between them.
+        """
+        conns = []
         try:
-            conn.execute("BEGIN")
-            yield Snapshot(conn)
+            with self._write_lock:
+                for _ in range(count):
+                    conn = sqlite3.connect(
+                        self.db_path,
+                        timeout=BUSY_TIMEOUT_SECONDS,
+                        isolation_level=None,
+                        check_same_thread=False,
+                    )
+                    conns.append(conn)
+                    conn.execute("BEGIN")
+                    # A read transaction starts at its first read: take the snapshot now.
+                    conn.execute("SELECT count(*) FROM migrations").fetchone()
+            yield [Snapshot(conn) for conn in conns]
         finally:
-            conn.close()
+            for conn in conns:
+                conn.close()
 
 
 class Snapshot:
@@ -823,27 +848,44 @@ class Snapshot:
             raise ValueError(f"unknown table {table!r}")
         return [r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")]
 
-    def rows(self, table: str, batch_size: int = 10_000) -> Iterator[list[tuple]]:
-        """Batches of rows of ``table`` in column order, oldest first.
+    def _select(self, table: str) -> tuple[list[str], str]:
+        """The column names of ``table`` and the SQL expression of each, in order.
 
         The answer key (and the duel's quantized variant) of a round nobody has answered
         yet is replaced by NULL: it must never leave the server.
         """
         columns = self.columns(table)
-        if table == "rounds":
-            hidden = (
-                "CASE WHEN EXISTS (SELECT 1 FROM guesses g WHERE g.round_id = r.id) THEN r.{0} END"
-            )
-            select = ", ".join(
-                hidden.format(c) if c in ("answer_key", "compared_variant") else f"r.{c}"
-                for c in columns
-            )
-            sql = f"SELECT {select} FROM rounds r ORDER BY r.rowid"
-        else:
-            sql = f"SELECT {', '.join(columns)} FROM {table} ORDER BY rowid"
-        cursor = self._conn.execute(sql)
+        if table != "rounds":
+            return columns, f"SELECT {{}} FROM {table} ORDER BY rowid"
+        return columns, (
+            "SELECT {} FROM rounds LEFT JOIN guesses g ON g.round_id = rounds.id "
+            "ORDER BY rounds.rowid"
+        )
+
+    @staticmethod
+    def _expression(table: str, column: str) -> str:
+        if table == "rounds" and column in ("answer_key", "compared_variant"):
+            return f"CASE WHEN g.round_id IS NOT NULL THEN rounds.{column} END"
+        return f"{table}.{column}"
+
+    def rows(self, table: str, batch_size: int = 10_000) -> Iterator[list[tuple]]:
+        """Batches of rows of ``table`` in column order, oldest first (keys of unanswered
+        rounds NULL)."""
+        columns, sql = self._select(table)
+        cursor = self._conn.execute(
+            sql.format(", ".join(self._expression(table, c) for c in columns))
+        )
         while batch := cursor.fetchmany(batch_size):
             yield batch
+
+    def json_rows(self, table: str, batch_size: int = 10_000) -> Iterator[list[str]]:
+        """The same rows as ``rows``, each already a JSON object (built by SQLite's
+        json_object, far faster than encoding tuples in Python)."""
+        columns, sql = self._select(table)
+        pairs = ", ".join(f"'{c}', {self._expression(table, c)}" for c in columns)
+        cursor = self._conn.execute(sql.format(f"json_object({pairs})"))
+        while batch := cursor.fetchmany(batch_size):
+            yield [row[0] for row in batch]
 
 
 def default_images_dir(db_path: Path) -> Path:
