@@ -22,6 +22,7 @@ import json
 import logging
 import secrets
 import sqlite3
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -33,7 +34,7 @@ from typing import Any
 import sqlite_utils
 from PIL import Image
 
-from core.config import GenerationSettings, check_variants
+from core.config import VARIANT_NAMES, GenerationSettings, check_variants
 from core.errors import (
     DatabaseCorruptError,
     DatabaseError,
@@ -800,6 +801,49 @@ class Store:
 
     def generation_ids(self) -> list[int]:
         return [r[0] for r in self._conn().execute("SELECT id FROM generations ORDER BY id")]
+
+    def variant_costs(self, model: str) -> list[dict[str, Any]]:
+        """Per variant, over the real (non-synthetic) generations of ``model``: how many,
+        the median seconds and peaks (bytes), and the latest weight bytes.
+
+        Generations cost GPU time, so there are few of them (thousands, not millions);
+        their figures are read per variant and the medians taken in Python.
+        """
+        rows = self._conn().execute(
+            "SELECT i.variant, i.seconds, i.weight_bytes, i.shared_weight_bytes, "
+            "i.peak_allocated_bytes, i.peak_reserved_bytes, i.peak_rss_bytes "
+            "FROM images i JOIN generations g ON g.id = i.generation_id "
+            "WHERE g.model = ? AND g.synthetic = 0 ORDER BY g.id",
+            (model,),
+        )
+        by_variant: dict[str, list[sqlite3.Row]] = {}
+        for r in rows:
+            by_variant.setdefault(r["variant"], []).append(r)
+
+        def median(values: list[float | None]) -> float | None:
+            present = [v for v in values if v is not None]
+            return statistics.median(present) if present else None
+
+        out = []
+        for variant in VARIANT_NAMES:
+            group = by_variant.get(variant)
+            if not group:
+                continue
+            out.append(
+                {
+                    "variant": variant,
+                    "generations": len(group),
+                    "median_seconds": median([r["seconds"] for r in group]),
+                    "weight_bytes": group[-1]["weight_bytes"],
+                    "shared_weight_bytes": group[-1]["shared_weight_bytes"],
+                    "median_peak_allocated_bytes": median(
+                        [r["peak_allocated_bytes"] for r in group]
+                    ),
+                    "median_peak_reserved_bytes": median([r["peak_reserved_bytes"] for r in group]),
+                    "median_peak_rss_bytes": median([r["peak_rss_bytes"] for r in group]),
+                }
+            )
+        return out
 
     # --- export --------------------------------------------------------------------
 
