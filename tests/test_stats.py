@@ -79,9 +79,7 @@ def test_tables_from_stored_guesses(tmp_path):
     picks = {"bf16": 0, "int8": 0, "nf4": 0, None: 0}
     plan = [True] * 9 + [False] * 2 + [None]  # easy: mostly right
     hard_plan = [False] * 6 + [True] * 2 + [None] * 2
-    for i, (gid, outcome) in enumerate(
-        [(easy, o) for o in plan] + [(hard, o) for o in hard_plan]
-    ):
+    for i, (gid, outcome) in enumerate([(easy, o) for o in plan] + [(hard, o) for o in hard_plan]):
         for mode in ("duel", "trio"):
             compared, designated = _play(game, store, f"s{i % 3}", mode, gid, outcome)
             for key in ((mode, compared or "all"), (mode, "all")) if compared else ((mode, "all"),):

@@ -86,15 +86,23 @@ def _rows(store: Store, table: str) -> int:
 def test_exact_schema_and_migrations(tmp_path):
     store = make_store(tmp_path)
     assert store.schema() == EXPECTED_SCHEMA
-    assert store.applied_migrations() == [fn.__name__ for fn in MIGRATIONS] == ["m001_initial"]
+    names = ["m001_initial", "m002_covering_indexes"]
+    assert store.applied_migrations() == [fn.__name__ for fn in MIGRATIONS] == names
     conn = sqlite3.connect(tmp_path / "arena.db")
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"guesses_round_id", "rounds_session_generation", "rounds_session_created"} <= indexes
+    assert {
+        "guesses_round_id",
+        "rounds_session_generation",
+        "rounds_session_created",
+        "guesses_groups",
+        "guesses_generation",
+        "guesses_session",
+    } <= indexes
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     store.close()
     # Re-opening applies nothing twice.
     again = make_store(tmp_path)
-    assert again.applied_migrations() == ["m001_initial"]
+    assert again.applied_migrations() == names
     assert again.schema() == EXPECTED_SCHEMA
 
 
@@ -131,7 +139,6 @@ class ExplodingImage:
 
     mode = "RGB"
     size = (16, 16)
-    info: dict = {}
 
     def tobytes(self):
         raise OSError("disk on fire")
