@@ -98,6 +98,11 @@ class Engine:
         return self.models.spec
 
     @property
+    def variants(self) -> tuple[str, ...]:
+        """The variants this engine generates, in generation order."""
+        return self.models.variants
+
+    @property
     def busy(self) -> bool:
         """True while a generation is running."""
         return self._lock.locked()

@@ -1,0 +1,466 @@
+"""Spot the Quantized Model: the Gradio UI.
+
+A thin layer over ``core``: ``build_demo(arena)`` lays out the tabs and wires each event
+to a handler of a few lines that calls ``core.arena.Arena`` and turns the project's
+named errors into ``gr.Error``; ``main()`` parses flags (or environment variables, for
+a Hugging Face Space), loads the services and launches.
+
+    python app.py                       # tiny model on a CPU, FLUX.1-dev on a GPU
+    python app.py --model black-forest-labs/FLUX.1-schnell --offload model
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from core import config, presentation
+from core.arena import Arena
+from core.config import AppSettings
+from core.errors import SpotError
+from core.game import CANT_TELL, SLOT_LABELS, Reveal, RoundView
+
+logger = logging.getLogger("app")
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+MODE_LABELS = {"trio": "Trio: spot the original among 3", "duel": "Duel: spot the quantized of 2"}
+CANT_TELL_LABEL = "Can't tell"
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the project's named errors into gr.Error; log anything else, show no trace."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SpotError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except gr.Error:
+            raise
+        except Exception:
+            logger.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error(
+                "Something went wrong on the server (it was logged). Please try again.",
+                print_exception=False,
+            ) from None
+
+    return wrapper
+
+
+def new_state(arena: Arena) -> dict[str, Any]:
+    """Per-player state kept on the server: the session id and the current round only."""
+    return {"session": arena.new_session_id(), "round": None, "paths": {}, "revealed": None}
+
+
+def build_demo(arena: Arena) -> gr.Blocks:
+    """The whole UI over ``arena``; nothing here holds state beyond gr.State."""
+    spec = arena.spec
+    defaults = arena.engine.default_settings()
+    examples = presentation.example_prompts(ASSETS / "prompts.txt")
+    warning = presentation.tiny_model_warning(spec)
+
+    with gr.Blocks(title="Spot the Quantized Model") as demo:
+        state = gr.State(None)
+        gr.Markdown("# Spot the Quantized Model\n" + presentation.TAGLINE)
+
+        with gr.Tab("Play"):
+            if warning:
+                gr.Markdown(warning, elem_classes=["tiny-warning"])
+            with gr.Row():
+                prompt = gr.Textbox(
+                    label="Prompt",
+                    placeholder="Describe an image…",
+                    max_length=config.PROMPT_MAX_CHARS,
+                    scale=4,
+                )
+                mode = gr.Radio(
+                    [(label, name) for name, label in MODE_LABELS.items()],
+                    value="trio",
+                    label="Mode",
+                    scale=2,
+                )
+            gr.Examples(examples=[[p] for p in examples], inputs=[prompt], label="Examples")
+            with gr.Accordion("Advanced settings", open=False):
+                with gr.Row():
+                    random_seed = gr.Checkbox(value=True, label="Random seed")
+                    seed = gr.Number(
+                        value=0, label="Seed", precision=0, minimum=0, maximum=config.SEED_MAX
+                    )
+                with gr.Row():
+                    steps = gr.Slider(
+                        config.STEPS_MIN,
+                        config.STEPS_MAX,
+                        value=defaults.steps,
+                        step=1,
+                        label="Steps",
+                    )
+                    guidance = gr.Slider(
+                        config.GUIDANCE_MIN,
+                        config.GUIDANCE_MAX,
+                        value=defaults.guidance,
+                        step=0.1,
+                        label="Guidance",
+                    )
+                with gr.Row():
+                    width, height = (
+                        gr.Slider(
+                            config.SIZE_MIN,
+                            config.SIZE_MAX,
+                            value=defaults.width,
+                            step=config.SIZE_MULTIPLE,
+                            label=axis,
+                        )
+                        for axis in ("Width", "Height")
+                    )
+            with gr.Row():
+                generate_btn = gr.Button("Generate", variant="primary")
+                ready_btn = gr.Button("Play a ready round", variant="secondary")
+            ready_note = gr.Markdown("")
+            question = gr.Markdown("")
+            with gr.Row(equal_height=True):
+                images = {
+                    slot: gr.Image(
+                        label=slot,
+                        type="filepath",
+                        interactive=False,
+                        buttons=["fullscreen"],
+                        height=512,
+                        visible=slot != "C",
+                    )
+                    for slot in SLOT_LABELS
+                }
+            with gr.Row():
+                answer_btns = {
+                    slot: gr.Button(slot, interactive=False, visible=slot != "C")
+                    for slot in SLOT_LABELS
+                }
+                answer_btns[CANT_TELL] = gr.Button(CANT_TELL_LABEL, interactive=False)
+            api_answer = gr.Textbox(visible=False)
+            api_guess_btn = gr.Button(visible=False)
+            with gr.Group(visible=False) as reveal_box:
+                verdict = gr.Markdown("")
+                reveal_table = gr.Dataframe(
+                    headers=presentation.REVEAL_HEADERS, interactive=False, label="Measured cost"
+                )
+                with gr.Row():
+                    compare_with = gr.Radio(
+                        config.QUANTIZED_VARIANTS, label="Compare BF16 with", scale=1
+                    )
+                slider = gr.ImageSlider(label="BF16 ⟷ quantized", type="filepath", max_height=768)
+                next_btn = gr.Button("Next ready round", variant="primary")
+
+        with gr.Tab("Results"):
+            if warning:
+                gr.Markdown(warning)
+            refresh_btn = gr.Button("Refresh", variant="secondary")
+            gr.Markdown(presentation.DETECTION_HELP)
+            detection_table = gr.Dataframe(
+                headers=presentation.DETECTION_HEADERS, interactive=False, label="Detection"
+            )
+            chart = gr.Plot(label="Detection rate with 95% interval")
+            picks_md = gr.Markdown("")
+            hardest_table = gr.Dataframe(
+                headers=presentation.HARDEST_HEADERS, interactive=False, label="Hardest prompts"
+            )
+            costs_table = gr.Dataframe(
+                headers=presentation.COST_HEADERS,
+                interactive=False,
+                label=f"Memory and time per variant here ({arena.engine.device_label})",
+            )
+            gr.Dataframe(
+                value=presentation.reference_rows(),
+                headers=presentation.REFERENCE_HEADERS,
+                interactive=False,
+                label=f"Reference: {config.SEED_REFERENCE_SOURCE}",
+            )
+            download_btn = gr.DownloadButton("Download the data (zip)", variant="secondary")
+
+        with gr.Tab("About"):
+            if warning:
+                gr.Markdown(warning)
+            gr.Markdown(
+                presentation.about(arena.spec, arena.engine.device_label, arena.engine.versions)
+            )
+
+        # --- handlers (a few lines each) ---------------------------------------------------
+
+        round_outputs = [
+            state, question, *images.values(), *answer_btns.values(), reveal_box, ready_btn,
+            ready_note, seed,
+        ]  # fmt: skip
+
+        def show_round(st: dict[str, Any], view: RoundView) -> dict[Any, Any]:
+            st = {
+                **st,
+                "round": view.round_id,
+                "paths": dict(zip(view.slots, map(str, view.image_paths), strict=True)),
+                "revealed": None,
+            }
+            out: dict[Any, Any] = {
+                state: st,
+                question: presentation.question(view),
+                reveal_box: gr.Group(visible=False),
+                seed: view.settings.seed,
+            }
+            for slot in SLOT_LABELS:
+                shown = slot in view.slots
+                out[images[slot]] = gr.Image(value=st["paths"].get(slot), label=slot, visible=shown)
+                out[answer_btns[slot]] = gr.Button(interactive=shown, visible=shown)
+            out[answer_btns[CANT_TELL]] = gr.Button(interactive=True)
+            return out | ready_updates(st, view.mode)
+
+        def ready_updates(st: dict[str, Any], mode_value: str) -> dict[Any, Any]:
+            ready = arena.has_ready_round(st["session"], mode_value)
+            note = "" if ready else presentation.NO_READY_ROUND
+            return {ready_btn: gr.Button(interactive=ready), ready_note: note}
+
+        @user_errors
+        def on_load(st: dict[str, Any] | None, mode_value: str) -> dict[Any, Any]:
+            st = st or new_state(arena)
+            return {state: st} | ready_updates(st, mode_value)
+
+        @user_errors
+        def on_generate(
+            st, prompt_value, mode_value, seed_value, random_value, steps_value, guidance_value,
+            width_value, height_value, progress=gr.Progress(),  # noqa: B008
+        ) -> dict[Any, Any]:  # fmt: skip
+            st = st or new_state(arena)
+            settings = arena.settings_from_request(
+                seed=seed_value, random_seed=bool(random_value), steps=steps_value,
+                guidance=guidance_value, width=width_value, height=height_value,
+            )  # fmt: skip
+            progress(0, desc="waiting for the GPU")
+            view = arena.generate_round(
+                st["session"], prompt_value, settings, mode_value,
+                presentation.progress_reporter(progress, arena.engine.variants, settings.steps),
+            )  # fmt: skip
+            return show_round(st, view)
+
+        @user_errors
+        def on_ready_round(st: dict[str, Any] | None, mode_value: str) -> dict[Any, Any]:
+            st = st or new_state(arena)
+            return show_round(st, arena.ready_round(st["session"], mode_value))
+
+        @user_errors
+        def on_guess(answer: str, st: dict[str, Any] | None, mode_value: str) -> dict[Any, Any]:
+            if not st or not st.get("round"):
+                raise gr.Error("Start a round first: generate images or play a ready round.")
+            reveal = arena.guess(st["session"], st["round"], answer)
+            st = {**st, "revealed": asdict(reveal)}
+            return reveal_updates(st, reveal) | ready_updates(st, mode_value)
+
+        def reveal_updates(st: dict[str, Any], reveal: Reveal) -> dict[Any, Any]:
+            quantized = presentation.compare_default(reveal)
+            out: dict[Any, Any] = {
+                state: st,
+                reveal_box: gr.Group(visible=True),
+                verdict: presentation.verdict(reveal),
+                reveal_table: presentation.reveal_rows(reveal),
+                compare_with: gr.Radio(
+                    choices=presentation.compare_choices(reveal), value=quantized
+                ),
+                slider: presentation.slider_value(st, reveal, quantized),
+            }
+            for slot, variant in reveal.slot_variants.items():
+                out[images[slot]] = gr.Image(label=f"{slot}: {config.VARIANTS[variant].label}")
+            for btn in answer_btns.values():
+                out[btn] = gr.Button(interactive=False)
+            return out
+
+        @user_errors
+        def on_compare(st: dict[str, Any] | None, variant: str) -> Any:
+            if not st or not st.get("revealed"):
+                raise gr.Error("The comparison opens after your guess.")
+            return presentation.slider_value(st, Reveal(**st["revealed"]), variant)
+
+        @user_errors
+        def on_results() -> dict[Any, Any]:
+            results = arena.results()
+            return {
+                detection_table: presentation.detection_rows(results),
+                chart: presentation.detection_chart(results),
+                picks_md: presentation.trio_picks(results),
+                hardest_table: presentation.hardest_rows(results),
+                costs_table: presentation.cost_rows(results),
+            }
+
+        @user_errors
+        def on_download() -> str:
+            return str(arena.export_zip(Path(tempfile.mkdtemp(prefix="spot-export-"))))
+
+        reveal_outputs = [
+            state, reveal_box, verdict, reveal_table, compare_with, slider, *images.values(),
+            *answer_btns.values(), ready_btn, ready_note,
+        ]  # fmt: skip
+        results_outputs = [detection_table, chart, picks_md, hardest_table, costs_table]
+
+        demo.load(on_load, [state, mode], [state, ready_btn, ready_note], api_visibility="private")
+        mode.change(
+            on_load, [state, mode], [state, ready_btn, ready_note], api_visibility="private"
+        )
+        generate_btn.click(
+            on_generate,
+            [state, prompt, mode, seed, random_seed, steps, guidance, width, height],
+            round_outputs,
+            api_name="generate",
+            concurrency_id="generate",
+            # The arena bounds the queue and answers "busy" at once, so let every request in.
+            concurrency_limit=None,
+        )
+        for trigger in (ready_btn, next_btn):
+            trigger.click(
+                on_ready_round,
+                [state, mode],
+                round_outputs,
+                api_name="ready_round" if trigger is ready_btn else None,
+                api_visibility="public" if trigger is ready_btn else "private",
+            )
+        for answer, btn in answer_btns.items():
+            btn.click(
+                functools.partial(on_guess, answer),
+                [state, mode],
+                reveal_outputs,
+                api_visibility="private",
+            )
+        api_guess_btn.click(on_guess, [api_answer, state, mode], reveal_outputs, api_name="guess")
+        compare_with.input(on_compare, [state, compare_with], slider, api_visibility="private")
+        refresh_btn.click(on_results, None, results_outputs, api_name="results")
+        demo.load(on_results, None, results_outputs, api_visibility="private")
+        download_btn.click(on_download, None, download_btn, api_visibility="private")
+    return demo
+
+
+# --- launching ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = config.env_default
+    parser = argparse.ArgumentParser(
+        prog="python app.py",
+        description="Spot the Quantized Model: can people tell BF16 FLUX from LLM.int8 and NF4?",
+        epilog="Every flag can also be set with the environment variable in brackets.",
+    )
+
+    def add(flag: str, name: str, help_text: str, **kwargs: Any) -> None:
+        variable = config.ENV_VARS[name]
+        default = env(name)
+        if default is None:
+            default = getattr(AppSettings(), name)
+        elif kwargs.get("type") is not None:
+            default = kwargs["type"](default)
+        parser.add_argument(
+            flag, dest=name, default=default, help=f"{help_text} [{variable}]", **kwargs
+        )
+
+    add(
+        "--model",
+        "model",
+        "auto (FLUX.1-dev on a GPU, tiny otherwise), tiny, a hub id or a local folder",
+    )
+    add("--db", "db", "SQLite database file", type=Path)
+    add(
+        "--images-dir",
+        "images_dir",
+        "folder for the generated images (default: beside --db)",
+        type=Path,
+    )
+    add("--host", "host", "address to serve on (0.0.0.0 for every interface)")
+    add("--port", "port", "port to serve on", type=int)
+    add(
+        "--offload",
+        "offload",
+        "placement: auto, none, model or group",
+        choices=config.OFFLOAD_CHOICES,
+    )
+    add("--max-gpu-memory", "max_gpu_memory_gb", "cap on GPU memory, in GB", type=float)
+    add("--queue-size", "queue_size", "prompts that may wait for the GPU", type=int)
+    add("--generations-per-minute", "generations_per_minute", "per player (0: unlimited)", type=int)
+    add("--rounds-per-minute", "rounds_per_minute", "per player (0: unlimited)", type=int)
+    add("--round-ttl", "round_ttl_seconds", "seconds a round may be answered", type=int)
+    parser.add_argument(
+        "--share",
+        action=argparse.BooleanOptionalAction,
+        default=(env("share") or "").lower() in {"1", "true", "yes"},
+        help=f"create a public gradio.live link [{config.ENV_VARS['share']}]",
+    )
+    return parser
+
+
+def settings_from_args(argv: list[str] | None = None) -> AppSettings:
+    args = vars(build_parser().parse_args(argv))
+    if args["host"] == AppSettings().host and os.environ.get("GRADIO_SERVER_NAME"):
+        args["host"] = os.environ["GRADIO_SERVER_NAME"]  # set by Hugging Face Spaces
+    if args["images_dir"] == AppSettings().images_dir and args["db"] != AppSettings().db:
+        args["images_dir"] = Path(args["db"]).parent / "images"
+    settings = AppSettings(**args)
+    config.check_offload(settings.offload)
+    config.check_max_gpu_memory(settings.max_gpu_memory_gb)
+    for name in ("queue_size", "generations_per_minute", "rounds_per_minute"):
+        if getattr(settings, name) < 0:
+            raise config.InvalidSettingError(f"--{name.replace('_', '-')} must be >= 0")
+    if settings.round_ttl_seconds <= 0:
+        raise config.InvalidSettingError("--round-ttl must be positive")
+    return settings
+
+
+def load_arena(settings: AppSettings) -> Arena:
+    """Load the engine, open the database and build the services object."""
+    from core.engine import Engine  # torch is imported only when serving
+    from core.game import Game
+    from core.storage import Store
+
+    store = Store(settings.db, settings.images_dir)
+    engine = Engine.load(
+        settings.model, offload=settings.offload, max_gpu_memory_gb=settings.max_gpu_memory_gb
+    )
+    game = Game(
+        store,
+        random.SystemRandom(),  # unpredictable shuffles in production; tests inject a seeded RNG
+        rounds_per_minute=settings.rounds_per_minute,
+        round_ttl_seconds=settings.round_ttl_seconds,
+    )
+    return Arena(engine, store, game, settings)
+
+
+def launch(arena: Arena, **kwargs: Any) -> gr.Blocks:
+    """Queue and launch the demo; keyword arguments go to ``Blocks.launch``."""
+    demo = build_demo(arena)
+    demo.queue(default_concurrency_limit=16, max_size=None)
+    settings = arena.settings
+    demo.launch(
+        server_name=settings.host,
+        server_port=settings.port,
+        share=settings.share,
+        allowed_paths=[str(Path(settings.images_dir).resolve())],
+        max_file_size="1kb",  # the app accepts no uploads
+        css=presentation.CSS,
+        **kwargs,
+    )
+    return demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_from_args(argv)
+        arena = load_arena(settings)
+    except SpotError as exc:
+        logger.error("%s", exc)
+        return 2
+    launch(arena)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

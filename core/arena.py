@@ -1,0 +1,201 @@
+"""The app's services: everything a UI handler does, in one object, with no UI code.
+
+``Arena`` ties the engine, the store and the game together: it validates a request,
+enforces the per-session generation limit and the bounded generation queue, generates,
+stores, and starts the round. ``app.py`` only turns these calls into components and
+their errors into ``gr.Error``. No torch here: the engine is used through its methods.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from core import stats
+from core.config import (
+    AppSettings,
+    GenerationSettings,
+    ModelSpec,
+    coerce_number,
+    validate_prompt,
+)
+from core.errors import BusyError, RateLimitedError
+from core.export import export_zip
+from core.game import Game, Reveal, RoundView, Score, check_mode, check_session_id
+from core.records import Generation
+from core.storage import Store
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+class GenerationEngine(Protocol):
+    """What the arena needs of core.engine.Engine."""
+
+    spec: ModelSpec
+    device_label: str
+    versions: dict[str, str]
+
+    @property
+    def variants(self) -> tuple[str, ...]: ...
+
+    def default_settings(self, seed: int = 0) -> GenerationSettings: ...
+
+    def generate(
+        self, prompt: str, settings: GenerationSettings, progress: ProgressCallback | None = None
+    ) -> Generation: ...
+
+
+class SlidingWindowLimiter:
+    """At most ``limit`` events per ``window`` seconds per key (0 = unlimited)."""
+
+    def __init__(
+        self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ):
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._events: dict[str, collections.deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> bool:
+        """Record one event for ``key``; False (and nothing recorded) when over the limit."""
+        if self.limit <= 0:
+            return True
+        now = self.clock()
+        with self._lock:
+            events = self._events.setdefault(key, collections.deque())
+            while events and events[0] <= now - self.window:
+                events.popleft()
+            if len(events) >= self.limit:
+                return False
+            events.append(now)
+            return True
+
+    def give_back(self, key: str) -> None:
+        """Forget the latest event of ``key`` (a request that did no work)."""
+        with self._lock:
+            events = self._events.get(key)
+            if events:
+                events.pop()
+
+
+@dataclass
+class Arena:
+    """The services behind the UI; safe to call from many handler threads at once."""
+
+    engine: GenerationEngine
+    store: Store
+    game: Game
+    settings: AppSettings
+    _queue: threading.BoundedSemaphore = field(init=False, repr=False)
+    _generation_limiter: SlidingWindowLimiter = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # One generation runs (the engine's lock) and queue_size more may wait for it.
+        self._queue = threading.BoundedSemaphore(self.settings.queue_size + 1)
+        self._generation_limiter = SlidingWindowLimiter(self.settings.generations_per_minute)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.engine.spec
+
+    @staticmethod
+    def new_session_id() -> str:
+        return secrets.token_urlsafe(16)
+
+    # --- generation ----------------------------------------------------------------------
+
+    def settings_from_request(
+        self,
+        *,
+        seed: object,
+        random_seed: bool,
+        steps: object,
+        guidance: object,
+        width: object,
+        height: object,
+    ) -> GenerationSettings:
+        """Typed, validated settings from UI / API values (which arrive as floats or worse)."""
+        defaults = self.engine.default_settings()
+        chosen_seed = secrets.randbelow(2**32) if random_seed else coerce_number(seed, int, "seed")
+        settings = defaults.with_(
+            seed=chosen_seed,
+            steps=coerce_number(steps, int, "steps"),
+            guidance=coerce_number(guidance, float, "guidance"),
+            width=coerce_number(width, int, "width"),
+            height=coerce_number(height, int, "height"),
+        )
+        return settings.validate(self.spec)
+
+    def generate_round(
+        self,
+        session_id: str,
+        prompt: object,
+        settings: GenerationSettings,
+        mode: str,
+        progress: ProgressCallback | None = None,
+    ) -> RoundView:
+        """Generate all variants for ``prompt``, store them, and start a round of them.
+
+        Everything is validated and every limit checked before the engine is touched:
+        RateLimitedError past the per-session limit, BusyError when the queue is full.
+        """
+        check_session_id(session_id)
+        check_mode(mode)
+        prompt = validate_prompt(prompt)
+        settings = settings.validate(self.spec)
+        if not self._generation_limiter.take(session_id):
+            raise RateLimitedError(
+                f"at most {self.settings.generations_per_minute} generations a minute per player; "
+                "play a ready round while you wait"
+            )
+        if not self._queue.acquire(blocking=False):
+            self._generation_limiter.give_back(session_id)
+            raise BusyError(
+                f"the generator is busy ({self.settings.queue_size} prompts are already waiting); "
+                "try again in a minute, or play a ready round"
+            )
+        try:
+            generation = self.engine.generate(prompt, settings, progress)
+        finally:
+            self._queue.release()
+        generation_id = self.store.save_generation(generation)
+        logger.info("stored generation %d (%s)", generation_id, prompt[:60])
+        return self.game.new_round(session_id, mode, generation_id)
+
+    # --- rounds and guesses ------------------------------------------------------------------
+
+    def ready_round(self, session_id: str, mode: str) -> RoundView:
+        return self.game.new_round(session_id, mode)
+
+    def has_ready_round(self, session_id: str, mode: str) -> bool:
+        return self.game.has_ready_round(session_id, mode)
+
+    def guess(self, session_id: str, round_id: object, answer: object) -> Reveal:
+        return self.game.guess(session_id, round_id, answer)  # type: ignore[arg-type]
+
+    def score(self, session_id: str) -> Score:
+        return self.game.session_score(session_id)
+
+    # --- results -------------------------------------------------------------------------
+
+    def results(self) -> dict[str, Any]:
+        """The statistics summary plus this deployment's measured cost per variant."""
+        summary = stats.summary(self.store)
+        summary["costs"] = self.store.variant_costs(self.spec.name)
+        return summary
+
+    def export_zip(self, directory: Path) -> Path:
+        """A zip of the whole export (tables + summary.json) written under ``directory``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        name = f"spot-the-quantized-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.zip"
+        return export_zip(self.store, directory / name)
