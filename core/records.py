@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,10 +33,14 @@ class VariantResult:
     ssim: float | None = None
 
     def stats(self) -> dict[str, Any]:
-        """Every figure of this result except the image, JSON-ready."""
+        """Every figure of this result except the image, JSON-ready.
+
+        A PSNR of an image identical to BF16 is infinite; JSON has no infinity, so it is
+        written as the string "inf".
+        """
         out = asdict(self)
         out.pop("image")
-        return out
+        return {k: "inf" if isinstance(v, float) and math.isinf(v) else v for k, v in out.items()}
 
 
 @dataclass
