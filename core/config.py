@@ -227,10 +227,20 @@ SEQUENCE_LENGTH_MIN = 16
 def validate_prompt(prompt: object) -> str:
     """Return the prompt stripped of surrounding whitespace, or raise a named error.
 
-    Tabs and newlines are allowed inside a prompt; every other control character is not.
+    Tabs and line breaks are allowed inside a prompt; every other control character is
+    not, wherever it is (``str.strip`` would silently drop some, such as U+0085).
     """
     if not isinstance(prompt, str):
         raise EmptyPromptError("the prompt must be text")
+    if len(prompt) > 4 * PROMPT_MAX_CHARS:  # don't scan megabytes of padding
+        raise PromptTooLongError(
+            f"the prompt has {len(prompt)} characters; the limit is {PROMPT_MAX_CHARS}"
+        )
+    for ch in prompt:
+        if ch not in "\t\n\r" and unicodedata.category(ch) == "Cc":
+            raise PromptControlCharacterError(
+                f"the prompt contains the control character U+{ord(ch):04X}"
+            )
     stripped = prompt.strip()
     if not stripped:
         raise EmptyPromptError("the prompt is empty: type what the image should show")
@@ -238,11 +248,6 @@ def validate_prompt(prompt: object) -> str:
         raise PromptTooLongError(
             f"the prompt has {len(stripped)} characters; the limit is {PROMPT_MAX_CHARS}"
         )
-    for ch in stripped:
-        if ch not in "\t\n" and unicodedata.category(ch) == "Cc":
-            raise PromptControlCharacterError(
-                f"the prompt contains the control character U+{ord(ch):04X}"
-            )
     return stripped
 
 
