@@ -11,8 +11,11 @@ Placement on CUDA, per variant:
 - ``resident``: every module on the GPU for the app's lifetime (fastest);
 - ``model``: accelerate's model CPU offload, re-applied for the pipeline about to run,
   because the last pipeline to install hooks owns those of the shared modules;
-- ``group``: the transformer and T5 stream block by block (diffusers group offloading),
-  the small shared modules stay on the GPU — for a module larger than the budget.
+- ``group``: an unquantized transformer and T5 stream block by block (diffusers group
+  offloading) and the small shared modules stay on the GPU — for a module larger than
+  the budget. Group offloading moves each parameter's ``.data`` only, not the
+  quantization state bitsandbytes keeps beside it (``quant_state``, ``SCB``), so a
+  quantized module of a ``group`` variant stays resident (it is 2-4x smaller).
 On a CPU-only machine everything runs on the CPU.
 """
 
@@ -270,10 +273,6 @@ class ModelSet:
         return pipe
 
 
-def _move(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    return module.to(device)
-
-
 def _load_variant_components(
     source: Path, quantization: str, device: torch.device
 ) -> tuple[FluxTransformer2DModel, T5EncoderModel]:
@@ -395,13 +394,14 @@ def load_models(
         transformer, text_encoder_2 = _load_variant_components(
             folder, VARIANTS[name].quantization, torch_device
         )
+        quantized = VARIANTS[name].quantization != "none"
         for module in (transformer, text_encoder_2):
-            if mode == "resident":
-                _move(module, torch_device)
-            elif mode == "model":
-                _move(module, torch.device("cpu"))  # loaded on demand by the offload hooks
-            elif mode == "group":
+            if mode == "model":
+                module.to("cpu")  # the offload hooks bring it to the GPU when it runs
+            elif mode == "group" and not quantized:
                 _apply_group_offload(module, torch_device)
+            elif mode in ("resident", "group") and not quantized:
+                module.to(torch_device)  # quantized modules were created on the device
         pipelines[name] = FluxPipeline(
             scheduler=FlowMatchEulerDiscreteScheduler.from_config(scheduler_config),
             text_encoder=text_encoder,
