@@ -28,7 +28,7 @@ from core import config, presentation
 from core.arena import Arena
 from core.config import AppSettings
 from core.errors import SpotError
-from core.game import CANT_TELL, SLOT_LABELS, Reveal, RoundView
+from core.game import CANT_TELL, SLOT_LABELS, Reveal, RoundView, check_mode
 
 logger = logging.getLogger("app")
 
@@ -237,7 +237,7 @@ def build_demo(arena: Arena) -> gr.Blocks:
         ) -> dict[Any, Any]:  # fmt: skip
             st = st or new_state(arena)
             settings = arena.settings_from_request(
-                seed=seed_value, random_seed=bool(random_value), steps=steps_value,
+                seed=seed_value, random_seed=random_value, steps=steps_value,
                 guidance=guidance_value, width=width_value, height=height_value,
             )  # fmt: skip
             progress(0, desc="waiting for the GPU")
@@ -254,6 +254,7 @@ def build_demo(arena: Arena) -> gr.Blocks:
 
         @user_errors
         def on_guess(answer: str, st: dict[str, Any] | None, mode_value: str) -> dict[Any, Any]:
+            check_mode(mode_value)  # before the guess is recorded: a bad mode must write nothing
             if not st or not st.get("round"):
                 raise gr.Error("Start a round first: generate images or play a ready round.")
             reveal = arena.guess(st["session"], st["round"], answer)
@@ -317,6 +318,10 @@ def build_demo(arena: Arena) -> gr.Blocks:
             concurrency_id="generate",
             # The arena bounds the queue and answers "busy" at once, so let every request in.
             concurrency_limit=None,
+            # The raw values reach the handler: core validates them and names the field in its
+            # message (Gradio's own checks say "Value 250 is less than minimum value 256." or,
+            # for a string, only "the upstream app raised an exception").
+            preprocess=False,
         )
         for trigger in (ready_btn, next_btn):
             trigger.click(
@@ -325,6 +330,7 @@ def build_demo(arena: Arena) -> gr.Blocks:
                 round_outputs,
                 api_name="ready_round" if trigger is ready_btn else None,
                 api_visibility="public" if trigger is ready_btn else "private",
+                preprocess=False,
             )
         for answer, btn in answer_btns.items():
             btn.click(
@@ -332,8 +338,11 @@ def build_demo(arena: Arena) -> gr.Blocks:
                 [state, mode],
                 reveal_outputs,
                 api_visibility="private",
+                preprocess=False,
             )
-        api_guess_btn.click(on_guess, [api_answer, state, mode], reveal_outputs, api_name="guess")
+        api_guess_btn.click(
+            on_guess, [api_answer, state, mode], reveal_outputs, api_name="guess", preprocess=False
+        )
         compare_with.input(on_compare, [state, compare_with], slider, api_visibility="private")
         refresh_btn.click(on_results, None, results_outputs, api_name="results")
         demo.load(on_results, None, results_outputs, api_visibility="private")
@@ -414,6 +423,22 @@ def settings_from_args(argv: list[str] | None = None) -> AppSettings:
     return settings
 
 
+def on_zero_gpu(engine: Any, seconds: int = 120) -> Any:
+    """On a ZeroGPU Space, attach a GPU to each generation with ``spaces.GPU``; elsewhere a
+    no-op (``spaces`` is installed on Hugging Face Spaces only).
+
+    Only the engine call is wrapped, not the Gradio handler: ZeroGPU runs the decorated
+    function in a worker process, and the arena's queue and per-player limits must be
+    counted in this one. Untested here (no ZeroGPU): see the README.
+    """
+    try:
+        import spaces
+    except ImportError:
+        return engine
+    engine.generate = spaces.GPU(duration=seconds)(engine.generate)
+    return engine
+
+
 def load_arena(settings: AppSettings) -> Arena:
     """Load the engine, open the database and build the services object."""
     from core.engine import Engine  # torch is imported only when serving
@@ -421,8 +446,10 @@ def load_arena(settings: AppSettings) -> Arena:
     from core.storage import Store
 
     store = Store(settings.db, settings.images_dir)
-    engine = Engine.load(
-        settings.model, offload=settings.offload, max_gpu_memory_gb=settings.max_gpu_memory_gb
+    engine = on_zero_gpu(
+        Engine.load(
+            settings.model, offload=settings.offload, max_gpu_memory_gb=settings.max_gpu_memory_gb
+        )
     )
     game = Game(
         store,

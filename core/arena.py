@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import secrets
 import threading
 import time
@@ -26,7 +27,7 @@ from core.config import (
     coerce_number,
     validate_prompt,
 )
-from core.errors import BusyError, RateLimitedError
+from core.errors import BusyError, InvalidSettingError, RateLimitedError
 from core.export import export_zip
 from core.game import Game, Reveal, RoundView, Score, check_mode, check_session_id
 from core.records import Generation
@@ -118,13 +119,15 @@ class Arena:
         self,
         *,
         seed: object,
-        random_seed: bool,
+        random_seed: object,
         steps: object,
         guidance: object,
         width: object,
         height: object,
     ) -> GenerationSettings:
         """Typed, validated settings from UI / API values (which arrive as floats or worse)."""
+        if not isinstance(random_seed, bool):
+            raise InvalidSettingError(f"random_seed must be true or false, got {random_seed!r}")
         defaults = self.engine.default_settings()
         chosen_seed = secrets.randbelow(2**32) if random_seed else coerce_number(seed, int, "seed")
         settings = defaults.with_(
@@ -170,12 +173,12 @@ class Arena:
             self._queue.release()
         generation_id = self.store.save_generation(generation)
         logger.info("stored generation %d (%s)", generation_id, prompt[:60])
-        return self.game.new_round(session_id, mode, generation_id)
+        return _served(self.game.new_round(session_id, mode, generation_id))
 
     # --- rounds and guesses ------------------------------------------------------------------
 
     def ready_round(self, session_id: str, mode: str) -> RoundView:
-        return self.game.new_round(session_id, mode)
+        return _served(self.game.new_round(session_id, mode))
 
     def has_ready_round(self, session_id: str, mode: str) -> bool:
         return self.game.has_ready_round(session_id, mode)
@@ -199,3 +202,20 @@ class Arena:
         directory.mkdir(parents=True, exist_ok=True)
         name = f"spot-the-quantized-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.zip"
         return export_zip(self.store, directory / name)
+
+
+def _served(view: RoundView) -> RoundView:
+    """Give the round's images one modification time before they are served.
+
+    The store writes a generation's PNGs in variant order (BF16 first), and the file
+    server sends a file's mtime as Last-Modified (Gradio's cache copies it with the file),
+    so the oldest image of a round would otherwise be the original whenever the writes
+    straddle a second.
+    """
+    now = time.time()
+    for path in view.image_paths:
+        try:
+            os.utime(path, (now, now))
+        except OSError:
+            logger.warning("could not touch %s", path)
+    return view

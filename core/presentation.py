@@ -138,16 +138,17 @@ def verdict(reveal: Reveal) -> str:
 
 
 def reveal_rows(reveal: Reveal) -> list[list[Any]]:
+    """One row per variant shown in the round (a duel's third image is not part of it)."""
     slot_of = {v: slot for slot, v in reveal.slot_variants.items()}
     rows = []
     for variant in VARIANTS:
         figures = reveal.variant_stats.get(variant)
-        if figures is None:
+        if figures is None or variant not in slot_of:
             continue
         rows.append(
             [
                 VARIANTS[variant].label,
-                slot_of.get(variant, "—"),
+                slot_of[variant],
                 _round(figures.get("seconds"), 2),
                 _gib(figures.get("weight_bytes")),
                 _gib(figures.get("shared_weight_bytes")),
