@@ -35,6 +35,17 @@ def peak_rss_bytes() -> int | None:
     return None
 
 
+def rss_bytes() -> int | None:
+    """The process's current resident set size in bytes (``VmRSS``), or None."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def reset_peak_rss() -> bool:
     """Reset the peak RSS to the current RSS (Linux >= 4.0); False where not possible."""
     try:

@@ -1,0 +1,293 @@
+"""Synthetic FLUX checkpoints: the published shapes of FLUX.1-dev / schnell, random weights.
+
+Memory and time of a model depend on its shapes and dtypes, not on the values of its
+weights, so a pipeline folder with FLUX.1's exact configuration and random bf16 weights
+measures full-scale memory and speed on any GPU without a download or a licence. The one
+exception is LLM.int8: its outlier path (threshold 6.0) depends on activation values, so
+int8 timings measured on random weights may differ from the real model's.
+
+The folder is an ordinary diffusers pipeline (``model_index.json``, one sub-folder per
+component, safetensors) loaded through exactly the same ``core.models.load_models`` path as
+a real model, so quantization and placement are the real ones. The two large components
+(transformer, T5) are created on the meta device and filled on the build device (the GPU
+when there is one) with a seeded generator, so a build is fast and deterministic per device
+type. The tokenizers are the tiny checkpoint's (a byte-level CLIP BPE and an ASCII unigram
+T5 vocabulary); their ids stay far below the real vocabulary sizes the embeddings have.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+from core.config import ModelSpec
+from core.errors import InvalidSettingError
+from core.tiny_model import _clip_tokenizer, _t5_tokenizer
+
+logger = logging.getLogger(__name__)
+
+# Bump when the shapes or the way weights are filled change, so stale caches are rebuilt.
+SYNTHETIC_VERSION = "1"
+SYNTHETIC_SEED = 20241121
+DTYPE = torch.bfloat16
+DEFAULT_CACHE_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
+SYNTHETIC_NOTE = (
+    "synthetic: FLUX.1 shapes with random bf16 weights (no download); memory and BF16/NF4 "
+    "timings match the real model closely, LLM.int8 timings may differ from real weights "
+    "(its outlier path, threshold 6.0, depends on activation values)"
+)
+CLIP_VOCAB = 49408
+T5_VOCAB = 32128
+
+
+def component_configs(spec: ModelSpec) -> dict[str, Any]:
+    """The published configuration of every component of ``spec`` (FLUX.1-dev or schnell).
+
+    Returns constructor keyword arguments (transformer, vae, scheduler) or config objects
+    (text_encoder, text_encoder_2), keyed by pipeline component name.
+    """
+    if spec.kind != "synthetic":
+        raise InvalidSettingError(f"{spec.name} is not a synthetic model")
+    dev = spec.guidance_embeds
+    return {
+        # FluxTransformer2DModel's defaults are FLUX.1's: 19 double + 38 single blocks,
+        # 24 heads x 128, joint_attention_dim 4096, pooled 768, axes_dims_rope (16, 56, 56).
+        "transformer": {"guidance_embeds": dev},
+        "text_encoder": CLIPTextConfig(  # CLIP ViT-L/14 text model
+            vocab_size=CLIP_VOCAB,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            projection_dim=768,
+            hidden_act="quick_gelu",
+            # The tiny byte-level tokenizer's ids: pooling looks for eos id 1.
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        ),
+        "text_encoder_2": T5Config(  # T5-XXL v1.1 encoder
+            vocab_size=T5_VOCAB,
+            d_model=4096,
+            d_kv=64,
+            num_heads=64,
+            d_ff=10240,
+            num_layers=24,
+            feed_forward_proj="gated-gelu",
+            is_encoder_decoder=False,
+            use_cache=False,
+            pad_token_id=0,
+            eos_token_id=1,
+        ),
+        "vae": {
+            "in_channels": 3,
+            "out_channels": 3,
+            "down_block_types": ("DownEncoderBlock2D",) * 4,
+            "up_block_types": ("UpDecoderBlock2D",) * 4,
+            "block_out_channels": (128, 256, 512, 512),
+            "layers_per_block": 2,
+            "latent_channels": 16,
+            "sample_size": 1024,
+            "scaling_factor": 0.3611,
+            "shift_factor": 0.1159,
+            "use_quant_conv": False,
+            "use_post_quant_conv": False,
+        },
+        # dev: shift 3.0 with resolution-dependent shifting; schnell: the published
+        # schnell scheduler (shift 1.0, no dynamic shifting).
+        "scheduler": {
+            "shift": 3.0 if dev else 1.0,
+            "use_dynamic_shifting": dev,
+            "base_shift": 0.5,
+            "max_shift": 1.15,
+            "base_image_seq_len": 256,
+            "max_image_seq_len": 4096,
+        },
+    }
+
+
+def _instantiate(name: str, config: Any) -> torch.nn.Module:
+    if name == "transformer":
+        return FluxTransformer2DModel(**config)
+    if name == "text_encoder":
+        return CLIPTextModel(config)
+    if name == "text_encoder_2":
+        return T5EncoderModel(config)
+    if name == "vae":
+        return AutoencoderKL(**config)
+    raise ValueError(f"not a model component: {name}")
+
+
+def parameter_counts(configs: Mapping[str, Any]) -> dict[str, int]:
+    """Parameters of each model component, counted on the meta device (no memory used)."""
+    counts = {}
+    for name in ("transformer", "text_encoder", "text_encoder_2", "vae"):
+        with torch.device("meta"):
+            module = _instantiate(name, configs[name])
+        # parameters() yields tied weights (T5's shared embedding) once.
+        counts[name] = sum(p.numel() for p in module.parameters())
+    return counts
+
+
+@torch.no_grad()
+def _fill(module: torch.nn.Module, generator: torch.Generator) -> None:
+    """Fill every parameter in place with random values that keep activations at unit scale.
+
+    Linear / conv weights: uniform with variance 1/fan_in; embeddings: standard normal;
+    norm weights 1; biases 0. Visiting modules in a fixed order with one seeded generator
+    makes the weights a function of (seed, build device type).
+    """
+    done: set[int] = set()
+    for module_name, child in module.named_modules():
+        for param_name, param in child.named_parameters(recurse=False):
+            if id(param) in done:
+                continue
+            done.add(id(param))
+            if param_name == "bias":
+                param.zero_()
+            elif "Norm" in type(child).__name__:
+                param.fill_(1.0)
+            elif isinstance(child, torch.nn.Embedding):
+                param.normal_(0.0, 1.0, generator=generator)
+            elif param.dim() >= 2:
+                fan_in = math.prod(param.shape[1:])
+                bound = math.sqrt(3.0 / fan_in)
+                param.uniform_(-bound, bound, generator=generator)
+            else:
+                logger.debug("filling %s.%s with N(0, 0.02)", module_name, param_name)
+                param.normal_(0.0, 0.02, generator=generator)
+
+
+def build_component(
+    name: str, config: Any, device: torch.device, seed: int = SYNTHETIC_SEED
+) -> torch.nn.Module:
+    """One component with random bf16 weights on ``device``, made on the meta device first."""
+    with torch.device("meta"):
+        module = _instantiate(name, config)
+    module.to(DTYPE)
+    if any(True for _ in module.buffers()):
+        # Buffers (CLIP's position ids) would be left uninitialized by to_empty: build
+        # such (small) modules the ordinary way on the CPU.
+        torch.manual_seed(seed)
+        module = _instantiate(name, config).to(DTYPE)
+        device = torch.device("cpu")
+    else:
+        module.to_empty(device=device)
+        if hasattr(module, "tie_weights"):
+            module.tie_weights()  # to_empty unties T5's shared input embedding
+    generator = torch.Generator(device).manual_seed(seed)
+    _fill(module, generator)
+    return module.eval()
+
+
+def _library(component: object) -> str:
+    return "diffusers" if type(component).__module__.startswith("diffusers") else "transformers"
+
+
+def write_synthetic_checkpoint(
+    directory: Path,
+    configs: Mapping[str, Any],
+    device: torch.device,
+    *,
+    seed: int = SYNTHETIC_SEED,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a pipeline folder with ``configs``' shapes and random weights into ``directory``.
+
+    ``directory`` must not exist. Components are built one at a time on ``device`` and
+    freed after saving, so the peak is the largest component (23.8 GB for FLUX.1's
+    transformer in bf16), not the whole pipeline.
+    """
+    directory.mkdir(parents=True)
+    index: dict[str, object] = {"_class_name": "FluxPipeline", "_diffusers_version": "0.42.1"}
+    for offset, name in enumerate(("transformer", "text_encoder_2", "text_encoder", "vae")):
+        module = build_component(name, configs[name], device, seed + offset)
+        module.save_pretrained(directory / name)
+        index[name] = [_library(module), type(module).__name__]
+        logger.info("wrote synthetic %s (%s)", name, type(module).__name__)
+        del module
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    tokenizers = {"tokenizer": _clip_tokenizer(), "tokenizer_2": _t5_tokenizer()}
+    for name, tokenizer in tokenizers.items():
+        tokenizer.save_pretrained(directory / name)
+        index[name] = [_library(tokenizer), type(tokenizer).__name__]
+    scheduler = FlowMatchEulerDiscreteScheduler(**configs["scheduler"])
+    scheduler.save_pretrained(directory / "scheduler")
+    index["scheduler"] = [_library(scheduler), type(scheduler).__name__]
+    (directory / "model_index.json").write_text(json.dumps(dict(sorted(index.items())), indent=2))
+    (directory / "synthetic.json").write_text(
+        json.dumps(
+            {
+                "version": SYNTHETIC_VERSION,
+                "seed": seed,
+                "build_device": device.type,
+                **(meta or {}),
+            },
+            indent=2,
+        )
+    )
+    return directory
+
+
+def estimated_bytes(configs: Mapping[str, Any]) -> int:
+    """Bytes the checkpoint takes on disk (bf16: two bytes per parameter)."""
+    return 2 * sum(parameter_counts(configs).values())
+
+
+def synthetic_dir(spec: ModelSpec, cache_dir: Path | None = None) -> Path:
+    return Path(cache_dir or DEFAULT_CACHE_DIR) / f"{spec.name}-v{SYNTHETIC_VERSION}"
+
+
+def ensure_synthetic_checkpoint(
+    spec: ModelSpec, cache_dir: Path | None = None, device: torch.device | None = None
+) -> Path:
+    """Return the folder of ``spec``'s synthetic checkpoint, building it if it is missing.
+
+    Built in a temporary sibling and renamed into place, so an interrupted build never
+    leaves a half-written checkpoint. Raises InvalidSettingError when the disk is too small.
+    """
+    directory = synthetic_dir(spec, cache_dir)
+    if (directory / "model_index.json").is_file():
+        logger.info("using the synthetic checkpoint at %s", directory)
+        return directory
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    configs = component_configs(spec)
+    needed = estimated_bytes(configs)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(directory.parent).free
+    if free < needed * 1.05:
+        raise InvalidSettingError(
+            f"building {spec.name} needs about {needed / 1e9:.1f} GB on disk; "
+            f"{directory.parent} has {free / 1e9:.1f} GB free (choose another --cache-dir)"
+        )
+    logger.info(
+        "building the synthetic checkpoint %s (%.1f GB) on %s into %s",
+        spec.name,
+        needed / 1e9,
+        device,
+        directory,
+    )
+    staging = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=directory.parent))
+    try:
+        write_synthetic_checkpoint(staging / "pipeline", configs, device, meta={"model": spec.name})
+        try:
+            os.replace(staging / "pipeline", directory)
+        except OSError:
+            if not (directory / "model_index.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
