@@ -1,0 +1,219 @@
+"""The benchmark on the tiny checkpoint on the CPU, and the synthetic FLUX.1 shapes.
+
+The full-scale synthetic model (23.8 GB transformer) is never built here: its shapes are
+checked on the meta device, and the checkpoint writer is exercised on scaled-down configs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from core import benchmark, synthetic
+from core.config import MODELS, SYNTHETIC_DEV, SYNTHETIC_SCHNELL, GenerationSettings
+from core.engine import Engine
+from core.errors import InvalidSettingError
+from core.models import load_models
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("benchmark")
+    argv = ["--model", "tiny", "--device", "cpu", "--steps", "2", "--repeats", "1"]
+    argv += ["--warmup-steps", "1", "--out", str(out)]
+    assert benchmark.main(argv) == 0
+    return out
+
+
+def test_writes_results_json_csv_and_png(tiny_run: Path) -> None:
+    results = json.loads((tiny_run / "results.json").read_text())
+    assert results["model"] == "tiny" and results["synthetic"] is False
+    assert results["machine"]["device_type"] == "cpu"
+    for package in ("torch", "diffusers", "transformers", "bitsandbytes", "accelerate"):
+        assert results["machine"][package]
+    assert results["settings"]["steps"] == 2 and results["settings"]["width"] == 256
+    rows = {(r["mode"], r["variant"]): r for r in results["rows"]}
+    assert set(rows) == {(m, v) for m in ("standalone", "engine") for v in ("bf16", "int8", "nf4")}
+    with (tiny_run / "results.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == 6
+    assert {row["device"] for row in table} == {"cpu"}
+    assert all(float(row["seconds_median"]) > 0 for row in table)
+
+    png = (tiny_run / "comparison.png").read_bytes()
+    assert png.startswith(PNG_SIGNATURE) and 20_000 < len(png) < 5_000_000
+    with Image.open(tiny_run / "comparison.png") as image:
+        assert image.width >= 600 and image.height >= 400
+
+
+def test_figures_are_positive_and_consistent(tiny_run: Path) -> None:
+    results = json.loads((tiny_run / "results.json").read_text())
+    rows = {(r["mode"], r["variant"]): r for r in results["rows"]}
+    for row in rows.values():
+        assert row["status"] == "ok", row
+        assert row["seconds_median"] > 0 and len(row["seconds"]) == 1
+        assert row["seconds_min"] <= row["seconds_median"] <= row["seconds_max"]
+        assert row["load_seconds"] > 0
+        assert row["peak_rss_bytes"] > 0 and row["loaded_rss_bytes"] > 0
+        assert row["peak_allocated_bytes"] is None  # no GPU figures on the CPU
+    for mode in ("standalone", "engine"):
+        weights = {v: rows[(mode, v)]["weight_bytes"] for v in ("bf16", "int8", "nf4")}
+        assert 0 < weights["nf4"] < weights["int8"] < weights["bf16"]
+    # The same variant weighs the same alone and in the engine.
+    for variant in ("bf16", "int8", "nf4"):
+        assert (
+            rows[("standalone", variant)]["weight_bytes"]
+            == rows[("engine", variant)]["weight_bytes"]
+        )
+
+    engine = results["engine"]
+    assert engine["status"] == "ok" and engine["load_seconds"] > 0
+    assert engine["resident_bytes"] > 0
+    assert engine["trio_seconds_median"] == pytest.approx(
+        sum(rows[("engine", v)]["seconds_median"] for v in ("bf16", "int8", "nf4"))
+    )
+    assert results["matmul"]["tflops"] > 0 and "float32" in results["matmul"]["label"]
+    assert results["floor"]["seconds"] > 0
+    assert results["floor"]["image_tokens"] == (256 // 16) ** 2
+    bf16 = rows[("standalone", "bf16")]
+    assert bf16["floor_ratio"] == pytest.approx(
+        bf16["seconds_median"] / results["floor"]["seconds"]
+    )
+    # Goals are only judged on a GPU.
+    assert all(goal["met"] is None for goal in results["goals"].values())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--repeats", "0"],
+        ["--modes", "sideways"],
+        ["--variants", "fp8"],
+        ["--size", "300"],
+        ["--model", "no/such/thing/here"],
+    ],
+)
+def test_bad_flags_fail_before_any_work(tmp_path: Path, argv: list[str]) -> None:
+    out = tmp_path / "out"
+    assert benchmark.main(["--model", "tiny", "--device", "cpu", *argv, "--out", str(out)]) == 2
+    assert not out.exists()
+
+
+# --- Synthetic FLUX.1 shapes ---------------------------------------------------------------
+
+
+def test_synthetic_dev_has_flux_dev_shapes() -> None:
+    counts = synthetic.parameter_counts(synthetic.component_configs(MODELS[SYNTHETIC_DEV]))
+    assert counts["transformer"] == pytest.approx(11.9e9, rel=0.01)
+    assert counts["text_encoder_2"] == pytest.approx(4.76e9, rel=0.01)  # T5-XXL encoder
+    assert counts["text_encoder"] == pytest.approx(123e6, rel=0.01)  # CLIP ViT-L/14 text
+    assert counts["vae"] == pytest.approx(83.8e6, rel=0.01)
+    assert 2 * counts["transformer"] == pytest.approx(23.8e9, rel=0.01)  # bytes in bf16
+
+
+def test_synthetic_schnell_has_no_guidance_embedding() -> None:
+    dev = synthetic.component_configs(MODELS[SYNTHETIC_DEV])
+    schnell = synthetic.component_configs(MODELS[SYNTHETIC_SCHNELL])
+    assert dev["transformer"] == {"guidance_embeds": True}
+    assert schnell["transformer"] == {"guidance_embeds": False}
+    assert schnell["scheduler"]["use_dynamic_shifting"] is False
+    assert dev["scheduler"]["shift"] == 3.0 and dev["scheduler"]["use_dynamic_shifting"]
+    dev_count = synthetic.parameter_counts(dev)["transformer"]
+    assert synthetic.parameter_counts(schnell)["transformer"] < dev_count
+
+
+def test_compute_floor_matches_fullscale_figure() -> None:
+    shape = {"parameters": 11_901_408_320, "inner_dim": 3072, "layers": 57}
+    settings = GenerationSettings.defaults(MODELS[SYNTHETIC_DEV])
+    floor = benchmark.compute_floor(shape, settings, tflops=800.0)
+    assert floor["image_tokens"] == 4096 and floor["text_tokens"] == 512
+    assert floor["flop_per_step"] == pytest.approx(1.25e14, rel=0.01)
+    assert floor["flop_per_image"] == pytest.approx(6.2e15, rel=0.01)
+    assert floor["seconds"] == pytest.approx(6.23e15 / 800e12, rel=0.01)
+
+
+def _scaled_down(configs: dict) -> dict:
+    """FLUX.1's component types and vocabularies with tiny widths and depths."""
+    clip, t5 = configs["text_encoder"], configs["text_encoder_2"]
+    return {
+        **configs,
+        "transformer": {
+            **configs["transformer"],
+            "num_layers": 1,
+            "num_single_layers": 1,
+            "attention_head_dim": 32,
+            "num_attention_heads": 2,
+            "joint_attention_dim": 64,
+            "pooled_projection_dim": 64,
+            "axes_dims_rope": (8, 12, 12),
+        },
+        "text_encoder": type(clip)(
+            **{
+                **clip.to_dict(),
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "projection_dim": 64,
+            }
+        ),
+        "text_encoder_2": type(t5)(
+            **{**t5.to_dict(), "d_model": 64, "d_kv": 32, "num_heads": 2, "d_ff": 128}
+            | {"num_layers": 1}
+        ),
+        "vae": {
+            **configs["vae"],
+            "block_out_channels": (16, 16, 32, 32),
+            "layers_per_block": 1,
+            "norm_num_groups": 8,
+        },
+    }
+
+
+def test_synthetic_writer_is_deterministic_and_loads_like_a_real_model(tmp_path: Path) -> None:
+    spec = MODELS[SYNTHETIC_DEV]
+    configs = _scaled_down(synthetic.component_configs(spec))
+    first = synthetic.write_synthetic_checkpoint(tmp_path / "a", configs, torch.device("cpu"))
+    second = synthetic.write_synthetic_checkpoint(tmp_path / "b", configs, torch.device("cpu"))
+    for component in ("transformer", "text_encoder_2", "text_encoder", "vae"):
+        files = sorted((first / component).glob("*.safetensors"))
+        assert files
+        for path in files:
+            assert path.read_bytes() == (second / component / path.name).read_bytes()
+    # The embeddings keep the real vocabulary sizes; T5's shared embedding is stored once.
+    t5_config = json.loads((first / "text_encoder_2" / "config.json").read_text())
+    clip_config = json.loads((first / "text_encoder" / "config.json").read_text())
+    assert t5_config["vocab_size"] == 32128 and clip_config["vocab_size"] == 49408
+    with safe_open(next((first / "text_encoder_2").glob("*.safetensors")), "pt") as handle:
+        embeddings = [k for k in handle.keys() if "embed" in k or k.startswith("shared")]  # noqa: SIM118
+    assert len(embeddings) == 1
+
+    models = load_models(spec, variants=("bf16", "nf4"), device="cpu", source=first)
+    tokenizer_2 = models.shared["tokenizer_2"]
+    assert max(tokenizer_2("a red fox in snow").input_ids) < 32128
+    generation = Engine(models).generate(
+        "a red fox in snow",
+        GenerationSettings(
+            seed=1, steps=1, guidance=3.5, width=256, height=256, max_sequence_length=32
+        ),
+    )
+    assert generation.results["nf4"].weight_bytes < generation.results["bf16"].weight_bytes
+    assert generation.results["bf16"].image.size == (256, 256)
+
+
+def test_synthetic_build_refuses_a_disk_too_small(tmp_path: Path, monkeypatch) -> None:
+    class Usage:
+        free = 10 * 10**9
+
+    monkeypatch.setattr(synthetic.shutil, "disk_usage", lambda path: Usage())
+    with pytest.raises(InvalidSettingError, match="needs about 33"):
+        synthetic.ensure_synthetic_checkpoint(MODELS[SYNTHETIC_DEV], tmp_path)
+    assert not any(tmp_path.iterdir())
