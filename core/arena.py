@@ -158,14 +158,14 @@ class Arena:
         settings = settings.validate(self.spec)
         if not self._generation_limiter.take(session_id):
             raise RateLimitedError(
-                f"at most {self.settings.generations_per_minute} generations a minute per player; "
-                "play a ready round while you wait"
+                f"at most {_count(self.settings.generations_per_minute, 'generation')} a minute "
+                "per player; play a ready round while you wait"
             )
         if not self._queue.acquire(blocking=False):
             self._generation_limiter.give_back(session_id)
             raise BusyError(
-                f"the generator is busy ({self.settings.queue_size} prompts are already waiting); "
-                "try again in a minute, or play a ready round"
+                f"the generator is busy ({_count(self.settings.queue_size, 'prompt')} already "
+                "waiting); try again in a minute, or play a ready round"
             )
         try:
             generation = self.engine.generate(prompt, settings, progress)
@@ -219,3 +219,7 @@ def _served(view: RoundView) -> RoundView:
         except OSError:
             logger.warning("could not touch %s", path)
     return view
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

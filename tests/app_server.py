@@ -54,13 +54,14 @@ class GatedEngine:
         self._engine = engine
         self.gate = threading.Event()
         self.gate.set()
-        self.waiting = threading.Semaphore(0)  # released once per generate() that waits
+        self.waiting = threading.Semaphore(0)  # released by each generate() held at the gate
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
 
     def generate(self, prompt: str, settings: GenerationSettings, progress=None) -> Generation:
-        self.waiting.release()
+        if not self.gate.is_set():
+            self.waiting.release()
         if not self.gate.wait(timeout=60):
             raise TimeoutError("the test never opened the gate")
         return self._engine.generate(prompt, settings, progress)
