@@ -157,7 +157,7 @@ def build_demo(arena: Arena) -> gr.Blocks:
                     compare_with = gr.Radio(
                         config.QUANTIZED_VARIANTS, label="Compare BF16 with", scale=1
                     )
-                slider = gr.ImageSlider(label="BF16 ⟷ quantized", type="filepath", max_height=768)
+                slider = gr.ImageSlider(label="BF16 ⟷ quantized", type="filepath", max_height=512)
                 next_btn = gr.Button("Next ready round", variant="primary")
 
         with gr.Tab("Results"):
@@ -267,7 +267,7 @@ def build_demo(arena: Arena) -> gr.Blocks:
                 state: st,
                 reveal_box: gr.Group(visible=True),
                 verdict: presentation.verdict(reveal),
-                reveal_table: presentation.reveal_rows(reveal),
+                reveal_table: presentation.reveal_table(reveal),
                 compare_with: gr.Radio(
                     choices=presentation.compare_choices(reveal), value=quantized
                 ),

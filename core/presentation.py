@@ -162,6 +162,17 @@ def reveal_rows(reveal: Reveal) -> list[list[Any]]:
     return rows
 
 
+def reveal_table(reveal: Reveal) -> dict[str, list[Any]]:
+    """The reveal's cost table without the columns this device never fills (GPU peaks on a
+    CPU, RSS on a GPU), as a gr.Dataframe value."""
+    rows = reveal_rows(reveal)
+    keep = [i for i in range(len(REVEAL_HEADERS)) if i < 2 or any(r[i] is not None for r in rows)]
+    return {
+        "headers": [REVEAL_HEADERS[i] for i in keep],
+        "data": [[r[i] for i in keep] for r in rows],
+    }
+
+
 def compare_choices(reveal: Reveal) -> list[tuple[str, str]]:
     shown = [v for v in QUANTIZED_VARIANTS if v in reveal.slot_variants.values()]
     return [(VARIANTS[v].label, v) for v in shown]
