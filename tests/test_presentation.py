@@ -1,0 +1,119 @@
+"""core.presentation: what the UI shows, from plain values."""
+
+from __future__ import annotations
+
+from core import presentation
+from core.config import MODELS, TINY_MODEL, GenerationSettings
+from core.game import Reveal, RoundView, Score
+
+STATS = {
+    "bf16": {"seconds": 12.0, "weight_bytes": 2**34, "peak_reserved_bytes": 2**35, "psnr": None},
+    "int8": {"seconds": 27.0, "weight_bytes": 2**33, "peak_reserved_bytes": 2**34, "psnr": 31.5},
+    "nf4": {"seconds": 12.5, "weight_bytes": 2**32, "peak_reserved_bytes": 2**33, "psnr": 24.25},
+}
+
+
+def reveal(mode="trio", slots=None, answer="A", correct=True) -> Reveal:
+    slots = slots or {"A": "bf16", "B": "nf4", "C": "int8"}
+    return Reveal(
+        round_id="r",
+        mode=mode,
+        answer=answer,
+        slot_variants=slots,
+        designated_variant=None if answer == "cant_tell" else slots[answer],
+        correct_slot="A",
+        correct=correct,
+        variant_stats=STATS,
+        score=Score(answered=3, correct=2, cant_tell=1, streak=1, best_streak=2),
+    )
+
+
+def test_reveal_rows_show_each_shown_variant_with_its_slot_in_gib():
+    rows = presentation.reveal_rows(reveal())
+    assert [(r[0], r[1]) for r in rows] == [
+        ("BF16 (original)", "A"),
+        ("LLM.int8", "C"),
+        ("NF4", "B"),
+    ]
+    assert rows[0][3] == 16.0 and rows[1][8] == 31.5
+
+
+def test_duel_reveal_has_a_row_per_shown_variant_only():
+    duel = reveal("duel", {"A": "nf4", "B": "bf16"})
+    assert [r[0] for r in presentation.reveal_rows(duel)] == ["BF16 (original)", "NF4"]
+    assert presentation.compare_choices(duel) == [("NF4", "nf4")]
+
+
+def test_reveal_table_drops_columns_never_filled():
+    table = presentation.reveal_table(reveal())
+    assert "Peak reserved (GiB)" in table["headers"]
+    assert "Peak RSS (GiB)" not in table["headers"] and "SSIM vs BF16" not in table["headers"]
+    assert all(len(row) == len(table["headers"]) for row in table["data"])
+
+
+def test_verdicts():
+    assert "✅ Right: **A**" in presentation.verdict(reveal())
+    wrong = presentation.verdict(reveal(answer="B", correct=False))
+    assert "you picked **B**, the answer was **A**" in wrong
+    assert "couldn't tell" in presentation.verdict(reveal(answer="cant_tell", correct=None))
+    assert "**A** = BF16 (original) · **B** = NF4 · **C** = LLM.int8" in wrong
+    assert "2 right of 3 (1 can't tell) · streak 1 · best 2" in wrong
+
+
+def test_compare_default_is_the_most_different_variant():
+    assert presentation.compare_default(reveal()) == "nf4"
+
+
+def test_slider_value_pairs_bf16_with_the_chosen_variant():
+    state = {"paths": {"A": "/a.png", "B": "/b.png", "C": "/c.png"}}
+    assert presentation.slider_value(state, reveal(), "int8") == ("/a.png", "/c.png")
+    duel = reveal("duel", {"A": "nf4", "B": "bf16"})
+    assert presentation.slider_value(state, duel, "int8") is None
+
+
+def test_question_names_no_variant_but_the_modes_target():
+    view = RoundView(
+        "r", "duel", "Which one is quantized?", ("A", "B"), (), "a fox",
+        GenerationSettings(5, 2, 3.5, 256, 256, 64),
+    )  # fmt: skip
+    text = presentation.question(view)
+    assert "a fox" in text and "seed* 5" in text
+    assert not any(word in text.lower() for word in ("bf16", "int8", "nf4"))
+
+
+def test_progress_reporter_counts_steps_over_all_variants():
+    calls = []
+    report = presentation.progress_reporter(
+        lambda value, desc: calls.append((value, desc)), ("bf16", "int8", "nf4"), 4
+    )
+    report("int8", 2, 4)
+    assert calls == [((6, 12), "image 2 of 3: step 2/4")]
+
+
+def test_tiny_warning_only_for_the_tiny_model():
+    assert "Demo mode" in presentation.tiny_model_warning(MODELS[TINY_MODEL])
+    assert presentation.tiny_model_warning(MODELS["black-forest-labs/FLUX.1-dev"]) == ""
+
+
+def test_detection_rows_and_chart_with_and_without_answers():
+    empty = {"detection": [], "trio_picks": {"answered": 0}, "hardest_prompts": {}}
+    assert presentation.detection_rows(empty) == []
+    assert "no answers yet" in presentation.trio_picks(empty)
+    assert presentation.detection_chart(empty) is not None
+    row = {
+        "mode": "duel", "variant": "nf4", "answered": 10, "correct": 7, "cant_tell": 1,
+        "rate": 0.7, "ci_low": 0.4, "ci_high": 0.9, "chance": 0.5, "p_value": 0.17,
+        "verdict": "not distinguishable",
+    }  # fmt: skip
+    rows = presentation.detection_rows({"detection": [row]})
+    assert rows == [
+        ["duel", "NF4", 10, 7, 1, "70.0%", "40.0% – 90.0%", "50.0%", "0.17", "not distinguishable"]
+    ]
+    assert presentation.detection_chart({"detection": [row]}).axes
+
+
+def test_example_prompts_skip_comments_and_blank_lines(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("# a comment\n\n a fox \nan owl\n", encoding="utf-8")
+    assert presentation.example_prompts(path) == ["a fox", "an owl"]
+    assert presentation.example_prompts(tmp_path / "missing.txt") == []
