@@ -820,7 +820,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=2, help="measured generations per mode")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured warm-up generations")
     parser.add_argument(
-        "--warmup-steps", type=int, default=2, help="steps of a warm-up generation (same size)"
+        "--warmup-steps",
+        type=int,
+        help="steps of a warm-up generation, same size and prompt (default: --steps)",
     )
     parser.add_argument("--offload", choices=OFFLOAD_CHOICES, default="auto")
     parser.add_argument("--max-gpu-memory", type=float, metavar="GB", help="cap on GPU memory")
@@ -846,11 +848,16 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
     if device.type == "cuda" and not cuda_available():
         raise InvalidSettingError("--device cuda was asked for, but CUDA is not available")
     spec = resolve_model(args.model, cuda_available=cuda_available())
+    if spec.kind == "synthetic" and device.type != "cuda":
+        # 16.6 B parameters: ~34 GB to build, 60+ GB of RAM for the trio, hours per image.
+        raise InvalidSettingError(
+            f"{spec.name} is a full-scale model for a GPU; on the CPU use --model tiny"
+        )
     modes = tuple(m for m in MODES if m in {x.strip() for x in args.modes.split(",")})
     unknown = {x.strip() for x in args.modes.split(",")} - set(MODES)
     if unknown or not modes:
         raise InvalidSettingError(f"--modes must name {' and/or '.join(MODES)}")
-    if args.repeats < 1 or args.warmup < 0 or args.warmup_steps < 1:
+    if args.repeats < 1 or args.warmup < 0 or (args.warmup_steps or 1) < 1:
         raise InvalidSettingError("--repeats and --warmup-steps must be >= 1, --warmup >= 0")
     generation = GenerationSettings.defaults(spec, args.seed)
     overrides = {
@@ -871,7 +878,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
         prompt=validate_prompt(args.prompt),
         repeats=args.repeats,
         warmup=args.warmup,
-        warmup_steps=min(args.warmup_steps, generation.steps),
+        warmup_steps=min(args.warmup_steps or generation.steps, generation.steps),
         offload=check_offload(args.offload),
         max_gpu_memory_gb=check_max_gpu_memory(args.max_gpu_memory),
         device=device,

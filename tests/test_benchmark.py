@@ -99,6 +99,7 @@ def test_figures_are_positive_and_consistent(tiny_run: Path) -> None:
         ["--variants", "fp8"],
         ["--size", "300"],
         ["--model", "no/such/thing/here"],
+        ["--model", "synthetic-flux-dev"],  # never built on the CPU
     ],
 )
 def test_bad_flags_fail_before_any_work(tmp_path: Path, argv: list[str]) -> None:
