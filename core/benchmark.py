@@ -847,6 +847,8 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
     device = torch.device(args.device or ("cuda" if cuda_available() else "cpu"))
     if device.type == "cuda" and not cuda_available():
         raise InvalidSettingError("--device cuda was asked for, but CUDA is not available")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # as load_models places it
     spec = resolve_model(args.model, cuda_available=cuda_available())
     if spec.kind == "synthetic" and device.type != "cuda":
         # 16.6 B parameters: ~34 GB to build, 60+ GB of RAM for the trio, hours per image.
