@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -177,8 +177,10 @@ def plan_placement(
     """Choose ``resident`` / ``model`` / ``group`` per variant (``cpu`` on the CPU).
 
     ``auto`` keeps every variant resident when all of them fit in the budget with room for
-    activations; otherwise model offload for variants whose largest module fits, and
-    group offload for those whose transformer or T5 alone does not.
+    activations; otherwise model offload, except for an unquantized variant whose
+    transformer or T5 alone does not fit: that one streams them by group offload. A
+    quantized variant is never planned ``group`` (see the module docstring): if even its
+    largest module does not fit, nothing placement can do would make it run.
     """
     if offload not in OFFLOAD_CHOICES:
         raise InvalidSettingError(f"offload must be one of {', '.join(OFFLOAD_CHOICES)}")
@@ -205,7 +207,10 @@ def plan_placement(
         reason = f"all variants fit: {total / GIB:.1f} GiB + headroom <= {budget_bytes / GIB:.1f}"
     else:
         per_variant = {
-            name: "model" if largest[name] + shared + headroom <= budget_bytes else "group"
+            name: "group"
+            if VARIANTS[name].quantization == "none"
+            and largest[name] + shared + headroom > budget_bytes
+            else "model"
             for name in variants
         }
         reason = (
@@ -226,7 +231,6 @@ class ModelSet:
     pipelines: dict[str, FluxPipeline]
     shared: dict[str, Any]
     load_seconds: float
-    _owner: str | None = field(default=None, repr=False)
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -264,29 +268,32 @@ class ModelSet:
             # The last pipeline to install offload hooks owns the shared modules' hooks; a
             # stale owner would let the VAE offload another variant's transformer.
             pipe.enable_model_cpu_offload(device=self.device)
-        elif mode == "group":
-            pipe.remove_all_hooks()  # hooks another variant's model offload left on shared modules
+        elif mode in ("resident", "group"):
+            # Take the shared modules back from another variant's model offload, if any.
+            pipe.remove_all_hooks()
             for module in self.shared.values():
                 if isinstance(module, torch.nn.Module):
                     module.to(self.device)
-        self._owner = variant
         return pipe
 
 
 def _load_variant_components(
-    source: Path, quantization: str, device: torch.device
+    source: Path, quantization: str, device: torch.device, resident: bool
 ) -> tuple[FluxTransformer2DModel, T5EncoderModel]:
+    """The variant's transformer and T5. Quantized weights are always created on
+    ``device`` (bitsandbytes quantizes where the weights land); bf16 weights go straight
+    to ``device`` when they stay there (``resident``), else to the CPU for offloading."""
     diffusers_config, transformers_config = quantization_configs(quantization)
+    device_map = {"": str(device) if device.type == "cpu" else device.index or 0}
     if diffusers_config is None:
+        bf16_map = device_map if resident else {"": "cpu"}
         transformer = FluxTransformer2DModel.from_pretrained(
-            source, subfolder="transformer", dtype=DTYPE
+            source, subfolder="transformer", dtype=DTYPE, device_map=bf16_map
         )
         text_encoder_2 = T5EncoderModel.from_pretrained(
-            source, subfolder="text_encoder_2", dtype=DTYPE
+            source, subfolder="text_encoder_2", dtype=DTYPE, device_map=bf16_map
         )
         return transformer, text_encoder_2
-    # Quantized weights are created on the target device directly.
-    device_map = {"": str(device) if device.type == "cpu" else device.index or 0}
     with _allow_cpu_quantization(device):
         transformer = FluxTransformer2DModel.from_pretrained(
             source,
@@ -306,10 +313,14 @@ def _load_variant_components(
 
 
 def _apply_group_offload(module: torch.nn.Module, device: torch.device) -> None:
+    """Stream ``module`` block by block from the CPU. Block-level offloading splits only
+    the ModuleLists that are direct children; T5's blocks live in ``encoder``, so T5 is
+    offloaded through its encoder (whose embedding is T5's shared one)."""
     from diffusers.hooks import apply_group_offloading
 
+    target = module.encoder if isinstance(module, T5EncoderModel) else module
     apply_group_offloading(
-        module,
+        target,
         onload_device=device,
         offload_device=torch.device("cpu"),
         offload_type="block_level",
@@ -392,7 +403,7 @@ def load_models(
     for name in variants:
         mode = plan.per_variant[name]
         transformer, text_encoder_2 = _load_variant_components(
-            folder, VARIANTS[name].quantization, torch_device
+            folder, VARIANTS[name].quantization, torch_device, resident=mode == "resident"
         )
         quantized = VARIANTS[name].quantization != "none"
         for module in (transformer, text_encoder_2):
@@ -400,8 +411,7 @@ def load_models(
                 module.to("cpu")  # the offload hooks bring it to the GPU when it runs
             elif mode == "group" and not quantized:
                 _apply_group_offload(module, torch_device)
-            elif mode in ("resident", "group") and not quantized:
-                module.to(torch_device)  # quantized modules were created on the device
+
         pipelines[name] = FluxPipeline(
             scheduler=FlowMatchEulerDiscreteScheduler.from_config(scheduler_config),
             text_encoder=text_encoder,

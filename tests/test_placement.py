@@ -58,3 +58,10 @@ def test_unknown_offload_is_rejected(flux_dev_sized):
 def test_sparse_files_take_no_disk(flux_dev_sized):
     used = sum(os.stat(p).st_blocks for p in flux_dev_sized.rglob("*.safetensors"))
     assert used == 0 or used < 1024
+
+
+def test_quantized_variants_are_never_planned_group(flux_dev_sized):
+    # 12 GB: int8's transformer (~12.4 GB) does not fit either, but group offloading cannot
+    # move bitsandbytes' quantization state, so quantized variants get model offload.
+    plan = plan_placement(flux_dev_sized, VARIANTS, CUDA, "auto", int(12e9))
+    assert plan.per_variant == {"bf16": "group", "int8": "model", "nf4": "model"}
