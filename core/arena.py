@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import secrets
 import threading
 import time
@@ -173,12 +172,12 @@ class Arena:
             self._queue.release()
         generation_id = self.store.save_generation(generation)
         logger.info("stored generation %d (%s)", generation_id, prompt[:60])
-        return _served(self.game.new_round(session_id, mode, generation_id))
+        return self.game.new_round(session_id, mode, generation_id)
 
     # --- rounds and guesses ------------------------------------------------------------------
 
     def ready_round(self, session_id: str, mode: str) -> RoundView:
-        return _served(self.game.new_round(session_id, mode))
+        return self.game.new_round(session_id, mode)
 
     def has_ready_round(self, session_id: str, mode: str) -> bool:
         return self.game.has_ready_round(session_id, mode)
@@ -202,23 +201,6 @@ class Arena:
         directory.mkdir(parents=True, exist_ok=True)
         name = f"spot-the-quantized-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.zip"
         return export_zip(self.store, directory / name)
-
-
-def _served(view: RoundView) -> RoundView:
-    """Give the round's images one modification time before they are served.
-
-    The store writes a generation's PNGs in variant order (BF16 first), and the file
-    server sends a file's mtime as Last-Modified (Gradio's cache copies it with the file),
-    so the oldest image of a round would otherwise be the original whenever the writes
-    straddle a second.
-    """
-    now = time.time()
-    for path in view.image_paths:
-        try:
-            os.utime(path, (now, now))
-        except OSError:
-            logger.warning("could not touch %s", path)
-    return view
 
 
 def _count(n: int, noun: str) -> str:

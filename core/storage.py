@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import secrets
 import sqlite3
 import statistics
@@ -432,6 +433,11 @@ class Store:
                         result.ssim,
                     )
                 )
+            # One modification time for all of a generation's files: a file server sends
+            # it as Last-Modified, and write order (BF16 first) must not show through.
+            stamp = gen.created_at or time.time()
+            for path in written:
+                os.utime(path, (stamp, stamp))
             s = gen.settings
             with self._write() as conn:
                 cursor = conn.execute(

@@ -3,7 +3,6 @@ coercion, the images' modification times, and flags / environment variables."""
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from core import errors
 from core.arena import Arena, SlidingWindowLimiter
 from core.config import AppSettings
 from tests.app_server import SIZE, STEPS, GatedEngine
-from tests.data_helpers import Clock, make_game, make_generation, make_store
+from tests.data_helpers import Clock, make_game, make_store
 
 
 class TestSlidingWindowLimiter:
@@ -124,15 +123,6 @@ def test_settings_from_request_coerces_whole_floats_and_draws_a_seed(arena):
         seed="ignored", random_seed=True, steps=2, guidance=3.5, width=256, height=256
     )
     assert 0 <= drawn.seed < 2**32
-
-
-def test_a_rounds_images_share_one_modification_time(arena):
-    generation_id = arena.store.save_generation(make_generation(3))
-    paths = arena.store.image_paths(generation_id)
-    for i, path in enumerate(paths.values()):  # written in variant order, seconds apart
-        os.utime(path, (1_000_000 + i, 1_000_000 + i))
-    view = arena.ready_round("s", "trio")
-    assert len({p.stat().st_mtime for p in view.image_paths}) == 1
 
 
 # --- flags and environment ------------------------------------------------------------

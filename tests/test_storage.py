@@ -132,6 +132,9 @@ def test_save_generation_writes_neutral_clean_pngs(tmp_path):
     stats = store.image_stats(gid)
     assert stats["int8"]["weight_bytes"] == gen.results["int8"].weight_bytes
     assert stats["bf16"]["psnr"] is None
+    # One modification time for the whole generation (served as Last-Modified): the
+    # order the files were written in (BF16 first) must not show.
+    assert len({p.stat().st_mtime_ns for p in paths.values()}) == 1
 
 
 class ExplodingImage:
