@@ -151,7 +151,9 @@ def build_demo(arena: Arena) -> gr.Blocks:
             with gr.Group(visible=False) as reveal_box:
                 verdict = gr.Markdown("")
                 reveal_table = gr.Dataframe(
-                    headers=presentation.REVEAL_HEADERS, interactive=False, label="Measured cost"
+                    headers=[h.format(unit="GiB") for h in presentation.REVEAL_HEADERS],
+                    interactive=False,
+                    label="Measured cost",
                 )
                 with gr.Row():
                     compare_with = gr.Radio(
@@ -174,7 +176,7 @@ def build_demo(arena: Arena) -> gr.Blocks:
                 headers=presentation.HARDEST_HEADERS, interactive=False, label="Hardest prompts"
             )
             costs_table = gr.Dataframe(
-                headers=presentation.COST_HEADERS,
+                headers=[h.format(unit="GiB") for h in presentation.COST_HEADERS],
                 interactive=False,
                 label=f"Memory and time per variant here ({arena.engine.device_label})",
             )
@@ -293,7 +295,7 @@ def build_demo(arena: Arena) -> gr.Blocks:
                 chart: presentation.detection_chart(results),
                 picks_md: presentation.trio_picks(results),
                 hardest_table: presentation.hardest_rows(results),
-                costs_table: presentation.cost_rows(results),
+                costs_table: presentation.cost_table(results),
             }
 
         @user_errors

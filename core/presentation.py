@@ -43,22 +43,27 @@ CSS = """
 .tiny-warning { border-left: 4px solid #d97706; padding-left: 8px; }
 """
 
+# "{unit}" is GiB, or MiB when every figure of the table is under 1 GiB (see byte_table).
 REVEAL_HEADERS = [
-    "Variant", "Slot", "Time (s)", "Own weights (GiB)", "Shared weights (GiB)",
-    "Peak allocated (GiB)", "Peak reserved (GiB)", "Peak RSS (GiB)", "PSNR vs BF16 (dB)",
-    "SSIM vs BF16",
+    "Variant", "Slot", "Time (s)", "Own weights ({unit})", "Shared weights ({unit})",
+    "Peak allocated ({unit})", "Peak reserved ({unit})", "Peak RSS ({unit})",
+    "PSNR vs BF16 (dB)", "SSIM vs BF16",
 ]  # fmt: skip
+REVEAL_BYTE_COLUMNS = (3, 4, 5, 6, 7)
 DETECTION_HEADERS = [
     "Mode", "Variant", "Answered", "Correct", "Can't tell", "Detection rate", "95% interval",
     "Chance", "p-value", "Verdict",
 ]  # fmt: skip
 HARDEST_HEADERS = ["Mode", "Prompt", "Answered", "Detection rate", "95% interval", "Verdict"]
 COST_HEADERS = [
-    "Variant", "Generations", "Median time (s)", "Own weights (GiB)", "Shared weights (GiB)",
-    "Median peak allocated (GiB)", "Median peak reserved (GiB)", "Median peak RSS (GiB)",
+    "Variant", "Generations", "Median time (s)", "Own weights ({unit})",
+    "Shared weights ({unit})", "Median peak allocated ({unit})", "Median peak reserved ({unit})",
+    "Median peak RSS ({unit})",
 ]  # fmt: skip
+COST_BYTE_COLUMNS = (3, 4, 5, 6, 7)
 REFERENCE_HEADERS = ["Variant", "Placement", "After loading (GB)", "Peak (GB)", "Time (s)"]
 
+MIB = 1024**2
 GIB = 1024**3
 
 
@@ -78,8 +83,28 @@ def tiny_model_warning(spec: ModelSpec) -> str:
     )
 
 
-def _gib(value: float | None) -> float | None:
-    return None if value is None else round(value / GIB, 3)
+def byte_table(
+    headers: Sequence[str], rows: list[list[Any]], byte_columns: Sequence[int]
+) -> dict[str, list[Any]]:
+    """A gr.Dataframe value from rows holding raw bytes in ``byte_columns``.
+
+    Bytes become GiB, or MiB when every figure is under 1 GiB (a tiny model's 0.8 MiB
+    would read "0.001 GiB"), and the unit goes into the headers. Columns this device never
+    fills (GPU peaks on a CPU, RSS on a GPU) are dropped; the first two are always kept.
+    """
+    sizes = [r[i] for r in rows for i in byte_columns if r[i] is not None]
+    unit, scale = ("GiB", GIB) if any(s >= GIB for s in sizes) else ("MiB", MIB)
+    keep = [i for i in range(len(headers)) if i < 2 or any(r[i] is not None for r in rows)]
+    return {
+        "headers": [headers[i].format(unit=unit) for i in keep],
+        "data": [
+            [
+                round(r[i] / scale, 2) if i in byte_columns and r[i] is not None else r[i]
+                for i in keep
+            ]
+            for r in rows
+        ],
+    }
 
 
 def _round(value: float | None, digits: int) -> float | str | None:
@@ -138,7 +163,8 @@ def verdict(reveal: Reveal) -> str:
 
 
 def reveal_rows(reveal: Reveal) -> list[list[Any]]:
-    """One row per variant shown in the round (a duel's third image is not part of it)."""
+    """One row per variant shown in the round (a duel's third image is not part of it),
+    figures raw: seconds, bytes, dB."""
     slot_of = {v: slot for slot, v in reveal.slot_variants.items()}
     rows = []
     for variant in VARIANTS:
@@ -150,11 +176,11 @@ def reveal_rows(reveal: Reveal) -> list[list[Any]]:
                 VARIANTS[variant].label,
                 slot_of[variant],
                 _round(figures.get("seconds"), 2),
-                _gib(figures.get("weight_bytes")),
-                _gib(figures.get("shared_weight_bytes")),
-                _gib(figures.get("peak_allocated_bytes")),
-                _gib(figures.get("peak_reserved_bytes")),
-                _gib(figures.get("peak_rss_bytes")),
+                figures.get("weight_bytes"),
+                figures.get("shared_weight_bytes"),
+                figures.get("peak_allocated_bytes"),
+                figures.get("peak_reserved_bytes"),
+                figures.get("peak_rss_bytes"),
                 _round(figures.get("psnr"), 2),
                 _round(figures.get("ssim"), 4),
             ]
@@ -163,14 +189,8 @@ def reveal_rows(reveal: Reveal) -> list[list[Any]]:
 
 
 def reveal_table(reveal: Reveal) -> dict[str, list[Any]]:
-    """The reveal's cost table without the columns this device never fills (GPU peaks on a
-    CPU, RSS on a GPU), as a gr.Dataframe value."""
-    rows = reveal_rows(reveal)
-    keep = [i for i in range(len(REVEAL_HEADERS)) if i < 2 or any(r[i] is not None for r in rows)]
-    return {
-        "headers": [REVEAL_HEADERS[i] for i in keep],
-        "data": [[r[i] for i in keep] for r in rows],
-    }
+    """The reveal's cost table as a gr.Dataframe value (see byte_table)."""
+    return byte_table(REVEAL_HEADERS, reveal_rows(reveal), REVEAL_BYTE_COLUMNS)
 
 
 def compare_choices(reveal: Reveal) -> list[tuple[str, str]]:
@@ -254,7 +274,13 @@ def hardest_rows(results: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def cost_table(results: dict[str, Any]) -> dict[str, list[Any]]:
+    """This deployment's median cost per variant as a gr.Dataframe value (see byte_table)."""
+    return byte_table(COST_HEADERS, cost_rows(results), COST_BYTE_COLUMNS)
+
+
 def cost_rows(results: dict[str, Any]) -> list[list[Any]]:
+    """One row per variant: generations, median seconds, bytes (raw)."""
     rows = []
     for c in results.get("costs", []):
         rows.append(
@@ -262,11 +288,11 @@ def cost_rows(results: dict[str, Any]) -> list[list[Any]]:
                 VARIANTS[c["variant"]].label if c["variant"] in VARIANTS else c["variant"],
                 c["generations"],
                 _round(c["median_seconds"], 2),
-                _gib(c["weight_bytes"]),
-                _gib(c["shared_weight_bytes"]),
-                _gib(c["median_peak_allocated_bytes"]),
-                _gib(c["median_peak_reserved_bytes"]),
-                _gib(c["median_peak_rss_bytes"]),
+                c["weight_bytes"],
+                c["shared_weight_bytes"],
+                c["median_peak_allocated_bytes"],
+                c["median_peak_reserved_bytes"],
+                c["median_peak_rss_bytes"],
             ]
         )
     return rows

@@ -28,14 +28,14 @@ def reveal(mode="trio", slots=None, answer="A", correct=True) -> Reveal:
     )
 
 
-def test_reveal_rows_show_each_shown_variant_with_its_slot_in_gib():
+def test_reveal_rows_show_each_shown_variant_with_its_slot():
     rows = presentation.reveal_rows(reveal())
     assert [(r[0], r[1]) for r in rows] == [
         ("BF16 (original)", "A"),
         ("LLM.int8", "C"),
         ("NF4", "B"),
     ]
-    assert rows[0][3] == 16.0 and rows[1][8] == 31.5
+    assert rows[0][3] == 2**34 and rows[1][8] == 31.5
 
 
 def test_duel_reveal_has_a_row_per_shown_variant_only():
@@ -49,6 +49,17 @@ def test_reveal_table_drops_columns_never_filled():
     assert "Peak reserved (GiB)" in table["headers"]
     assert "Peak RSS (GiB)" not in table["headers"] and "SSIM vs BF16" not in table["headers"]
     assert all(len(row) == len(table["headers"]) for row in table["data"])
+    own = table["headers"].index("Own weights (GiB)")
+    assert [row[own] for row in table["data"]] == [16.0, 8.0, 4.0]
+
+
+def test_byte_tables_switch_to_mib_below_one_gib():
+    rows = [["BF16", "A", 0.5, 877_696, None], ["NF4", "B", 0.4, 269_440, None]]
+    table = presentation.byte_table(
+        ["V", "S", "Time (s)", "Weights ({unit})", "RSS ({unit})"], rows, (3, 4)
+    )
+    assert table["headers"] == ["V", "S", "Time (s)", "Weights (MiB)"]
+    assert table["data"] == [["BF16", "A", 0.5, 0.84], ["NF4", "B", 0.4, 0.26]]
 
 
 def test_verdicts():
