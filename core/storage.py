@@ -48,6 +48,7 @@ from core.records import Generation
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_SECONDS = 10.0
+EXPORT_MMAP_BYTES = 1024**3
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 # --- Migrations ----------------------------------------------------------------------
@@ -879,6 +880,9 @@ class Store:
                         check_same_thread=False,
                     )
                     conns.append(conn)
+                    # Exporting rounds looks each one up in the guesses index (to hide the
+                    # key of unanswered rounds): memory-mapped reads make that ~30% faster.
+                    conn.execute(f"PRAGMA mmap_size = {EXPORT_MMAP_BYTES}")
                     conn.execute("BEGIN")
                     # A read transaction starts at its first read: take the snapshot now.
                     conn.execute("SELECT count(*) FROM migrations").fetchone()
