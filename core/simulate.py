@@ -111,9 +111,13 @@ class Player:
 
     def answer(self, store: Store, view: RoundView) -> str:
         key = store.fetch_round(view.round_id).answer_key  # harness-only peek
+        return self.answer_for(view.mode, key)
+
+    def answer_for(self, mode: str, key: dict[str, str]) -> str:
+        """The answer to a round of ``mode`` whose slot -> variant key is ``key``."""
         if self.rng.random() < self.cant_tell:
             return CANT_TELL
-        if view.mode == "trio":
+        if mode == "trio":
             right = next(s for s, v in key.items() if v == REFERENCE_VARIANT)
             p = self.accuracy.get(REFERENCE_VARIANT, MODE_SPECS["trio"].chance)
         else:
@@ -277,7 +281,7 @@ def bulk_load(store: Store, args: argparse.Namespace) -> dict[str, Any]:
         session = f"bulk-{k // 50}"
         generation_id = generation_ids[k % len(generation_ids)]
         created = now - args.bulk_guesses + k
-        answer = _bulk_answer(player, mode, key)
+        answer = player.answer_for(mode, key)
         target = REFERENCE_VARIANT if mode == "trio" else compared
         variant = None if answer == CANT_TELL else key[answer]
         correct = None if answer == CANT_TELL else int(variant == target)
@@ -307,20 +311,6 @@ def bulk_load(store: Store, args: argparse.Namespace) -> dict[str, Any]:
         "build_seconds": round(built - start, 3),
         "insert_seconds": round(loaded - built, 3),
     }
-
-
-def _bulk_answer(player: Player, mode: str, key: dict[str, str]) -> str:
-    if player.rng.random() < player.cant_tell:
-        return CANT_TELL
-    if mode == "trio":
-        right = next(s for s, v in key.items() if v == REFERENCE_VARIANT)
-        p = player.accuracy.get(REFERENCE_VARIANT, MODE_SPECS["trio"].chance)
-    else:
-        right = next(s for s, v in key.items() if v != REFERENCE_VARIANT)
-        p = player.accuracy.get(key[right], MODE_SPECS["duel"].chance)
-    if player.rng.random() < p:
-        return right
-    return player.rng.choice([s for s in key if s != right])
 
 
 def time_stats_export(store: Store, out: Path) -> dict[str, Any]:
