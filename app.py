@@ -18,7 +18,6 @@ import os
 import random
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -260,7 +259,7 @@ def build_demo(arena: Arena) -> gr.Blocks:
             if not st or not st.get("round"):
                 raise gr.Error("Start a round first: generate images or play a ready round.")
             reveal = arena.guess(st["session"], st["round"], answer)
-            st = {**st, "revealed": asdict(reveal)}
+            st = {**st, "revealed": reveal}
             return reveal_updates(st, reveal) | ready_updates(st, mode_value)
 
         def reveal_updates(st: dict[str, Any], reveal: Reveal) -> dict[Any, Any]:
@@ -285,7 +284,7 @@ def build_demo(arena: Arena) -> gr.Blocks:
         def on_compare(st: dict[str, Any] | None, variant: str) -> Any:
             if not st or not st.get("revealed"):
                 raise gr.Error("The comparison opens after your guess.")
-            return presentation.slider_value(st, Reveal(**st["revealed"]), variant)
+            return presentation.slider_value(st, st["revealed"], variant)
 
         @user_errors
         def on_results() -> dict[Any, Any]:
@@ -369,7 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
         if default is None:
             default = getattr(AppSettings(), name)
         elif kwargs.get("type") is not None:
-            default = kwargs["type"](default)
+            try:
+                default = kwargs["type"](default)
+            except ValueError:
+                raise config.InvalidSettingError(
+                    f"{variable}={default!r} is not a valid {flag} value"
+                ) from None
         parser.add_argument(
             flag, dest=name, default=default, help=f"{help_text} [{variable}]", **kwargs
         )

@@ -179,6 +179,12 @@ def test_bad_settings_are_named(monkeypatch, argv, message):
         app.settings_from_args(argv)
 
 
+def test_malformed_environment_variable_is_named(monkeypatch):
+    monkeypatch.setenv("SPOT_PORT", "abc")
+    with pytest.raises(errors.InvalidSettingError, match="SPOT_PORT='abc' is not a valid --port"):
+        app.settings_from_args([])
+
+
 def test_bad_flag_value_exits_with_usage(capsys):
     with pytest.raises(SystemExit):
         app.settings_from_args(["--offload", "sometimes"])
