@@ -16,7 +16,6 @@ import functools
 import logging
 import os
 import random
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -185,7 +184,11 @@ def build_demo(arena: Arena) -> gr.Blocks:
                 interactive=False,
                 label=f"Reference: {config.SEED_REFERENCE_SOURCE}",
             )
-            download_btn = gr.DownloadButton("Download the data (zip)", variant="secondary")
+            with gr.Row():
+                export_btn = gr.Button("Export the data (zip)", variant="secondary")
+                # A DownloadButton downloads the value it already holds, so the export is
+                # made first and then offered.
+                download_btn = gr.DownloadButton("Download the zip", visible=False)
 
         with gr.Tab("About"):
             if warning:
@@ -298,8 +301,9 @@ def build_demo(arena: Arena) -> gr.Blocks:
             }
 
         @user_errors
-        def on_download() -> str:
-            return str(arena.export_zip(Path(tempfile.mkdtemp(prefix="spot-export-"))))
+        def on_export() -> gr.DownloadButton:
+            path = arena.export_zip(Path(arena.settings.db).parent / "exports")
+            return gr.DownloadButton(f"Download {path.name}", value=str(path), visible=True)
 
         reveal_outputs = [
             state, reveal_box, verdict, reveal_table, compare_with, slider, *images.values(),
@@ -347,7 +351,7 @@ def build_demo(arena: Arena) -> gr.Blocks:
         compare_with.input(on_compare, [state, compare_with], slider, api_visibility="private")
         refresh_btn.click(on_results, None, results_outputs, api_name="results")
         demo.load(on_results, None, results_outputs, api_visibility="private")
-        download_btn.click(on_download, None, download_btn, api_visibility="private")
+        export_btn.click(on_export, None, download_btn, api_visibility="private")
     return demo
 
 

@@ -35,6 +35,7 @@ from core.storage import Store
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str, int, int], None]
+EXPORT_PREFIX = "spot-the-quantized-"
 
 
 class GenerationEngine(Protocol):
@@ -196,10 +197,18 @@ class Arena:
         summary["costs"] = self.store.variant_costs(self.spec.name)
         return summary
 
-    def export_zip(self, directory: Path) -> Path:
-        """A zip of the whole export (tables + summary.json) written under ``directory``."""
+    def export_zip(self, directory: Path, keep_seconds: float = 3600.0) -> Path:
+        """A zip of the whole export (tables + summary.json) written under ``directory``.
+
+        Zips older than ``keep_seconds`` there are deleted first (the server has copied
+        them to the browser long before), so downloads do not fill the disk.
+        """
         directory.mkdir(parents=True, exist_ok=True)
-        name = f"spot-the-quantized-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.zip"
+        cutoff = time.time() - keep_seconds
+        for old in directory.glob(f"{EXPORT_PREFIX}*.zip"):
+            if old.stat().st_mtime < cutoff:
+                old.unlink(missing_ok=True)
+        name = f"{EXPORT_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.zip"
         return export_zip(self.store, directory / name)
 
 

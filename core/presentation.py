@@ -373,5 +373,5 @@ SSIM compare each quantized image with the BF16 one.
 - Device: {device}
 - Libraries: {library}
 - Data: every generation, round and guess is stored in SQLite; download it all from the
-  Results tab (*Download the data*), or run `python -m core.export`.
+  Results tab (*Export the data*), or run `python -m core.export`.
 """

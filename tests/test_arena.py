@@ -3,6 +3,7 @@ coercion, the images' modification times, and flags / environment variables."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -200,3 +201,13 @@ def test_main_reports_a_bad_setting_without_a_trace(monkeypatch, tmp_path, caplo
     monkeypatch.delenv("SPOT_MODEL", raising=False)
     assert app.main(["--model", "no-such-thing", "--db", str(Path(tmp_path) / "a.db")]) == 2
     assert "neither 'auto', 'tiny'" in caplog.text
+
+
+def test_export_zips_are_pruned_after_an_hour(arena, tmp_path):
+    folder = tmp_path / "exports"
+    first = arena.export_zip(folder)
+    stale = folder / "spot-the-quantized-old.zip"
+    stale.write_bytes(b"")
+    os.utime(stale, (1_000_000, 1_000_000))
+    second = arena.export_zip(folder)
+    assert first.is_file() and second.is_file() and not stale.exists()

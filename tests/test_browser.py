@@ -1,7 +1,8 @@
 """A real browser: headless Chromium (Debian's /usr/bin/chromium) plays one round.
 
 Types a prompt, clicks Generate, waits for the images, answers, sees the reveal (verdict
-and cost table), checks the guess is in the database and opens the Results tab. The
+and cost table), checks the guess is in the database and opens the Results tab; then
+exports the data and downloads the zip. The
 screenshots go to test-artifacts/ (git-ignored); with SPOT_SCREENSHOTS=assets the README's
 screenshots are written to assets/ instead:
 
@@ -11,6 +12,7 @@ screenshots are written to assets/ instead:
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -116,4 +118,22 @@ def test_play_a_round_in_the_browser(browser_context, served, shots):
     page.get_by_text("Detection rate with 95% interval").first.wait_for()
     page.wait_for_timeout(1500)  # the chart is drawn after the tables arrive
     save(page, shots / "screenshot-results.png", full_page=True)
+    page.close()
+
+
+def test_download_the_data_in_the_browser(browser_context, served, tmp_path):
+    page = browser_context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(served.url)
+    page.get_by_role("tab", name="Results").click()
+    page.get_by_role("button", name="Export the data (zip)").click()
+    offer = page.get_by_role("button", name="Download spot-the-quantized-")
+    offer.wait_for()
+    with page.expect_download() as info:
+        offer.click()
+    path = tmp_path / info.value.suggested_filename
+    info.value.save_as(path)
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+    assert {"guesses.csv", "rounds.csv", "summary.json"} <= {Path(n).name for n in names}
     page.close()
