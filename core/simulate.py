@@ -396,14 +396,13 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        for key, value in report.items():
-            if key != "detection":
-                print(f"{key}: {value}")
-        for d in report.get("detection", []):
-            print(
-                f"{d['mode']:5} {d['variant']:5} answered={d['answered']} rate={d['rate']} "
-                f"ci=({d['ci_low']}, {d['ci_high']}) p={d['p_value']} {d['verdict']}"
-            )
+        lines = [f"{key}: {value}" for key, value in report.items() if key != "detection"]
+        lines += [
+            f"{d['mode']:5} {d['variant']:5} answered={d['answered']} rate={d['rate']} "
+            f"ci=({d['ci_low']}, {d['ci_high']}) p={d['p_value']} {d['verdict']}"
+            for d in report.get("detection", [])
+        ]
+        sys.stdout.write("\n".join(lines) + "\n")
     if not args.bulk_guesses and (report["lost"] or report["duplicated"] or report["failed"]):
         return 1
     return 0
