@@ -335,6 +335,8 @@ def coerce_number(value: object, kind: type[int] | type[float], name: str) -> in
 
 OFFLOAD_CHOICES: tuple[str, ...] = ("auto", "none", "model", "group")
 MODES: tuple[str, ...] = ("trio", "duel")
+# How core.benchmark measures a variant: alone (the seed notebook's recipe) or in the engine.
+BENCHMARK_MODES: tuple[str, ...] = ("standalone", "engine")
 
 
 @dataclass(frozen=True)
