@@ -24,26 +24,25 @@ _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
-def peak_rss_bytes() -> int | None:
-    """The process's peak resident set size in bytes since the last reset, or None."""
+def _status_bytes(field: str) -> int | None:
+    """A ``kB`` field of /proc/self/status (``VmRSS``, ``VmHWM``) in bytes, or None."""
     try:
         for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return None
+
+
+def peak_rss_bytes() -> int | None:
+    """The process's peak resident set size in bytes since the last reset, or None."""
+    return _status_bytes("VmHWM")
 
 
 def rss_bytes() -> int | None:
     """The process's current resident set size in bytes (``VmRSS``), or None."""
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return _status_bytes("VmRSS")
 
 
 def reset_peak_rss() -> bool:
