@@ -13,9 +13,7 @@ from typing import Any
 
 from PIL import Image
 
-from core.config import BENCHMARK_MODES, VARIANTS
-
-GIB = 1024**3
+from core.config import BENCHMARK_MODES, VARIANTS, byte_unit
 
 CSV_ROW_FIELDS = (
     "variant",
@@ -87,16 +85,12 @@ def write_results(results: dict[str, Any], out: Path) -> None:
 
 def _unit(results: dict[str, Any]) -> tuple[str, int]:
     """GiB for full-scale figures, MiB when every figure is below one GiB (the tiny model)."""
-    largest = max(
-        (
-            value
-            for row in results.get("rows", [])
-            for key, value in row.items()
-            if key.endswith("_bytes") and isinstance(value, int)
-        ),
-        default=0,
+    return byte_unit(
+        value
+        for row in results.get("rows", [])
+        for key, value in row.items()
+        if key.endswith("_bytes") and isinstance(value, int)
     )
-    return ("GiB", GIB) if largest >= GIB else ("MiB", 1024**2)
 
 
 def _amount(value: int | None, unit: tuple[str, int]) -> str:

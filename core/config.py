@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -27,6 +27,18 @@ from core.errors import (
     StepsOutOfRangeError,
     UnknownVariantError,
 )
+
+# --- Units -------------------------------------------------------------------------
+
+MIB = 1024**2
+GIB = 1024**3
+
+
+def byte_unit(sizes: Iterable[int]) -> tuple[str, int]:
+    """("GiB", 2**30) when any of ``sizes`` (bytes) reaches 1 GiB, else ("MiB", 2**20):
+    full-scale figures read in GiB, the tiny model's (under 1 MiB) would read 0.00 GiB."""
+    return ("GiB", GIB) if any(size >= GIB for size in sizes) else ("MiB", MIB)
+
 
 # --- Variants ----------------------------------------------------------------------
 

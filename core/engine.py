@@ -27,6 +27,7 @@ import torch
 
 from core import metrics
 from core.config import (
+    MIB,
     OFFLOAD_CHOICES,
     REFERENCE_VARIANT,
     VARIANT_NAMES,
@@ -207,7 +208,7 @@ class Engine:
 
 
 def _mib(value: int | None) -> str:
-    return "-" if value is None else f"{value / 1024**2:,.1f}"
+    return "-" if value is None else f"{value / MIB:,.1f}"
 
 
 def format_table(generation: Generation) -> str:

@@ -46,6 +46,8 @@ from transformers import (
 from transformers import BitsAndBytesConfig as TransformersBnbConfig
 
 from core.config import (
+    GIB,
+    MIB,
     OFFLOAD_CHOICES,
     PER_VARIANT_COMPONENTS,
     VARIANT_NAMES,
@@ -59,14 +61,13 @@ from core.tiny_model import ensure_tiny_checkpoint
 logger = logging.getLogger(__name__)
 
 DTYPE = torch.bfloat16
-GIB = 1024**3
 # Approximate size of a quantized component relative to its bf16 size, used only to plan
 # placement before loading (norms, embeddings and biases stay in bf16).
 SIZE_RATIO = {"none": 1.0, "int8": 0.52, "nf4": 0.30}
 # Room left for activations, as a share of the largest transformer: FLUX.1-dev at
 # 1024x1024 peaks about 5 GB above its weights (seed measurements), 0.25 x 23.8 GB.
 ACTIVATION_HEADROOM = 0.25
-MIN_HEADROOM_BYTES = 512 * 1024**2
+MIN_HEADROOM_BYTES = 512 * MIB
 
 HUB_HELP = (
     "If the model is gated (FLUX.1-dev is), accept its licence on huggingface.co and set "

@@ -25,6 +25,7 @@ from core.config import (
     SHARED_COMPONENTS,
     VARIANTS,
     ModelSpec,
+    byte_unit,
 )
 from core.game import MODE_SPECS, Reveal, RoundView
 
@@ -63,9 +64,6 @@ COST_HEADERS = [
 COST_BYTE_COLUMNS = (3, 4, 5, 6, 7)
 REFERENCE_HEADERS = ["Variant", "Placement", "After loading (GB)", "Peak (GB)", "Time (s)"]
 
-MIB = 1024**2
-GIB = 1024**3
-
 
 def example_prompts(path: Path) -> list[str]:
     """One prompt per non-empty, non-comment line of ``path``."""
@@ -92,8 +90,7 @@ def byte_table(
     would read "0.001 GiB"), and the unit goes into the headers. Columns this device never
     fills (GPU peaks on a CPU, RSS on a GPU) are dropped; the first two are always kept.
     """
-    sizes = [r[i] for r in rows for i in byte_columns if r[i] is not None]
-    unit, scale = ("GiB", GIB) if any(s >= GIB for s in sizes) else ("MiB", MIB)
+    unit, scale = byte_unit(r[i] for r in rows for i in byte_columns if r[i] is not None)
     keep = [i for i in range(len(headers)) if i < 2 or any(r[i] is not None for r in rows)]
     return {
         "headers": [headers[i].format(unit=unit) for i in keep],

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.config import GIB
 from core.errors import InvalidSettingError
-from core.models import GIB, plan_placement
+from core.models import plan_placement
 
 VARIANTS = ("bf16", "int8", "nf4")
 CUDA = torch.device("cuda", 0)
