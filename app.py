@@ -1,7 +1,7 @@
 """Spot the Quantized Model: the Gradio UI.
 
 A thin layer over ``core``: ``build_demo(arena)`` lays out the tabs and wires each event
-to a handler of a few lines that calls ``core.arena.Arena`` and turns the project's
+to a handler of a few lines that calls ``core.game.arena.Arena`` and turns the project's
 named errors into ``gr.Error``; ``main()`` parses flags (or environment variables, for
 a Hugging Face Space), loads the services and launches.
 
@@ -22,11 +22,12 @@ from typing import Any
 
 import gradio as gr
 
-from core import config, presentation
-from core.arena import Arena
+from core import config
 from core.config import AppSettings
 from core.errors import SpotError
-from core.game import CANT_TELL, SLOT_LABELS, Reveal, RoundView, check_mode
+from core.game import presentation
+from core.game.arena import Arena
+from core.game.rounds import CANT_TELL, SLOT_LABELS, Reveal, RoundView, check_mode
 
 logger = logging.getLogger("app")
 
@@ -451,9 +452,9 @@ def on_zero_gpu(engine: Any, seconds: int = 120) -> Any:
 
 def load_arena(settings: AppSettings) -> Arena:
     """Load the engine, open the database and build the services object."""
-    from core.engine import Engine  # torch is imported only when serving
-    from core.game import Game
-    from core.storage import Store
+    from core.engine.generation import Engine  # torch is imported only when serving
+    from core.game.rounds import Game
+    from core.store.storage import Store
 
     store = Store(settings.db, settings.images_dir)
     engine = on_zero_gpu(

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Full-scale benchmark on one GPU with >= 80 GB (H100 / H200), no network, no weights:
 # a synthetic FLUX.1-dev (published shapes, random bf16 weights) is built once into the
-# cache folder, then measured with core.benchmark.
+# cache folder, then measured with core.bench.benchmark.
 #
 #   .ci/gpu-benchmark.sh full    # standalone + engine, uncapped                (~8-9 min)
 #   .ci/gpu-benchmark.sh cap24   # engine only under --max-gpu-memory 24,
@@ -51,13 +51,13 @@ COMMON=(--model synthetic-flux-dev --size 1024 --steps 50 --guidance 3.5
   --warmup 1 --warmup-steps 2 --cache-dir "$SPOT_CACHE_DIR")
 
 run_full() {
-  "$PYTHON" -m core.benchmark "${COMMON[@]}" --repeats 2 --out "$OUT/full" \
+  "$PYTHON" -m core.bench.benchmark "${COMMON[@]}" --repeats 2 --out "$OUT/full" \
     2>&1 | tee "$OUT/full.log"
 }
 run_cap24() {
   local baseline=()
   [ -f "$OUT/full/results.json" ] && baseline=(--baseline "$OUT/full/results.json")
-  "$PYTHON" -m core.benchmark "${COMMON[@]}" --repeats 2 --modes engine \
+  "$PYTHON" -m core.bench.benchmark "${COMMON[@]}" --repeats 2 --modes engine \
     --max-gpu-memory 24 "${baseline[@]}" --out "$OUT/cap24" 2>&1 | tee "$OUT/cap24.log"
 }
 

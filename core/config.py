@@ -28,6 +28,12 @@ from core.errors import (
     UnknownVariantError,
 )
 
+# --- Where built checkpoints are written --------------------------------------------
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+MODELS_DIR = PROJECT_DIR / "data" / "models"
+"""The tiny and synthetic checkpoints are built into this folder (git-ignored)."""
+
 # --- Units -------------------------------------------------------------------------
 
 MIB = 1024**2
@@ -346,7 +352,24 @@ def coerce_number(value: object, kind: type[int] | type[float], name: str) -> in
 # --- Application settings (flags and environment) ---------------------------------------
 
 OFFLOAD_CHOICES: tuple[str, ...] = ("auto", "none", "model", "group")
-MODES: tuple[str, ...] = ("trio", "duel")
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """What a mode shows, what it asks and which variant a correct answer designates."""
+
+    name: str
+    question: str
+    slots: int
+    target: str  # "reference": the correct slot holds BF16; "quantized": it holds the other
+    chance: float
+
+
+MODE_SPECS: dict[str, ModeSpec] = {
+    "trio": ModeSpec("trio", "Which one is the original (BF16)?", 3, "reference", 1 / 3),
+    "duel": ModeSpec("duel", "Which one is quantized?", 2, "quantized", 1 / 2),
+}
+MODES: tuple[str, ...] = tuple(MODE_SPECS)
 # How core.benchmark measures a variant: alone (the seed notebook's recipe) or in the engine.
 BENCHMARK_MODES: tuple[str, ...] = ("standalone", "engine")
 

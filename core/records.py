@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from PIL import Image
 
 from core.config import GenerationSettings
+
+# Called as progress(variant, step, steps) while a generation runs; steps counts from 1.
+ProgressCallback = Callable[[str, int, int], None]
 
 
 @dataclass

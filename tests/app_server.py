@@ -20,11 +20,11 @@ from typing import Any
 import gradio as gr
 
 import app
-from core.arena import Arena
 from core.config import AppSettings, GenerationSettings
-from core.game import Game
+from core.game.arena import Arena
+from core.game.rounds import Game
 from core.records import Generation
-from core.storage import Store
+from core.store.storage import Store
 
 # Small settings keep a tiny-model generation at a second or two on a CPU.
 STEPS = 2

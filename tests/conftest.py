@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def tiny_engine():
-    from core.engine import Engine
+    from core.engine.generation import Engine
 
     return Engine.load("tiny", device="cpu")
 

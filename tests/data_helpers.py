@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from core.game import Game
+from core.bench.simulate import synthetic_generation
+from core.game.rounds import Game
 from core.records import Generation
-from core.simulate import synthetic_generation
-from core.storage import Store
+from core.store.storage import Store
 
 
 class Clock:

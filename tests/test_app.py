@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client
 
 from core.config import VARIANTS
-from core.presentation import NO_READY_ROUND
+from core.game.presentation import NO_READY_ROUND
 from tests.app_server import generate_args, launched_app
 
 pytestmark = pytest.mark.slow

@@ -21,8 +21,7 @@ import pytest
 from gradio_client import Client
 from scipy.stats import chisquare
 
-from core.config import VARIANTS
-from core.game import MODE_SPECS
+from core.config import MODE_SPECS, VARIANTS
 from tests.app_server import SIZE, STEPS, generate_args, launched_app
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""core.arena and app settings without a server: the limiter, the bounded queue, request
+"""core.game.arena and app settings without a server: the limiter, the bounded queue, request
 coercion, the images' modification times, and flags / environment variables."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 import app
 from core import errors
-from core.arena import Arena, SlidingWindowLimiter
 from core.config import AppSettings
+from core.game.arena import Arena, SlidingWindowLimiter
 from tests.app_server import SIZE, STEPS, GatedEngine
 from tests.data_helpers import Clock, make_game, make_store
 

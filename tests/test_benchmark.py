@@ -15,11 +15,12 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from core import benchmark, synthetic
+from core.bench import benchmark
+from core.checkpoints import synthetic
 from core.config import MODELS, SYNTHETIC_DEV, SYNTHETIC_SCHNELL, GenerationSettings
-from core.engine import Engine
+from core.engine.generation import Engine
+from core.engine.models import load_models
 from core.errors import InvalidSettingError
-from core.models import load_models
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

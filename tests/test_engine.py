@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from core import errors
+from core.checkpoints.tiny import ensure_tiny_checkpoint
 from core.config import (
     PER_VARIANT_COMPONENTS,
     SHARED_COMPONENTS,
@@ -23,9 +24,8 @@ from core.config import (
     GenerationSettings,
     resolve_model,
 )
-from core.engine import Engine
-from core.models import load_models
-from core.tiny_model import ensure_tiny_checkpoint
+from core.engine.generation import Engine
+from core.engine.models import load_models
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = "a red fox in snow"
@@ -223,7 +223,7 @@ def test_auto_model_is_tiny_without_cuda_and_dev_with_it():
 def test_unreachable_hub_model_gives_a_clear_message(tmp_path):
     code = (
         "from core.config import resolve_model\n"
-        "from core.engine import Engine\n"
+        "from core.engine.generation import Engine\n"
         "from core.errors import ModelUnavailableError\n"
         "spec = resolve_model('black-forest-labs/FLUX.1-dev', cuda_available=False)\n"
         "try:\n"

@@ -1,4 +1,4 @@
-"""core.export: every table in every format, no answer key of an unanswered round."""
+"""core.game.export: every table in every format, no answer key of an unanswered round."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import zipfile
 
 import pyarrow.parquet as pq
 import pytest
-from data_helpers import make_game, make_generation, make_store
 
 from core.errors import DatabaseMissingError
-from core.export import FORMATS, export, export_zip, main
-from core.storage import TABLES
+from core.game.export import FORMATS, export, export_zip, main
+from core.store.storage import TABLES
+from tests.data_helpers import make_game, make_generation, make_store
 
 
 @pytest.fixture

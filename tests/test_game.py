@@ -1,4 +1,4 @@
-"""core.game: shuffles, one guess per round, rejections that write nothing, scores."""
+"""core.game.rounds: shuffles, one guess per round, rejections that write nothing, scores."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import threading
 from collections import Counter
 
 import pytest
-from data_helpers import Clock, make_game, make_generation, make_store
 from scipy.stats import chisquare
 
 from core.errors import (
@@ -24,7 +23,8 @@ from core.errors import (
     RoundExpiredError,
     RoundNotFoundError,
 )
-from core.game import CANT_TELL, RoundView
+from core.game.rounds import CANT_TELL, RoundView
+from tests.data_helpers import Clock, make_game, make_generation, make_store
 
 
 @pytest.fixture

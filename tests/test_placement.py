@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from core.config import GIB
+from core.engine.models import plan_placement
 from core.errors import InvalidSettingError
-from core.models import plan_placement
 
 VARIANTS = ("bf16", "int8", "nf4")
 CUDA = torch.device("cuda", 0)

@@ -1,10 +1,10 @@
-"""core.presentation: what the UI shows, from plain values."""
+"""core.game.presentation: what the UI shows, from plain values."""
 
 from __future__ import annotations
 
-from core import presentation
 from core.config import MODELS, TINY_MODEL, GenerationSettings
-from core.game import Reveal, RoundView, Score
+from core.game import presentation
+from core.game.rounds import Reveal, RoundView, Score
 
 STATS = {
     "bf16": {"seconds": 12.0, "weight_bytes": 2**34, "peak_reserved_bytes": 2**35, "psnr": None},

@@ -1,4 +1,4 @@
-"""core.simulate: many threads through the Game API lose nothing; known truths recovered."""
+"""core.bench.simulate: many threads through the Game API lose nothing; known truths recovered."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import argparse
 import json
 
 import pytest
-from data_helpers import make_store
 
-from core.simulate import build_parser, bulk_load, main, parse_accuracy, run_load
-from core.stats import NOT_DISTINGUISHABLE, detection_table
+from core.bench.simulate import build_parser, bulk_load, main, parse_accuracy, run_load
+from core.game.stats import NOT_DISTINGUISHABLE, detection_table
+from tests.data_helpers import make_store
 
 
 def _args(*argv: str) -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""core.stats against independently computed figures (formulas written out here)."""
+"""core.game.stats against independently computed figures (formulas written out here)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import json
 import math
 
 import pytest
-from data_helpers import make_game, make_generation, make_store
 
-from core.game import CANT_TELL
-from core.stats import (
+from core.game.rounds import CANT_TELL
+from core.game.stats import (
     DISTINGUISHABLE,
     NO_DATA,
     NOT_DISTINGUISHABLE,
@@ -20,7 +19,8 @@ from core.stats import (
     summary,
     trio_picks,
 )
-from core.storage import Tally
+from core.store.storage import Tally
+from tests.data_helpers import make_game, make_generation, make_store
 
 Z95 = 1.959963984540054
 

@@ -1,4 +1,4 @@
-"""core.storage: exact schema, all-or-nothing saves, corrupt files, crash safety."""
+"""core.store.storage: exact schema, all-or-nothing saves, corrupt files, crash safety."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from data_helpers import make_generation, make_store
 from PIL import Image
 
 from core.errors import DatabaseCorruptError, DatabaseMissingError, UnknownVariantError
-from core.storage import MIGRATIONS, Store
+from core.store.storage import MIGRATIONS, Store
+from tests.data_helpers import make_generation, make_store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -226,9 +226,9 @@ WRITER = textwrap.dedent(
     """
     import random, sys
     from pathlib import Path
-    from core.game import Game
-    from core.simulate import synthetic_generation
-    from core.storage import Store
+    from core.game.rounds import Game
+    from core.bench.simulate import synthetic_generation
+    from core.store.storage import Store
 
     store = Store(Path(sys.argv[1]), Path(sys.argv[2]))
     gid = store.save_generation(synthetic_generation(0, random.Random(0), size=8))

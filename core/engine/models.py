@@ -45,6 +45,7 @@ from transformers import (
 )
 from transformers import BitsAndBytesConfig as TransformersBnbConfig
 
+from core.checkpoints.tiny import ensure_tiny_checkpoint
 from core.config import (
     GIB,
     MIB,
@@ -56,7 +57,6 @@ from core.config import (
     check_variants,
 )
 from core.errors import InvalidSettingError, ModelUnavailableError
-from core.tiny_model import ensure_tiny_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,8 @@ def resolve_source(spec: ModelSpec) -> Path:
         return Path(spec.source)
     if spec.kind == "synthetic":
         raise ModelUnavailableError(
-            f"{spec.name} is built by the benchmark (python -m core.benchmark --model {spec.name})"
+            f"{spec.name} is built by the benchmark "
+            f"(python -m core.bench.benchmark --model {spec.name})"
         )
     try:
         return Path(FluxPipeline.download(spec.source))

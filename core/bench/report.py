@@ -1,6 +1,6 @@
 """The benchmark's outputs: results.json, results.csv, the printed table and the figure.
 
-Pure formatting of the results dictionary that ``core.benchmark.run`` returns (no torch):
+Pure formatting of the results dictionary that ``core.bench.benchmark.run`` returns (no torch):
 byte figures, medians and spreads in, files and text out.
 """
 

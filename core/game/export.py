@@ -1,7 +1,7 @@
-"""Export the stored data: ``python -m core.export --db data/arena.db --out DIR``.
+"""Export the stored data: ``python -m core.game.export --db data/arena.db --out DIR``.
 
 Writes one file per table and format (``generations.csv``, ``guesses.parquet``, …) and
-``summary.json`` (core.stats.summary). Rows are streamed in batches from one consistent
+``summary.json`` (core.game.stats.summary). Rows are streamed in batches from one consistent
 snapshot. The answer key of a round nobody has answered is exported as null.
 """
 
@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from core import stats
 from core.errors import DatabaseError
-from core.storage import TABLES, Snapshot, Store, default_images_dir
+from core.game import stats
+from core.store.storage import TABLES, Snapshot, Store, default_images_dir
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def export_zip(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m core.export",
+        prog="python -m core.game.export",
         description="Export generations, images, rounds, guesses and summary.json.",
     )
     parser.add_argument("--db", type=Path, default=Path("data/arena.db"), help="SQLite file")

@@ -1,6 +1,6 @@
 """Simulated players: load-test the game and check the statistics recover known truths.
 
-``python -m core.simulate --generations 20 --rounds 2000 --threads 32 --mode duel
+``python -m core.bench.simulate --generations 20 --rounds 2000 --threads 32 --mode duel
 --accuracy int8=0.5,nf4=0.7 --json`` stores synthetic generations (small placeholder
 images, ``synthetic=True``) through Store.save_generation, then T threads play R rounds in
 total through the same Game API the app uses (new_round from the pool or with a
@@ -33,8 +33,8 @@ from typing import Any
 
 from PIL import Image
 
-from core import export, stats
 from core.config import (
+    MODE_SPECS,
     QUANTIZED_VARIANTS,
     REFERENCE_VARIANT,
     SYNTHETIC_SCHNELL,
@@ -43,9 +43,10 @@ from core.config import (
     GenerationSettings,
 )
 from core.errors import NoReadyRoundError
-from core.game import CANT_TELL, MODE_SPECS, Game, RoundView
+from core.game import export, stats
+from core.game.rounds import CANT_TELL, Game, RoundView
 from core.records import Generation, VariantResult
-from core.storage import Store, default_images_dir
+from core.store.storage import Store, default_images_dir
 
 logger = logging.getLogger(__name__)
 
@@ -329,7 +330,7 @@ def time_stats_export(store: Store, out: Path) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m core.simulate", description=__doc__.split("\n\n")[0]
+        prog="python -m core.bench.simulate", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--db", type=Path, help="SQLite file (default: a temporary one)")
     parser.add_argument("--images-dir", type=Path, help="default: images/ beside the db")
@@ -350,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--time-stats-export",
         action="store_true",
-        help="time core.stats.summary and a full export (all formats) after loading",
+        help="time core.game.stats.summary and a full export (all formats) after loading",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser

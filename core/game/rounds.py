@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import MODES, QUANTIZED_VARIANTS, REFERENCE_VARIANT, GenerationSettings
+from core.config import (
+    MODE_SPECS,
+    QUANTIZED_VARIANTS,
+    REFERENCE_VARIANT,
+    GenerationSettings,
+    ModeSpec,
+)
 from core.errors import (
     ForeignRoundError,
     GenerationNotFoundError,
@@ -28,30 +34,12 @@ from core.errors import (
     RoundExpiredError,
     RoundNotFoundError,
 )
-from core.storage import NewGuess, Store, StoredGeneration
+from core.store.storage import NewGuess, Store, StoredGeneration
 
 CANT_TELL = "cant_tell"
 SLOT_LABELS: tuple[str, ...] = ("A", "B", "C")
 SESSION_ID_MAX_CHARS = 128
 ROUND_ID_MAX_CHARS = 64
-
-
-@dataclass(frozen=True)
-class ModeSpec:
-    """What a mode shows, what it asks and which variant a correct answer designates."""
-
-    name: str
-    question: str
-    slots: int
-    target: str  # "reference": the correct slot holds BF16; "quantized": it holds the other
-    chance: float
-
-
-MODE_SPECS: dict[str, ModeSpec] = {
-    "trio": ModeSpec("trio", "Which one is the original (BF16)?", 3, "reference", 1 / 3),
-    "duel": ModeSpec("duel", "Which one is quantized?", 2, "quantized", 1 / 2),
-}
-assert tuple(MODE_SPECS) == MODES, "every mode in core.config.MODES needs a ModeSpec"
 
 
 @dataclass(frozen=True)
@@ -110,7 +98,7 @@ def check_session_id(session_id: object) -> str:
 
 def check_mode(mode: object) -> ModeSpec:
     if not isinstance(mode, str) or mode not in MODE_SPECS:
-        raise InvalidModeError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise InvalidModeError(f"mode must be one of {', '.join(MODE_SPECS)}, got {mode!r}")
     return MODE_SPECS[mode]
 
 

@@ -7,7 +7,7 @@ exception is LLM.int8: its outlier path (threshold 6.0) depends on activation va
 int8 timings measured on random weights may differ from the real model's.
 
 The folder is an ordinary diffusers pipeline (``model_index.json``, one sub-folder per
-component, safetensors) loaded through exactly the same ``core.models.load_models`` path as
+component, safetensors) loaded through exactly the same ``core.engine.models.load_models`` path as
 a real model, so quantization and placement are the real ones. The two large components
 (transformer, T5) are created on the meta device and filled on the build device (the GPU
 when there is one) with a seeded generator, so a build is fast and deterministic per device
@@ -31,9 +31,9 @@ import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-from core.config import ModelSpec
+from core.checkpoints.tiny import _clip_tokenizer, _t5_tokenizer
+from core.config import MODELS_DIR, ModelSpec
 from core.errors import InvalidSettingError
-from core.tiny_model import _clip_tokenizer, _t5_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 SYNTHETIC_VERSION = "1"
 SYNTHETIC_SEED = 20241121
 DTYPE = torch.bfloat16
-DEFAULT_CACHE_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
+DEFAULT_CACHE_DIR = MODELS_DIR
 SYNTHETIC_NOTE = (
     "synthetic: FLUX.1 shapes with random bf16 weights (no download); memory and BF16/NF4 "
     "timings match the real model closely, LLM.int8 timings may differ from real weights "

@@ -13,8 +13,8 @@ Definitions (also in README.md):
 * verdict: p < 0.05 -> "distinguishable from the original at the 5% level", otherwise
   "not distinguishable from chance at the 5% level".
 
-Every count comes from a GROUP BY in SQL (core.storage), so the cost in Python does not
-grow with the number of guesses. ``python -m core.stats --db PATH`` prints the summary.
+Every count comes from a GROUP BY in SQL (core.store.storage), so the cost in Python does not
+grow with the number of guesses. ``python -m core.game.stats --db PATH`` prints the summary.
 """
 
 from __future__ import annotations
@@ -30,10 +30,9 @@ from typing import Any
 
 from scipy.stats import binomtest
 
-from core.config import QUANTIZED_VARIANTS, REFERENCE_VARIANT, VARIANT_NAMES
+from core.config import MODE_SPECS, QUANTIZED_VARIANTS, REFERENCE_VARIANT, VARIANT_NAMES
 from core.errors import DatabaseError
-from core.game import MODE_SPECS
-from core.storage import Store, Tally, default_images_dir
+from core.store.storage import Store, Tally, default_images_dir
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +190,7 @@ def summary(store: Store, *, hardest_limit: int = 10, min_answered: int = 5) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m core.stats", description="Print the statistics of a game database."
+        prog="python -m core.game.stats", description="Print the statistics of a game database."
     )
     parser.add_argument("--db", type=Path, default=Path("data/arena.db"))
     parser.add_argument("--timing", action="store_true", help="also print the seconds taken")

@@ -6,9 +6,9 @@ Two ways, in one run, with warm-up excluded and several repeats (median, min, ma
   (transformer and T5 quantized, whole pipeline on the device), its memory after loading
   and its peak during a generation, then freed before the next variant;
 - **engine** — all variants loaded together around shared components with the app's
-  placement policy (``core.models.load_models``), as the app runs them.
+  placement policy (``core.engine.models.load_models``), as the app runs them.
 
-Timers are synchronized and peaks reset per call (``core.measure``). On CUDA the run also
+Timers are synchronized and peaks reset per call (``core.engine.measure``). On CUDA the run also
 measures the bf16 matmul rate (an 8192³ matmul) and reports each BF16 generation against
 the transformer's compute floor (FULLSCALE.md); on the CPU a smaller fp32 matmul gives a
 labelled figure. Writes ``results.json``, ``results.csv`` (one row per variant × mode) and
@@ -16,7 +16,7 @@ labelled figure. Writes ``results.json``, ``results.csv`` (one row per variant �
 
 Command line (CPU smoke test; see README "Performance" for the full-scale GPU commands)::
 
-    python -m core.benchmark --model tiny --out data/benchmark/tiny
+    python -m core.bench.benchmark --model tiny --out data/benchmark/tiny
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from core.benchmark_report import format_table, write_figure, write_results
+from core.bench.report import format_table, write_figure, write_results
+from core.checkpoints.synthetic import SYNTHETIC_NOTE, ensure_synthetic_checkpoint
 from core.config import (
     BENCHMARK_MODES,
     OFFLOAD_CHOICES,
@@ -50,12 +51,11 @@ from core.config import (
     resolve_model,
     validate_prompt,
 )
-from core.engine import Engine, describe_device, library_versions
+from core.engine.generation import Engine, describe_device, library_versions
+from core.engine.measure import release_memory, rss_bytes, synchronize
+from core.engine.models import cuda_available, gpu_budget_bytes, load_models, resolve_source
 from core.errors import GenerationOutOfMemoryError, InvalidSettingError, SpotError
-from core.measure import release_memory, rss_bytes, synchronize
-from core.models import cuda_available, gpu_budget_bytes, load_models, resolve_source
 from core.records import VariantResult
-from core.synthetic import SYNTHETIC_NOTE, ensure_synthetic_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -557,7 +557,7 @@ def run(bench: BenchmarkSettings, out: Path, baseline: Path | None = None) -> di
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m core.benchmark",
+        prog="python -m core.bench.benchmark",
         description="Memory and time of each variant, standalone and in the engine.",
     )
     parser.add_argument(

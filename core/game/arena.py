@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from core import stats
 from core.config import (
     AppSettings,
     GenerationSettings,
@@ -27,19 +26,19 @@ from core.config import (
     validate_prompt,
 )
 from core.errors import BusyError, InvalidSettingError, RateLimitedError
-from core.export import export_zip
-from core.game import Game, Reveal, RoundView, Score, check_mode, check_session_id
-from core.records import Generation
-from core.storage import Store
+from core.game import stats
+from core.game.export import export_zip
+from core.game.rounds import Game, Reveal, RoundView, Score, check_mode, check_session_id
+from core.records import Generation, ProgressCallback
+from core.store.storage import Store
 
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[str, int, int], None]
 EXPORT_PREFIX = "spot-the-quantized-"
 
 
 class GenerationEngine(Protocol):
-    """What the arena needs of core.engine.Engine."""
+    """What the arena needs of core.engine.generation.Engine."""
 
     spec: ModelSpec
     device_label: str

@@ -29,14 +29,14 @@ from transformers import (
 )
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
+from core.config import MODELS_DIR
+
 logger = logging.getLogger(__name__)
 
 # Bump when the architecture or the weights change, so stale caches are rebuilt.
 TINY_VERSION = "1"
 TINY_SEED = 20241121
-DEFAULT_TINY_DIR = (
-    Path(__file__).resolve().parent.parent / "data" / "models" / f"tiny-flux-v{TINY_VERSION}"
-)
+DEFAULT_TINY_DIR = MODELS_DIR / f"tiny-flux-v{TINY_VERSION}"
 
 HIDDEN = 64  # transformer width = 2 heads x 32
 TEXT_DIM = 64  # CLIP hidden = pooled projection dim, T5 d_model = joint attention dim

@@ -20,12 +20,10 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from core import metrics
 from core.config import (
     MIB,
     OFFLOAD_CHOICES,
@@ -37,15 +35,15 @@ from core.config import (
     resolve_model,
     validate_prompt,
 )
+from core.engine import metrics
+from core.engine.measure import measure, release_memory
+from core.engine.models import ModelSet, cuda_available, load_models
 from core.errors import GenerationFailedError, GenerationOutOfMemoryError, SpotError
-from core.measure import measure, release_memory
-from core.models import ModelSet, cuda_available, load_models
-from core.records import Generation, VariantResult
+from core.records import Generation, ProgressCallback, VariantResult
 
 logger = logging.getLogger(__name__)
 
 # progress(variant, step, total_steps): called after every denoising step.
-ProgressCallback = Callable[[str, int, int], None]
 
 VERSIONED_PACKAGES = ("torch", "diffusers", "transformers", "bitsandbytes", "accelerate")
 
@@ -309,7 +307,3 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {', '.join(f'{n}.png' for n in generation.results)} and stats.json to {args.out}\n"
     )
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Tools: the benchmark (torch side), its report, and simulated players (data side)."""

@@ -1,0 +1,1 @@
+"""The game (no torch): rounds, the arena services, statistics, export and presentation."""
