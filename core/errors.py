@@ -66,6 +66,14 @@ class ModelUnavailableError(SpotError):
     """The model could not be loaded (not downloadable, gated, or not a diffusers folder)."""
 
 
+class PlacementError(ModelUnavailableError):
+    """No placement fits the model in this machine's GPU and host memory."""
+
+
+class LoadOutOfMemoryError(ModelUnavailableError):
+    """Loading ran out of accelerator memory; the message names the placement and what to try."""
+
+
 class GenerationOutOfMemoryError(SpotError):
     """A variant ran out of accelerator memory; memory was released and the engine is usable."""
 

@@ -20,9 +20,20 @@ class VariantResult:
     """One variant's image and what it cost.
 
     Bytes are bytes; seconds are wall-clock seconds of the pipeline call alone
-    (synchronized, loading excluded). GPU peaks are None on the CPU and the RSS peak is
-    None on a GPU. PSNR (dB) and SSIM compare this image with the BF16 one; they are None
-    for BF16 itself.
+    (synchronized, loading excluded). PSNR (dB) and SSIM compare this image with the BF16
+    one; they are None for BF16 itself. Memory, honest per variant:
+
+    - ``weight_bytes``: its own transformer + T5, bitsandbytes' quantization state
+      included; ``shared_weight_bytes``: the CLIP encoder and VAE all variants share;
+    - ``activation_peak_bytes`` (GPU): the peak during its call above what was allocated
+      just before it (under offload, modules brought onto the device count in it);
+    - ``standalone_peak_bytes`` (GPU): what this variant would peak at alone with the same
+      placement — its own and the shared modules already on the device + its activation
+      peak; the figure comparable to the seed's table;
+    - ``peak_allocated_bytes`` / ``peak_reserved_bytes`` (GPU): the device's peaks during
+      the call, *every* loaded variant included;
+    - ``peak_rss_bytes`` (CPU): the whole process's peak RSS during the call — a process
+      figure (all variants, the app), never this variant's own.
     """
 
     variant: str
@@ -33,6 +44,8 @@ class VariantResult:
     peak_allocated_bytes: int | None = None
     peak_reserved_bytes: int | None = None
     peak_rss_bytes: int | None = None
+    activation_peak_bytes: int | None = None
+    standalone_peak_bytes: int | None = None
     psnr: float | None = None
     ssim: float | None = None
 
@@ -60,6 +73,9 @@ class Generation:
     versions: dict[str, str] = field(default_factory=dict)
     created_at: float = 0.0
     synthetic: bool = False
+    # Bytes of every loaded module on the generation's device between calls (the resident
+    # trio's total on a GPU; in RAM on the CPU); None where not measured.
+    resident_weight_bytes: int | None = None
 
     def stats(self) -> dict[str, Any]:
         """The JSON written as stats.json: settings, environment, per-variant figures."""
@@ -72,5 +88,6 @@ class Generation:
             "versions": dict(self.versions),
             "created_at": self.created_at,
             "synthetic": self.synthetic,
+            "resident_weight_bytes": self.resident_weight_bytes,
             "variants": {name: r.stats() for name, r in self.results.items()},
         }

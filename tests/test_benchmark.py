@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from core.bench import benchmark
+from core.bench import benchmark, roofline
 from core.checkpoints import synthetic
 from core.config import MODELS, SYNTHETIC_DEV, SYNTHETIC_SCHNELL, GenerationSettings
 from core.engine.generation import Engine
-from core.engine.models import load_models
+from core.engine.loading import load_models
 from core.errors import InvalidSettingError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -135,7 +135,7 @@ def test_synthetic_schnell_has_no_guidance_embedding() -> None:
 def test_compute_floor_matches_fullscale_figure() -> None:
     shape = {"parameters": 11_901_408_320, "inner_dim": 3072, "layers": 57}
     settings = GenerationSettings.defaults(MODELS[SYNTHETIC_DEV])
-    floor = benchmark.compute_floor(shape, settings, tflops=800.0)
+    floor = roofline.compute_floor(shape, settings, tflops=800.0)
     assert floor["image_tokens"] == 4096 and floor["text_tokens"] == 512
     assert floor["flop_per_step"] == pytest.approx(1.25e14, rel=0.01)
     assert floor["flop_per_image"] == pytest.approx(6.2e15, rel=0.01)

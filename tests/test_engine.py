@@ -25,7 +25,7 @@ from core.config import (
     resolve_model,
 )
 from core.engine.generation import Engine
-from core.engine.models import load_models
+from core.engine.loading import load_models
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = "a red fox in snow"

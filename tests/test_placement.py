@@ -1,68 +1,133 @@
-"""The placement planner: resident when everything fits, offload when it does not."""
+"""The placement planner: sizes counted on the meta device, resident when everything fits,
+offload when it does not, host RAM planned too — all without loading a weight."""
 
 from __future__ import annotations
 
-import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from core.config import GIB
-from core.engine.models import plan_placement
-from core.errors import InvalidSettingError
+from core.checkpoints.synthetic import component_configs
+from core.checkpoints.tiny import ensure_tiny_checkpoint
+from core.config import GIB, MODELS, SYNTHETIC_DEV
+from core.engine.placement import (
+    check_fits,
+    folder_configs,
+    model_sizes,
+    plan_placement,
+    plan_problem,
+)
+from core.errors import InvalidSettingError, PlacementError
 
+REPO = Path(__file__).resolve().parent.parent
 VARIANTS = ("bf16", "int8", "nf4")
 CUDA = torch.device("cuda", 0)
 
 
-@pytest.fixture
-def flux_dev_sized(tmp_path: Path) -> Path:
-    """A folder whose weight files have FLUX.1-dev's sizes (sparse files, no real bytes)."""
-    sizes = {"transformer": 23.8e9, "text_encoder_2": 9.5e9, "text_encoder": 0.25e9, "vae": 0.17e9}
-    for name, size in sizes.items():
-        (tmp_path / name).mkdir()
-        with open(tmp_path / name / "model.safetensors", "wb") as f:
-            f.truncate(int(size))
-    return tmp_path
+@pytest.fixture(scope="module")
+def flux_dev():
+    """FLUX.1-dev's sizes, from its published configuration on the meta device."""
+    return model_sizes(component_configs(MODELS[SYNTHETIC_DEV]))
 
 
-def test_everything_resident_on_an_80_gb_gpu(flux_dev_sized):
-    plan = plan_placement(flux_dev_sized, VARIANTS, CUDA, "auto", int(79 * GIB))
+def test_sizes_count_the_layers_the_loader_keeps(flux_dev):
+    t5, transformer = flux_dev.components["text_encoder_2"], flux_dev.components["transformer"]
+    # T5-XXL keeps its 24 ``wo`` projections unquantized (transformers' _keep_in_fp32_modules).
+    assert t5.kept_linear_layers == 24
+    assert t5.ratio("int8") == pytest.approx(0.62, abs=0.01)
+    assert t5.ratio("nf4") == pytest.approx(0.45, abs=0.01)
+    assert transformer.kept_linear_layers == 0
+    assert transformer.bytes["none"] == pytest.approx(23.8e9, rel=0.01)
+    assert transformer.ratio("int8") == pytest.approx(0.50, abs=0.01)
+    assert transformer.ratio("nf4") == pytest.approx(0.28, abs=0.01)
+    # Group offload's pinned copies round every tensor up to a power of two.
+    assert 1.3 < transformer.pinned_bytes / transformer.bytes["none"] < 1.7
+
+
+def test_planned_bytes_match_the_loaded_tiny_model(tiny_engine):
+    """The meta-device count equals what the real loader builds, quantization state included."""
+    sizes = model_sizes(folder_configs(ensure_tiny_checkpoint()))
+    for variant, quantization in (("bf16", "none"), ("int8", "int8"), ("nf4", "nf4")):
+        assert sizes.own_bytes(quantization) == pytest.approx(
+            tiny_engine.models.weight_bytes(variant), rel=0.02
+        ), variant
+    assert sizes.shared_bytes() == pytest.approx(tiny_engine.models.shared_weight_bytes(), rel=0.02)
+
+
+def test_everything_resident_on_an_80_gb_gpu(flux_dev):
+    plan = plan_placement(flux_dev, VARIANTS, CUDA, "auto", int(79 * GIB))
     assert plan.per_variant == dict.fromkeys(VARIANTS, "resident")
     assert 55e9 < plan.estimated_bytes < 70e9
+    assert plan.host_bytes == 0 and plan_problem(plan) is None
 
 
-def test_24_gb_cap_offloads_and_groups_what_does_not_fit(flux_dev_sized):
-    plan = plan_placement(flux_dev_sized, VARIANTS, CUDA, "auto", int(24e9))
+def test_24_gb_cap_offloads_and_groups_what_does_not_fit(flux_dev):
+    plan = plan_placement(flux_dev, VARIANTS, CUDA, "auto", int(24e9), int(200e9))
     # bf16's transformer (23.8 GB) cannot be loaded whole: it streams block by block.
     assert plan.per_variant == {"bf16": "group", "int8": "model", "nf4": "model"}
+    bf16 = plan.variants["bf16"]
+    assert not bf16.low_cpu_mem_usage
+    assert bf16.host_bytes > 1.3 * flux_dev.own_bytes("none")  # pinned, rounded up
+    assert plan.variants["int8"].host_bytes == flux_dev.own_bytes("int8")
+    assert plan.estimated_bytes < 24e9
 
 
-def test_explicit_override_wins(flux_dev_sized):
-    plan = plan_placement(flux_dev_sized, VARIANTS, CUDA, "none", int(24e9))
+def test_short_host_ram_pins_on_the_fly_and_refuses_when_even_that_does_not_fit(flux_dev):
+    roomy = plan_placement(flux_dev, VARIANTS, CUDA, "auto", int(24e9), int(200e9))
+    short = plan_placement(flux_dev, VARIANTS, CUDA, "auto", int(24e9), int(70e9))
+    assert short.variants["bf16"].low_cpu_mem_usage
+    assert short.variants["bf16"].host_bytes == flux_dev.own_bytes("none")
+    assert short.host_bytes < roomy.host_bytes and plan_problem(short) is None
+    tiny_host = plan_placement(flux_dev, VARIANTS, CUDA, "auto", int(24e9), int(40e9))
+    with pytest.raises(PlacementError, match=r"host RAM needs about .* GiB.*Try"):
+        check_fits(tiny_host)
+
+
+def test_explicit_override_wins(flux_dev):
+    plan = plan_placement(flux_dev, VARIANTS, CUDA, "none", int(24e9))
     assert set(plan.per_variant.values()) == {"resident"}
-    plan = plan_placement(flux_dev_sized, VARIANTS, CUDA, "group", int(79 * GIB))
+    assert "device needs" in plan_problem(plan)
+    plan = plan_placement(flux_dev, VARIANTS, CUDA, "group", int(79 * GIB))
     assert set(plan.per_variant.values()) == {"group"}
 
 
-def test_cpu_runs_everything_on_the_cpu(flux_dev_sized):
-    plan = plan_placement(flux_dev_sized, VARIANTS, torch.device("cpu"), "auto", None)
+def test_cpu_runs_everything_on_the_cpu(flux_dev):
+    plan = plan_placement(flux_dev, VARIANTS, torch.device("cpu"), "auto", None)
     assert set(plan.per_variant.values()) == {"cpu"}
+    assert plan.host_bytes == flux_dev.shared_bytes() + sum(
+        flux_dev.own_bytes(q) for q in ("none", "int8", "nf4")
+    )
 
 
-def test_unknown_offload_is_rejected(flux_dev_sized):
+def test_unknown_offload_is_rejected(flux_dev):
     with pytest.raises(InvalidSettingError):
-        plan_placement(flux_dev_sized, VARIANTS, CUDA, "sometimes", None)
+        plan_placement(flux_dev, VARIANTS, CUDA, "sometimes", None)
 
 
-def test_sparse_files_take_no_disk(flux_dev_sized):
-    used = sum(os.stat(p).st_blocks for p in flux_dev_sized.rglob("*.safetensors"))
-    assert used == 0 or used < 1024
-
-
-def test_quantized_variants_are_never_planned_group(flux_dev_sized):
-    # 12 GB: int8's transformer (~12.4 GB) does not fit either, but group offloading cannot
+def test_quantized_variants_are_never_planned_group(flux_dev):
+    # 12 GB: int8's transformer (~12 GB) does not fit either, but group offloading cannot
     # move bitsandbytes' quantization state, so quantized variants get model offload.
-    plan = plan_placement(flux_dev_sized, VARIANTS, CUDA, "auto", int(12e9))
+    plan = plan_placement(flux_dev, VARIANTS, CUDA, "auto", int(12e9))
     assert plan.per_variant == {"bf16": "group", "int8": "model", "nf4": "model"}
+
+
+def test_plan_command_prints_bytes_per_variant_without_loading_weights():
+    argv = ["--plan", "--model", "synthetic-flux-dev", "--max-gpu-memory", "24"]
+    done = subprocess.run(
+        [sys.executable, "-m", "core.engine", *argv, "--max-host-memory", "128"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert any(line.split()[:2] == ["bf16", "group"] for line in lines), done.stdout
+    assert any(line.split()[:2] == ["int8", "model"] for line in lines)
+    assert "host RAM for weights" in done.stdout and "verdict: fits" in done.stdout
+    assert "text_encoder_2: int8 0.62 / nf4 0.45 (24 Linear kept)" in done.stdout
+    short = subprocess.run(
+        [sys.executable, "-m", "core.engine", *argv, "--max-host-memory", "32"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert short.returncode == 1 and "does not fit" in short.stdout

@@ -1,5 +1,5 @@
-"""``python -m core.engine``: generate one image per variant (see ``core.engine.generation``)."""
+"""``python -m core.engine``: generate one image per variant (see ``core.engine.cli``)."""
 
-from core.engine.generation import main
+from core.engine.cli import main
 
 raise SystemExit(main())

@@ -3,30 +3,22 @@
 ``Engine.generate`` validates its input before any work, then runs the variants one
 after the other (one accelerator job at a time, serialized by a lock), each with a
 fresh CPU generator seeded identically, so the only difference between the images is
-quantization. Per variant it records seconds, weight bytes and peak memory; for the
-quantized variants the PSNR and SSIM of their image against the BF16 one.
-
-Command line::
-
-    python -m core.engine --model tiny --prompt "a red fox in snow" --seed 7 --out DIR
+quantization. Per variant it records seconds and memory (see ``VariantResult``); for the
+quantized variants the PSNR and SSIM of their image against the BF16 one. The command
+line is ``core.engine.cli`` (``python -m core.engine``).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
-import json
 import logging
-import sys
 import threading
 import time
-from pathlib import Path
+from typing import Any
 
 import torch
 
 from core.config import (
-    MIB,
-    OFFLOAD_CHOICES,
     REFERENCE_VARIANT,
     VARIANT_NAMES,
     GenerationSettings,
@@ -36,14 +28,12 @@ from core.config import (
     validate_prompt,
 )
 from core.engine import metrics
+from core.engine.loading import ModelSet, cuda_available, load_models
 from core.engine.measure import measure, release_memory
-from core.engine.models import ModelSet, cuda_available, load_models
 from core.errors import GenerationFailedError, GenerationOutOfMemoryError, SpotError
 from core.records import Generation, ProgressCallback, VariantResult
 
 logger = logging.getLogger(__name__)
-
-# progress(variant, step, total_steps): called after every denoising step.
 
 VERSIONED_PACKAGES = ("torch", "diffusers", "transformers", "bitsandbytes", "accelerate")
 
@@ -56,6 +46,21 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return str(device)
+
+
+def pipeline_arguments(spec: ModelSpec, settings: GenerationSettings) -> dict[str, Any]:
+    """The keyword arguments of one pipeline call besides the prompt, generator and callback.
+
+    Everything that shapes the image comes from the settings (and, for what a model
+    declares in its spec, from the spec): a model that needs more arguments adds them here.
+    """
+    return {
+        "num_inference_steps": settings.steps,
+        "guidance_scale": settings.guidance,
+        "width": settings.width,
+        "height": settings.height,
+        "max_sequence_length": settings.max_sequence_length,
+    }
 
 
 class Engine:
@@ -76,6 +81,7 @@ class Engine:
         device: str | None = None,
         offload: str = "auto",
         max_gpu_memory_gb: float | None = None,
+        max_host_memory_gb: float | None = None,
     ) -> Engine:
         spec = (
             model
@@ -89,6 +95,7 @@ class Engine:
                 device=device,
                 offload=offload,
                 max_gpu_memory_gb=check_max_gpu_memory(max_gpu_memory_gb),
+                max_host_memory_gb=max_host_memory_gb,
             )
         )
 
@@ -126,6 +133,8 @@ class Engine:
         with self._lock:
             results: dict[str, VariantResult] = {}
             shared_bytes = self.models.shared_weight_bytes()
+            # Everything loaded, on the device between calls: the resident trio's figure.
+            resident_bytes = self.models.device_bytes()
             for variant in self.models.variants:
                 results[variant] = self._run_variant(
                     variant, prompt, settings, shared_bytes, progress
@@ -145,6 +154,7 @@ class Engine:
                 results=results,
                 versions=dict(self.versions),
                 created_at=time.time(),
+                resident_weight_bytes=resident_bytes,
             )
 
     def _run_variant(
@@ -157,39 +167,46 @@ class Engine:
     ) -> VariantResult:
         device = self.models.device
         pipe = self.models.prepare(variant)
+        # Its own and the shared modules' bytes already on the device before the call: with
+        # the activation peak, what this variant would peak at alone with this placement.
+        on_device_before = self.models.device_bytes(variant)
 
         def on_step_end(pipeline: object, step: int, timestep: object, kwargs: dict) -> dict:
             if progress is not None:
                 progress(variant, step + 1, settings.steps)
             return kwargs
 
+        failure: str | None = None
         try:
             with measure(device) as measured, torch.inference_mode():
                 image = pipe(
                     prompt,
-                    num_inference_steps=settings.steps,
-                    guidance_scale=settings.guidance,
-                    width=settings.width,
-                    height=settings.height,
-                    max_sequence_length=settings.max_sequence_length,
+                    **pipeline_arguments(self.spec, settings),
                     # A fresh CPU generator per variant: identical noise whatever the device.
                     generator=torch.Generator("cpu").manual_seed(settings.seed),
                     callback_on_step_end=on_step_end,
                 ).images[0]
-        except torch.OutOfMemoryError as exc:
-            del exc  # drop the traceback's references to the tensors before releasing
-            release_memory(device)
-            raise GenerationOutOfMemoryError(
-                f"the {variant} variant ran out of GPU memory at "
-                f"{settings.width}x{settings.height}; "
-                "memory was released. Try a smaller size, or start the app with --offload model "
-                "or --offload group."
-            ) from None
+        except torch.OutOfMemoryError:
+            failure = "oom"
         except SpotError:
             raise
         except Exception as exc:
+            logger.exception("the %s variant failed", variant)
+            failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if failure is not None:
+            # Outside the except block: the exception, its traceback and the frames holding
+            # the call's activations are gone, so releasing memory frees them; the raised
+            # error carries no context that would keep them alive.
+            self.models.settle(variant)
             release_memory(device)
-            raise GenerationFailedError(f"the {variant} variant failed: {exc}") from exc
+            if failure == "oom":
+                raise GenerationOutOfMemoryError(
+                    f"the {variant} variant ran out of GPU memory at "
+                    f"{settings.width}x{settings.height}; memory was released. Try a smaller "
+                    "size, or start the app with --offload model or --offload group."
+                )
+            raise GenerationFailedError(f"the {variant} variant failed: {failure}")
+        activation = measured.activation_peak_bytes
         return VariantResult(
             variant=variant,
             image=image,
@@ -199,111 +216,6 @@ class Engine:
             peak_allocated_bytes=measured.peak_allocated_bytes,
             peak_reserved_bytes=measured.peak_reserved_bytes,
             peak_rss_bytes=measured.peak_rss_bytes,
+            activation_peak_bytes=activation,
+            standalone_peak_bytes=None if activation is None else on_device_before + activation,
         )
-
-
-# --- Command line -------------------------------------------------------------------------
-
-
-def _mib(value: int | None) -> str:
-    return "-" if value is None else f"{value / MIB:,.1f}"
-
-
-def format_table(generation: Generation) -> str:
-    """A short per-variant table of the generation's figures (MiB, seconds, dB)."""
-    rows = [
-        (
-            "variant",
-            "seconds",
-            "weights MiB",
-            "peak alloc MiB",
-            "peak rsv MiB",
-            "peak RSS MiB",
-            "PSNR dB",
-            "SSIM",
-        )
-    ]
-    for name, r in generation.results.items():
-        rows.append(
-            (
-                name,
-                f"{r.seconds:.2f}",
-                _mib(r.weight_bytes),
-                _mib(r.peak_allocated_bytes),
-                _mib(r.peak_reserved_bytes),
-                _mib(r.peak_rss_bytes),
-                "-" if r.psnr is None else f"{r.psnr:.2f}",
-                "-" if r.ssim is None else f"{r.ssim:.4f}",
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    shared = next(iter(generation.results.values())).shared_weight_bytes
-    lines.append(
-        f"shared components (CLIP + VAE): {_mib(shared)} MiB; model {generation.model}; "
-        f"device {generation.device}; placement {generation.placement}"
-    )
-    return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m core.engine",
-        description="Generate one image per variant (bf16, int8, nf4) and write their stats.",
-    )
-    parser.add_argument(
-        "--model", default="auto", help="auto, tiny, a hub id or a local diffusers folder"
-    )
-    parser.add_argument("--prompt", required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, help="default: the model's")
-    parser.add_argument("--guidance", type=float, help="default: the model's")
-    parser.add_argument("--width", type=int, help="default: the model's")
-    parser.add_argument("--height", type=int, help="default: the model's")
-    parser.add_argument("--max-sequence-length", type=int, help="default: the model's")
-    parser.add_argument("--variants", default=",".join(VARIANT_NAMES), help="comma-separated")
-    parser.add_argument("--offload", choices=OFFLOAD_CHOICES, default="auto")
-    parser.add_argument("--max-gpu-memory", type=float, metavar="GB", help="cap on GPU memory")
-    parser.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
-    parser.add_argument(
-        "--out", type=Path, required=True, help="folder for the PNGs and stats.json"
-    )
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        engine = Engine.load(
-            args.model,
-            variants=[v.strip() for v in args.variants.split(",") if v.strip()],
-            device=args.device,
-            offload=args.offload,
-            max_gpu_memory_gb=args.max_gpu_memory,
-        )
-        overrides = {
-            "steps": args.steps,
-            "guidance": args.guidance,
-            "width": args.width,
-            "height": args.height,
-            "max_sequence_length": args.max_sequence_length,
-        }
-        settings = engine.default_settings(args.seed).with_(
-            **{k: v for k, v in overrides.items() if v is not None}
-        )
-        generation = engine.generate(args.prompt, settings)
-    except SpotError as exc:
-        logger.error("%s", exc)
-        return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, result in generation.results.items():
-        result.image.save(args.out / f"{name}.png")
-    stats = generation.stats()
-    stats["load_seconds"] = engine.models.load_seconds
-    (args.out / "stats.json").write_text(json.dumps(stats, indent=2, allow_nan=False, default=str))
-    sys.stdout.write(format_table(generation) + "\n")
-    sys.stdout.write(
-        f"wrote {', '.join(f'{n}.png' for n in generation.results)} and stats.json to {args.out}\n"
-    )
-    return 0

@@ -1,9 +1,12 @@
-"""Honest timing and peak-memory measurement of one pipeline call.
+"""Honest timing and memory measurement: weights, one pipeline call, the process.
 
 GPU: peak statistics are reset before the call and read after it, with the device
-synchronized around the timer, so the figures belong to that call alone. CPU: torch
-tensors are invisible to tracemalloc, so the process's peak resident set size is used
-(``VmHWM``), reset before the call through ``/proc/self/clear_refs`` where Linux allows.
+synchronized around the timer, and the bytes allocated just before the call are kept, so
+the peak *above* them belongs to that call alone. CPU: torch tensors are invisible to
+tracemalloc, so the process's peak resident set size is used (``VmHWM``), reset before the
+call through ``/proc/self/clear_refs`` where Linux allows — a figure of the whole process.
+Weights are counted tensor by tensor, bitsandbytes' quantization state included
+(``get_memory_footprint`` leaves out NF4's absmax and LLM.int8's row scales).
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from core.engine.int8 import int8_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -66,25 +71,101 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _module_tensors(module: torch.nn.Module) -> Iterator[torch.Tensor]:
+    """Every tensor a module holds: parameters, buffers and bitsandbytes' state."""
+    import bitsandbytes as bnb
+
+    yield from module.parameters()
+    yield from module.buffers()
+    for layer in module.modules():
+        if isinstance(layer, bnb.nn.Linear8bitLt):
+            yield from int8_tensors(layer).values()
+        elif isinstance(layer, bnb.nn.Linear4bit) and layer.weight.quant_state is not None:
+            state = layer.weight.quant_state
+            yield from (t for t in (state.absmax, state.code, state.offset) if t is not None)
+            if state.state2 is not None:
+                yield from (t for t in (state.state2.absmax, state.state2.code) if t is not None)
+
+
+def _same_device(tensor: torch.Tensor, device: torch.device) -> bool:
+    if tensor.device.type != device.type:
+        return False
+    return device.index is None or tensor.device.index == device.index
+
+
+def tensor_bytes(modules: Iterable[object], device: torch.device | None = None) -> int:
+    """Bytes of every tensor the modules hold (non-modules are skipped), quantization state
+    included, each storage counted once; only those on ``device`` when it is given."""
+    seen: set[tuple[str, int]] = set()
+    total = 0
+    for module in modules:
+        if not isinstance(module, torch.nn.Module):
+            continue
+        for tensor in _module_tensors(module):
+            if tensor.device.type == "meta":
+                continue
+            if device is not None and not _same_device(tensor, device):
+                continue
+            storage = tensor.untyped_storage()
+            key = (str(tensor.device), storage.data_ptr())
+            if key in seen:
+                continue
+            seen.add(key)
+            total += storage.nbytes()
+    return total
+
+
+def memory_now(device: torch.device) -> dict[str, int | None]:
+    """Memory held right now: allocated / reserved bytes on CUDA, process RSS on the CPU."""
+    synchronize(device)
+    if device.type == "cuda":
+        return {
+            "allocated": int(torch.cuda.memory_allocated(device)),
+            "reserved": int(torch.cuda.memory_reserved(device)),
+            "rss": None,
+        }
+    return {"allocated": None, "reserved": None, "rss": rss_bytes()}
+
+
+def fresh_peak(device: torch.device) -> dict[str, int | None]:
+    """Release cached memory, reset the peak counters and return what is held now: the
+    prologue of every measurement (a call, a load)."""
+    release_memory(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        reset_peak_rss()
+    return memory_now(device)
+
+
 @dataclass
 class Measurement:
-    """Seconds of the measured block and its peak memory in bytes (None where not measured)."""
+    """Seconds of the measured block and its memory in bytes (None where not measured).
+
+    ``allocated_before_bytes``: CUDA bytes allocated just before the block;
+    ``peak_allocated_bytes`` / ``peak_reserved_bytes``: the device's peaks during it (all
+    of the process's tensors); ``peak_rss_bytes``: the whole process's peak RSS (CPU).
+    """
 
     seconds: float = 0.0
+    allocated_before_bytes: int | None = None
     peak_allocated_bytes: int | None = None
     peak_reserved_bytes: int | None = None
     peak_rss_bytes: int | None = None
+
+    @property
+    def activation_peak_bytes(self) -> int | None:
+        """The peak above what was allocated just before the block (CUDA), or None."""
+        if self.peak_allocated_bytes is None or self.allocated_before_bytes is None:
+            return None
+        return max(0, self.peak_allocated_bytes - self.allocated_before_bytes)
 
 
 @contextmanager
 def measure(device: torch.device) -> Iterator[Measurement]:
     """Time the block and record its peak memory on ``device``; fills the yielded record."""
     result = Measurement()
-    release_memory(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        reset_peak_rss()
+    result.allocated_before_bytes = fresh_peak(device)["allocated"]
     synchronize(device)
     started = time.perf_counter()
     try:

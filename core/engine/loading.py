@@ -1,4 +1,4 @@
-"""Loading: shared components once, one FLUX pipeline per variant, and their placement.
+"""Loading: shared components once, one FLUX pipeline per variant, placed as planned.
 
 The unquantized parts (CLIP text encoder, both tokenizers, VAE, scheduler config) are
 loaded once and handed to every pipeline as the *same* Python objects; each variant
@@ -7,16 +7,12 @@ Pipelines are built with the ``FluxPipeline`` constructor rather than ``from_pip
 no shared module is ever cast away from bf16, and each gets its own scheduler instance
 (schedulers are stateful).
 
-Placement on CUDA, per variant:
-- ``resident``: every module on the GPU for the app's lifetime (fastest);
-- ``model``: accelerate's model CPU offload, re-applied for the pipeline about to run,
-  because the last pipeline to install hooks owns those of the shared modules;
-- ``group``: an unquantized transformer and T5 stream block by block (diffusers group
-  offloading) and the small shared modules stay on the GPU — for a module larger than
-  the budget. Group offloading moves each parameter's ``.data`` only, not the
-  quantization state bitsandbytes keeps beside it (``quant_state``, ``SCB``), so a
-  quantized module of a ``group`` variant stays resident (it is 2-4x smaller).
-On a CPU-only machine everything runs on the CPU.
+The placement (``core.engine.placement``) is planned from the configuration before any
+weight is read. Model offload is re-applied for the pipeline about to run, because the
+last pipeline to install hooks owns those of the shared modules. LLM.int8 modules get the
+fix that makes their memory follow a move (``core.engine.int8``). A load that runs out of
+accelerator memory frees what it loaded and raises LoadOutOfMemoryError naming the
+placement and what to try. On a CPU-only machine everything runs on the CPU.
 """
 
 from __future__ import annotations
@@ -46,28 +42,23 @@ from transformers import (
 from transformers import BitsAndBytesConfig as TransformersBnbConfig
 
 from core.checkpoints.tiny import ensure_tiny_checkpoint
-from core.config import (
-    GIB,
-    MIB,
-    OFFLOAD_CHOICES,
-    PER_VARIANT_COMPONENTS,
-    VARIANT_NAMES,
-    VARIANTS,
-    ModelSpec,
-    check_variants,
+from core.config import PER_VARIANT_COMPONENTS, VARIANT_NAMES, VARIANTS, ModelSpec, check_variants
+from core.engine import int8
+from core.engine.measure import release_memory, tensor_bytes
+from core.engine.placement import (
+    PlacementPlan,
+    check_fits,
+    folder_configs,
+    gpu_budget_bytes,
+    host_budget_from,
+    model_sizes,
+    plan_placement,
 )
-from core.errors import InvalidSettingError, ModelUnavailableError
+from core.errors import LoadOutOfMemoryError, ModelUnavailableError
 
 logger = logging.getLogger(__name__)
 
 DTYPE = torch.bfloat16
-# Approximate size of a quantized component relative to its bf16 size, used only to plan
-# placement before loading (norms, embeddings and biases stay in bf16).
-SIZE_RATIO = {"none": 1.0, "int8": 0.52, "nf4": 0.30}
-# Room left for activations, as a share of the largest transformer: FLUX.1-dev at
-# 1024x1024 peaks about 5 GB above its weights (seed measurements), 0.25 x 23.8 GB.
-ACTIVATION_HEADROOM = 0.25
-MIN_HEADROOM_BYTES = 512 * MIB
 
 HUB_HELP = (
     "If the model is gated (FLUX.1-dev is), accept its licence on huggingface.co and set "
@@ -78,6 +69,14 @@ HUB_HELP = (
 
 def cuda_available() -> bool:
     return torch.cuda.is_available()
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``device`` (default: cuda when available, else cpu), with the CUDA index pinned."""
+    torch_device = torch.device(device or ("cuda" if cuda_available() else "cpu"))
+    if torch_device.type == "cuda" and torch_device.index is None:
+        torch_device = torch.device("cuda", torch.cuda.current_device())
+    return torch_device
 
 
 def quantization_configs(quantization: str) -> tuple[Any, Any]:
@@ -153,75 +152,6 @@ def resolve_source(spec: ModelSpec) -> Path:
         ) from exc
 
 
-def folder_bytes(folder: Path) -> int:
-    """Bytes of the weight files in one component folder (bf16 on disk)."""
-    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
-
-
-@dataclass(frozen=True)
-class PlacementPlan:
-    """Where each variant runs and why; bytes are estimates made before loading."""
-
-    device: str
-    per_variant: dict[str, str]
-    estimated_bytes: int
-    budget_bytes: int | None
-    reason: str
-
-
-def plan_placement(
-    source: Path,
-    variants: tuple[str, ...],
-    device: torch.device,
-    offload: str,
-    budget_bytes: int | None,
-) -> PlacementPlan:
-    """Choose ``resident`` / ``model`` / ``group`` per variant (``cpu`` on the CPU).
-
-    ``auto`` keeps every variant resident when all of them fit in the budget with room for
-    activations; otherwise model offload, except for an unquantized variant whose
-    transformer or T5 alone does not fit: that one streams them by group offload. A
-    quantized variant is never planned ``group`` (see the module docstring): if even its
-    largest module does not fit, nothing placement can do would make it run.
-    """
-    if offload not in OFFLOAD_CHOICES:
-        raise InvalidSettingError(f"offload must be one of {', '.join(OFFLOAD_CHOICES)}")
-    if device.type == "cpu":
-        return PlacementPlan("cpu", dict.fromkeys(variants, "cpu"), 0, None, "CPU-only machine")
-    per_component = {name: folder_bytes(source / name) for name in PER_VARIANT_COMPONENTS}
-    shared = folder_bytes(source / "text_encoder") + folder_bytes(source / "vae")
-    largest: dict[str, int] = {}
-    total = shared
-    for name in variants:
-        ratio = SIZE_RATIO[VARIANTS[name].quantization]
-        sizes = [int(b * ratio) for b in per_component.values()]
-        largest[name] = max(sizes)
-        total += sum(sizes)
-    headroom = max(MIN_HEADROOM_BYTES, int(ACTIVATION_HEADROOM * per_component["transformer"]))
-    if offload != "auto":
-        mode = {"none": "resident", "model": "model", "group": "group"}[offload]
-        return PlacementPlan(
-            str(device), dict.fromkeys(variants, mode), total, budget_bytes, f"--offload {offload}"
-        )
-    assert budget_bytes is not None
-    if total + headroom <= budget_bytes:
-        per_variant = dict.fromkeys(variants, "resident")
-        reason = f"all variants fit: {total / GIB:.1f} GiB + headroom <= {budget_bytes / GIB:.1f}"
-    else:
-        per_variant = {
-            name: "group"
-            if VARIANTS[name].quantization == "none"
-            and largest[name] + shared + headroom > budget_bytes
-            else "model"
-            for name in variants
-        }
-        reason = (
-            f"variants need {total / GIB:.1f} GiB + headroom > {budget_bytes / GIB:.1f} GiB: "
-            "offloading"
-        )
-    return PlacementPlan(str(device), per_variant, total, budget_bytes, reason)
-
-
 @dataclass
 class ModelSet:
     """The loaded pipelines of one model, sharing their unquantized components."""
@@ -249,18 +179,25 @@ class ModelSet:
         mode = modes.pop()
         return {"model": "model offload", "group": "group offload"}.get(mode, mode)
 
-    def weight_bytes(self, variant: str) -> int:
-        """Bytes of the variant's own components (transformer + T5) as stored in memory."""
+    def own_modules(self, variant: str) -> list[torch.nn.Module]:
         pipe = self.pipelines[variant]
-        return sum(int(getattr(pipe, n).get_memory_footprint()) for n in PER_VARIANT_COMPONENTS)
+        return [getattr(pipe, n) for n in PER_VARIANT_COMPONENTS]
+
+    def weight_bytes(self, variant: str) -> int:
+        """Bytes of the variant's own components (transformer + T5) wherever they are,
+        bitsandbytes' quantization state included."""
+        return tensor_bytes(self.own_modules(variant))
 
     def shared_weight_bytes(self) -> int:
         """Bytes of the shared modules (CLIP text encoder and VAE), counted once."""
-        return sum(
-            int(m.get_memory_footprint())
-            for m in self.shared.values()
-            if isinstance(m, torch.nn.Module)
-        )
+        return tensor_bytes(self.shared.values())
+
+    def device_bytes(self, variant: str | None = None) -> int:
+        """Bytes on the engine's device right now: of ``variant``'s own components and the
+        shared modules, or of every loaded module when ``variant`` is None."""
+        names = self.variants if variant is None else (variant,)
+        modules = [m for n in names for m in self.own_modules(n)]
+        return tensor_bytes([*modules, *self.shared.values()], self.device)
 
     def prepare(self, variant: str) -> FluxPipeline:
         """Return the variant's pipeline, with placement hooks right for running it now."""
@@ -277,6 +214,24 @@ class ModelSet:
                 if isinstance(module, torch.nn.Module):
                     module.to(self.device)
         return pipe
+
+    def settle(self, variant: str) -> None:
+        """After a failed call, put the variant's modules back where its placement keeps
+        them between calls: a model-offloaded module that was running goes back to the
+        host, a group-offloaded block back to its host copy."""
+        pipe = self.pipelines[variant]
+        mode = self.plan.per_variant[variant]
+        if mode == "model":
+            pipe.maybe_free_model_hooks()  # re-applies offload: every module to the CPU
+        elif mode == "group":
+            from diffusers.hooks.group_offloading import _GROUP_OFFLOADING
+
+            for module in self.own_modules(variant):
+                for sub in module.modules():
+                    registry = getattr(sub, "_diffusers_hook", None)
+                    hook = registry.get_hook(_GROUP_OFFLOADING) if registry else None
+                    if hook is not None:
+                        hook.group.offload_()
 
 
 def _load_variant_components(
@@ -314,7 +269,9 @@ def _load_variant_components(
     return transformer, text_encoder_2
 
 
-def _apply_group_offload(module: torch.nn.Module, device: torch.device) -> None:
+def _apply_group_offload(
+    module: torch.nn.Module, device: torch.device, low_cpu_mem_usage: bool
+) -> None:
     """Stream ``module`` block by block from the CPU. Block-level offloading splits only
     the ModuleLists that are direct children; T5's blocks live in ``encoder``, so T5 is
     offloaded through its encoder (whose embedding is T5's shared one)."""
@@ -328,23 +285,50 @@ def _apply_group_offload(module: torch.nn.Module, device: torch.device) -> None:
         offload_type="block_level",
         num_blocks_per_group=1,
         use_stream=True,
+        # True when host RAM is short (the plan decides): no pinned copy of every tensor.
+        low_cpu_mem_usage=low_cpu_mem_usage,
     )
 
 
-def gpu_budget_bytes(device: torch.device, max_gpu_memory_gb: float | None) -> int | None:
-    """Free accelerator memory usable by this process, honouring ``--max-gpu-memory``.
+def model_configs(spec: ModelSpec) -> dict[str, Any]:
+    """The model components' configurations of ``spec``, without reading any weight.
 
-    The cap is enforced for the whole process with ``set_per_process_memory_fraction``, so
-    an over-budget allocation fails as it would on a smaller GPU.
+    Synthetic models have them in code; the tiny model and local folders on disk; a hub
+    model's come from its ``config.json`` files alone (a few kB, no weights).
     """
-    if device.type != "cuda":
-        return None
-    free, total = torch.cuda.mem_get_info(device)
-    if max_gpu_memory_gb is None:
-        return int(free)
-    cap = int(max_gpu_memory_gb * 1e9)
-    torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), device)
-    return min(int(free), cap)
+    if spec.kind == "synthetic":
+        from core.checkpoints.synthetic import component_configs
+
+        return component_configs(spec)
+    if spec.kind == "hub":
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(
+                snapshot_download(spec.source, allow_patterns=["model_index.json", "*/config.json"])
+            )
+        except Exception as exc:  # huggingface_hub raises many types; all mean "not available"
+            raise ModelUnavailableError(
+                f"could not fetch the configuration of {spec.source} "
+                f"({type(exc).__name__}). " + HUB_HELP
+            ) from exc
+        return folder_configs(folder)
+    return folder_configs(resolve_source(spec))
+
+
+def plan_for(
+    folder: Path,
+    variants: tuple[str, ...],
+    device: torch.device,
+    offload: str,
+    budget_bytes: int | None,
+    max_host_memory_gb: float | None = None,
+) -> PlacementPlan:
+    """The placement plan of a pipeline folder, from its configuration files alone."""
+    sizes = model_sizes(folder_configs(folder))
+    return plan_placement(
+        sizes, variants, device, offload, budget_bytes, host_budget_from(max_host_memory_gb)
+    )
 
 
 def load_models(
@@ -354,26 +338,58 @@ def load_models(
     device: str | None = None,
     offload: str = "auto",
     max_gpu_memory_gb: float | None = None,
+    max_host_memory_gb: float | None = None,
     source: Path | None = None,
 ) -> ModelSet:
     """Load the shared components once and one pipeline per variant around them.
 
     ``device`` defaults to ``cuda`` when available, else ``cpu``. ``source`` overrides where
     the pipeline folder is (the benchmark passes its synthetic checkpoint this way).
+    Raises PlacementError when the plan does not fit host RAM and LoadOutOfMemoryError
+    when the device runs out of memory while loading (everything loaded is freed first).
     """
     variants = check_variants(list(variants))
-    torch_device = torch.device(device or ("cuda" if cuda_available() else "cpu"))
-    if torch_device.type == "cuda" and torch_device.index is None:
-        torch_device = torch.device("cuda", torch.cuda.current_device())
+    torch_device = resolve_device(device)
     folder = source or resolve_source(spec)
     if not (folder / "model_index.json").is_file():
         raise ModelUnavailableError(f"{folder} is not a diffusers pipeline folder. " + HUB_HELP)
     budget = gpu_budget_bytes(torch_device, max_gpu_memory_gb)
-    plan = plan_placement(folder, variants, torch_device, offload, budget)
+    plan = plan_for(folder, variants, torch_device, offload, budget, max_host_memory_gb)
+    check_fits(plan)
     logger.info(
-        "placement of %s on %s: %s (%s)", spec.name, plan.device, plan.per_variant, plan.reason
+        "placement of %s on %s: %s (%s)", spec.name, plan.device, plan.summary(), plan.reason
+    )
+    int8.warn_once()
+    try:
+        return _load(spec, folder, variants, torch_device, plan)
+    except torch.OutOfMemoryError as exc:
+        message = _load_oom_message(plan, exc)
+    # Out of the except block: the exception, its traceback and the frames holding the
+    # half-loaded modules are gone before the memory is released.
+    release_memory(torch_device)
+    raise LoadOutOfMemoryError(message)
+
+
+def _load_oom_message(plan: PlacementPlan, exc: BaseException) -> str:
+    first = str(exc).splitlines()[0] if str(exc) else "out of memory"
+    advice = (
+        "try --max-gpu-memory with this card's size so the planner offloads, or --offload model"
+        if all(v.mode == "resident" for v in plan.variants.values())
+        else "try --offload group, fewer --variants, or a larger GPU"
+    )
+    return (
+        f"loading ran out of GPU memory with placement {plan.summary()} "
+        f"({first[:120]}); {advice} (see python -m core.engine --plan)"
     )
 
+
+def _load(
+    spec: ModelSpec,
+    folder: Path,
+    variants: tuple[str, ...],
+    torch_device: torch.device,
+    plan: PlacementPlan,
+) -> ModelSet:
     started = time.perf_counter()
     try:
         text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=DTYPE)
@@ -403,16 +419,18 @@ def load_models(
 
     pipelines: dict[str, FluxPipeline] = {}
     for name in variants:
-        mode = plan.per_variant[name]
+        placed = plan.variants[name]
+        quantization = VARIANTS[name].quantization
         transformer, text_encoder_2 = _load_variant_components(
-            folder, VARIANTS[name].quantization, torch_device, resident=mode == "resident"
+            folder, quantization, torch_device, resident=placed.mode == "resident"
         )
-        quantized = VARIANTS[name].quantization != "none"
         for module in (transformer, text_encoder_2):
-            if mode == "model":
+            if quantization == "int8":
+                int8.follow_moves(module)  # before any move: see core.engine.int8
+            if placed.mode == "model":
                 module.to("cpu")  # the offload hooks bring it to the GPU when it runs
-            elif mode == "group" and not quantized:
-                _apply_group_offload(module, torch_device)
+            elif placed.mode == "group" and quantization == "none":
+                _apply_group_offload(module, torch_device, placed.low_cpu_mem_usage)
 
         pipelines[name] = FluxPipeline(
             scheduler=FlowMatchEulerDiscreteScheduler.from_config(scheduler_config),

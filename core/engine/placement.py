@@ -1,0 +1,506 @@
+"""Placement: where each variant's modules live, planned before any weight is loaded.
+
+Sizes come from the model's configuration alone: every component is built on the meta
+device (no memory), and its ``nn.Linear`` layers are swapped for bitsandbytes layers by
+the same library functions ``from_pretrained`` uses (diffusers' for the transformer,
+transformers' for T5), so the layers a model keeps unquantized (T5's ``wo``) are counted
+as the real loader keeps them. A plan says, per variant, the bytes it keeps on the device
+and the bytes it needs in host RAM, so ``python -m core.engine --plan`` can answer "will
+this run on my 24 GB card and 64 GB of RAM?" before a 30 GB download.
+
+Placement on CUDA, per variant:
+- ``resident``: every module on the GPU for the app's lifetime (fastest);
+- ``model``: accelerate's model CPU offload: each module comes to the GPU when it runs
+  (the largest one at a time); all of them wait in pageable host RAM;
+- ``group``: an unquantized transformer and T5 stream block by block (diffusers group
+  offloading). With ``use_stream=True`` diffusers pins a host copy of every tensor, and the
+  pinned allocator rounds each one up to a power of two (about 1.5x the weights);
+  ``low_cpu_mem_usage=True`` pins on the fly instead (slower, no lasting pinned copy).
+  Group offloading moves each parameter's ``.data`` only, not bitsandbytes' quantization
+  state, so a quantized variant is never planned ``group``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.config import GIB, MIB, OFFLOAD_CHOICES, PER_VARIANT_COMPONENTS, VARIANTS, byte_unit
+from core.errors import InvalidSettingError, ModelUnavailableError, PlacementError
+
+# Room left for activations, as a share of the bf16 transformer: FLUX.1-dev at 1024x1024
+# peaks about 5 GB above its weights (seed measurements), 0.25 x 23.8 GB.
+ACTIVATION_HEADROOM = 0.25
+MIN_HEADROOM_BYTES = 512 * MIB
+# Host RAM kept free for the Python process, the app and the page cache.
+HOST_RESERVE_BYTES = 4 * GIB
+# bitsandbytes' storage: LLM.int8 keeps one float32 scale per output row; NF4 packs two
+# weights per byte with one float32 absmax per block of 64 (no double quantization).
+INT8_SCALE_BYTES = 4
+NF4_BLOCKSIZE = 64
+NF4_ABSMAX_BYTES = 4
+BF16_BYTES = 2
+QUANTIZATIONS = ("none", "int8", "nf4")
+MODEL_COMPONENTS = ("transformer", "text_encoder_2", "text_encoder", "vae")
+SHARED_MODEL_COMPONENTS = ("text_encoder", "vae")
+
+
+# --- Sizes, counted on the meta device ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ComponentSizes:
+    """One component's bytes as each quantization stores it (bf16 for what is kept).
+
+    ``largest_block_bytes``: the largest block group offload streams plus what never
+    streams (embeddings, norms), in bf16. ``pinned_bytes``: host bytes group offload pins
+    with ``use_stream=True`` (each tensor rounded up to a power of two).
+    """
+
+    name: str
+    parameters: int
+    bytes: Mapping[str, int]
+    quantized_linear_layers: int
+    kept_linear_layers: int
+    largest_block_bytes: int
+    pinned_bytes: int
+
+    def ratio(self, quantization: str) -> float:
+        """Bytes of ``quantization`` relative to bf16 (1.0 for "none")."""
+        return self.bytes[quantization] / self.bytes["none"]
+
+
+@dataclass(frozen=True)
+class ModelSizes:
+    """Sizes of a pipeline's model components (tokenizers and scheduler weigh nothing)."""
+
+    components: Mapping[str, ComponentSizes]
+
+    def own_bytes(self, quantization: str) -> int:
+        return sum(self.components[n].bytes[quantization] for n in PER_VARIANT_COMPONENTS)
+
+    def shared_bytes(self) -> int:
+        return sum(self.components[n].bytes["none"] for n in SHARED_MODEL_COMPONENTS)
+
+
+def _pow2(size: int) -> int:
+    return 1 << max(0, size - 1).bit_length()
+
+
+def _tensor_bytes(module: torch.nn.Module) -> list[int]:
+    """bf16 bytes of every floating tensor (other dtypes at their size), each counted once."""
+    seen: set[int] = set()
+    sizes = []
+    for tensor in [*module.parameters(), *module.buffers()]:
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        size = BF16_BYTES if tensor.is_floating_point() else tensor.element_size()
+        sizes.append(tensor.numel() * size)
+    return sizes
+
+
+def _quantized_bytes(module: torch.nn.Module) -> tuple[int, int, int]:
+    """(bytes, quantized Linear layers, kept Linear layers) of a module after the library
+    replaced its layers; bitsandbytes layers at their storage, everything else bf16."""
+    import bitsandbytes as bnb
+
+    total = sum(_tensor_bytes(module))
+    quantized = kept = 0
+    for layer in module.modules():
+        if isinstance(layer, bnb.nn.Linear8bitLt):
+            n = layer.weight.numel()
+            total += n - n * BF16_BYTES + layer.out_features * INT8_SCALE_BYTES
+            quantized += 1
+        elif isinstance(layer, bnb.nn.Linear4bit):
+            n = layer.in_features * layer.out_features
+            packed = math.ceil(n / 2) + math.ceil(n / NF4_BLOCKSIZE) * NF4_ABSMAX_BYTES
+            total += packed - layer.weight.numel() * BF16_BYTES
+            quantized += 1
+        elif type(layer) is torch.nn.Linear:
+            kept += 1
+    return total, quantized, kept
+
+
+def _quantize_on_meta(name: str, module: torch.nn.Module, quantization: str) -> None:
+    """Swap ``module``'s Linear layers as ``from_pretrained`` would for this quantization."""
+    from core.engine.loading import quantization_configs
+
+    diffusers_config, transformers_config = quantization_configs(quantization)
+    if name == "transformer":
+        from diffusers.quantizers.bitsandbytes.utils import replace_with_bnb_linear
+
+        skip = list(diffusers_config.llm_int8_skip_modules or [])
+        skip += list(getattr(module, "_keep_in_fp32_modules", None) or [])
+        replace_with_bnb_linear(
+            module, modules_to_not_convert=skip, quantization_config=diffusers_config
+        )
+    else:
+        from transformers.integrations.bitsandbytes import replace_with_bnb_linear
+        from transformers.quantizers.base import HfQuantizer
+
+        skip = HfQuantizer.get_modules_to_not_convert(
+            module, transformers_config.llm_int8_skip_modules, module._keep_in_fp32_modules
+        )
+        replace_with_bnb_linear(
+            module, modules_to_not_convert=skip, quantization_config=transformers_config
+        )
+
+
+def _largest_block_bytes(module: torch.nn.Module) -> int:
+    blocks_owner = module.encoder if hasattr(module, "encoder") else module
+    blocks = [
+        sum(_tensor_bytes(block))
+        for child in blocks_owner.children()
+        if isinstance(child, torch.nn.ModuleList)
+        for block in child
+    ]
+    return sum(_tensor_bytes(module)) - sum(blocks) + max(blocks, default=0)
+
+
+def component_sizes(name: str, build: Callable[[], torch.nn.Module]) -> ComponentSizes:
+    """Sizes of one component; ``build`` makes it (it is called under the meta device)."""
+    with torch.device("meta"):
+        module = build()
+    sizes = _tensor_bytes(module)
+    by_quantization = {"none": sum(sizes)}
+    quantized_layers = kept_layers = 0
+    if name in PER_VARIANT_COMPONENTS:
+        for quantization in ("int8", "nf4"):
+            with torch.device("meta"):
+                copy = build()
+            _quantize_on_meta(name, copy, quantization)
+            by_quantization[quantization], quantized_layers, kept_layers = _quantized_bytes(copy)
+    else:
+        by_quantization |= dict.fromkeys(("int8", "nf4"), sum(sizes))
+    return ComponentSizes(
+        name=name,
+        parameters=sum(p.numel() for p in module.parameters()),
+        bytes=by_quantization,
+        quantized_linear_layers=quantized_layers,
+        kept_linear_layers=kept_layers,
+        largest_block_bytes=_largest_block_bytes(module),
+        pinned_bytes=sum(_pow2(s) for s in sizes),
+    )
+
+
+def _builders_from_configs(configs: Mapping[str, Any]) -> dict[str, Callable[[], torch.nn.Module]]:
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5EncoderModel
+
+    def from_config(cls: Any, config: Any) -> Callable[[], torch.nn.Module]:
+        if isinstance(config, Mapping):
+            return lambda: cls.from_config(dict(config))
+        return lambda: cls(config)
+
+    classes = {
+        "transformer": FluxTransformer2DModel,
+        "text_encoder_2": T5EncoderModel,
+        "text_encoder": CLIPTextModel,
+        "vae": AutoencoderKL,
+    }
+    return {name: from_config(classes[name], configs[name]) for name in MODEL_COMPONENTS}
+
+
+def folder_configs(folder: Path) -> dict[str, Any]:
+    """Each model component's configuration from a pipeline folder (config.json files only)."""
+    from transformers import CLIPTextConfig, T5Config
+
+    configs: dict[str, Any] = {}
+    for name in MODEL_COMPONENTS:
+        path = folder / name / "config.json"
+        if not path.is_file():
+            raise ModelUnavailableError(f"{path} is missing: {folder} is not a FLUX pipeline")
+        if name == "text_encoder":
+            configs[name] = CLIPTextConfig.from_pretrained(folder / name)
+        elif name == "text_encoder_2":
+            configs[name] = T5Config.from_pretrained(folder / name)
+        else:
+            configs[name] = {
+                k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")
+            }
+    return configs
+
+
+def model_sizes(configs: Mapping[str, Any]) -> ModelSizes:
+    """Sizes of every model component of a pipeline with these configurations."""
+    builders = _builders_from_configs(configs)
+    return ModelSizes({name: component_sizes(name, builders[name]) for name in MODEL_COMPONENTS})
+
+
+# --- Budgets -------------------------------------------------------------------------------
+
+
+def host_available_bytes() -> int | None:
+    """Host RAM available to this process (``MemAvailable`` of /proc/meminfo), or None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def gpu_budget_bytes(device: torch.device, max_gpu_memory_gb: float | None) -> int | None:
+    """Free accelerator memory usable by this process, honouring ``--max-gpu-memory``.
+
+    The cap is enforced for the whole process with ``set_per_process_memory_fraction``, so
+    an over-budget allocation fails as it would on a smaller GPU.
+    """
+    if device.type != "cuda":
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    if max_gpu_memory_gb is None:
+        return int(free)
+    cap = int(max_gpu_memory_gb * 1e9)
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), device)
+    return min(int(free), cap)
+
+
+# --- The plan ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VariantPlan:
+    """One variant's placement and its estimated bytes.
+
+    ``device_bytes``: the most of its own weights on the device at once (resident: all of
+    them; model offload: its largest module; group offload: one block and what never
+    streams). ``host_bytes``: host RAM its weights hold (offloaded copies, pinned or not).
+    """
+
+    mode: str
+    device_bytes: int
+    host_bytes: int
+    low_cpu_mem_usage: bool = False
+
+
+@dataclass(frozen=True)
+class PlacementPlan:
+    """Where each variant runs and why; bytes are estimates made before loading.
+
+    ``estimated_bytes``: device bytes of the weights at the worst moment (shared modules +
+    resident variants + the largest offloaded variant's device share); ``host_bytes``: host
+    RAM the offloaded weights hold, all variants together.
+    """
+
+    device: str
+    variants: Mapping[str, VariantPlan]
+    shared_bytes: int
+    estimated_bytes: int
+    host_bytes: int
+    budget_bytes: int | None
+    host_budget_bytes: int | None
+    headroom_bytes: int
+    reason: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def per_variant(self) -> dict[str, str]:
+        return {name: v.mode for name, v in self.variants.items()}
+
+    def summary(self) -> str:
+        """ "bf16: group, int8: model, ..." """
+        return ", ".join(f"{name}: {v.mode}" for name, v in self.variants.items())
+
+
+def _variant_plan(sizes: ModelSizes, quantization: str, mode: str, low_cpu: bool) -> VariantPlan:
+    own = [sizes.components[n] for n in PER_VARIANT_COMPONENTS]
+    total = sum(c.bytes[quantization] for c in own)
+    if mode in ("resident", "cpu"):
+        return VariantPlan(
+            mode, total if mode == "resident" else 0, 0 if mode == "resident" else total
+        )
+    if mode == "model":
+        return VariantPlan(mode, max(c.bytes[quantization] for c in own), total)
+    pinned = sum(c.bytes["none"] if low_cpu else c.pinned_bytes for c in own)
+    return VariantPlan(mode, max(c.largest_block_bytes for c in own), pinned, low_cpu)
+
+
+def _assemble(
+    sizes: ModelSizes,
+    modes: Mapping[str, str],
+    low_cpu: bool,
+    device: str,
+    budget: int | None,
+    host_budget: int | None,
+    headroom: int,
+    reason: str,
+) -> PlacementPlan:
+    variants = {
+        name: _variant_plan(sizes, VARIANTS[name].quantization, mode, low_cpu)
+        for name, mode in modes.items()
+    }
+    resident = sum(v.device_bytes for v in variants.values() if v.mode == "resident")
+    offloaded = max((v.device_bytes for v in variants.values() if v.mode != "resident"), default=0)
+    shared = sizes.shared_bytes()
+    host = sum(v.host_bytes for v in variants.values())
+    if device == "cpu":
+        host += shared
+    elif any(v.mode == "model" for v in variants.values()):
+        host += shared  # model offload parks the shared modules on the host between calls
+    return PlacementPlan(
+        device=device,
+        variants=variants,
+        shared_bytes=shared,
+        estimated_bytes=0 if device == "cpu" else shared + resident + offloaded,
+        host_bytes=host,
+        budget_bytes=budget,
+        host_budget_bytes=host_budget,
+        headroom_bytes=headroom,
+        reason=reason,
+    )
+
+
+def plan_placement(
+    sizes: ModelSizes,
+    variants: Iterable[str],
+    device: torch.device,
+    offload: str,
+    budget_bytes: int | None,
+    host_budget_bytes: int | None = None,
+) -> PlacementPlan:
+    """Choose ``resident`` / ``model`` / ``group`` per variant (``cpu`` on the CPU).
+
+    ``auto`` keeps every variant resident when all of them fit in the budget with room for
+    activations; otherwise model offload, except for an unquantized variant whose
+    transformer or T5 alone does not fit: that one streams them by group offload. A
+    quantized variant is never planned ``group``. Host RAM: when the pinned copies of
+    group offload do not fit ``host_budget_bytes``, group offload pins on the fly
+    (``low_cpu_mem_usage``). Whether the result fits is ``plan_problem``'s answer;
+    ``check_fits`` refuses a plan that does not.
+    """
+    if offload not in OFFLOAD_CHOICES:
+        raise InvalidSettingError(f"offload must be one of {', '.join(OFFLOAD_CHOICES)}")
+    variants = tuple(variants)
+    transformer = sizes.components["transformer"].bytes["none"]
+    headroom = max(MIN_HEADROOM_BYTES, int(ACTIVATION_HEADROOM * transformer))
+    if device.type == "cpu":
+        plan = _assemble(
+            sizes, dict.fromkeys(variants, "cpu"), False, "cpu", None, host_budget_bytes,
+            0, "CPU-only machine",
+        )  # fmt: skip
+        return plan
+    shared = sizes.shared_bytes()
+    total = shared + sum(sizes.own_bytes(VARIANTS[v].quantization) for v in variants)
+    if offload != "auto":
+        mode = {"none": "resident", "model": "model", "group": "group"}[offload]
+        modes = dict.fromkeys(variants, mode)
+        reason = f"--offload {offload}"
+    elif budget_bytes is None or total + headroom <= budget_bytes:
+        modes = dict.fromkeys(variants, "resident")
+        reason = f"all variants fit: {total / GIB:.1f} GiB + headroom"
+        if budget_bytes is not None:
+            reason += f" <= {budget_bytes / GIB:.1f} GiB"
+    else:
+        modes = {}
+        for name in variants:
+            quantization = VARIANTS[name].quantization
+            largest = max(sizes.components[c].bytes[quantization] for c in PER_VARIANT_COMPONENTS)
+            too_big = largest + shared + headroom > budget_bytes
+            modes[name] = "group" if quantization == "none" and too_big else "model"
+        reason = (
+            f"variants need {total / GIB:.1f} GiB + headroom > {budget_bytes / GIB:.1f} GiB: "
+            "offloading"
+        )
+    context = (str(device), budget_bytes, host_budget_bytes, headroom)
+    plan = _assemble(sizes, modes, False, *context, reason)
+    host_short = host_budget_bytes is not None and plan.host_bytes > host_budget_bytes
+    if host_short and "group" in modes.values():
+        reason += "; group offload pins on the fly (low_cpu_mem_usage): host RAM is short"
+        plan = _assemble(sizes, modes, True, *context, reason)
+    return plan
+
+
+def plan_problem(plan: PlacementPlan) -> str | None:
+    """Why the plan cannot run on this machine (device or host memory), or None."""
+    problems = []
+    if (
+        plan.budget_bytes is not None
+        and plan.estimated_bytes + plan.headroom_bytes > plan.budget_bytes
+    ):
+        problems.append(
+            f"the device needs about {(plan.estimated_bytes + plan.headroom_bytes) / GIB:.1f} GiB "
+            f"(weights + activations); the budget is {plan.budget_bytes / GIB:.1f} GiB"
+        )
+    if plan.host_budget_bytes is not None and plan.host_bytes > plan.host_budget_bytes:
+        problems.append(
+            f"host RAM needs about {plan.host_bytes / GIB:.1f} GiB for the offloaded weights; "
+            f"{plan.host_budget_bytes / GIB:.1f} GiB is available"
+        )
+    if not problems:
+        return None
+    return f"placement {plan.summary()} does not fit: " + "; ".join(problems)
+
+
+def check_fits(plan: PlacementPlan) -> None:
+    """Raise PlacementError, with what to try, when the plan does not fit this machine."""
+    problem = plan_problem(plan)
+    if problem is not None:
+        raise PlacementError(
+            problem + ". Try fewer --variants, --offload model or group, a larger GPU or more "
+            "RAM (python -m core.engine --plan shows the bytes per variant)."
+        )
+
+
+def host_budget_from(max_host_memory_gb: float | None) -> int | None:
+    """Host bytes the plan may use: ``--max-host-memory`` or what is available now, less a
+    reserve for the process itself; None when neither is known."""
+    if max_host_memory_gb is not None:
+        if not max_host_memory_gb > 0:
+            raise InvalidSettingError(
+                f"--max-host-memory must be a positive number of GB, got {max_host_memory_gb}"
+            )
+        return max(0, int(max_host_memory_gb * 1e9) - HOST_RESERVE_BYTES)
+    available = host_available_bytes()
+    if available is None or os.environ.get("SPOT_IGNORE_HOST_RAM"):
+        return None
+    return max(0, available - HOST_RESERVE_BYTES)
+
+
+# --- Printing ------------------------------------------------------------------------------
+
+
+def format_plan(plan: PlacementPlan, sizes: ModelSizes) -> str:
+    """The plan as a table: per variant its placement, device bytes and host bytes (GiB)."""
+    unit, scale = byte_unit([plan.shared_bytes, plan.host_bytes, plan.estimated_bytes])
+
+    def size(value: int | None) -> str:
+        return "unknown" if value is None else f"{value / scale:.2f} {unit}"
+
+    lines = [f"device {plan.device}: {plan.reason}"]
+    rows = [("variant", "placement", f"device {unit}", f"host {unit}", "pinning")]
+    for name, v in plan.variants.items():
+        pinning = "-"
+        if v.mode == "group":
+            pinning = "on the fly (low_cpu_mem_usage)" if v.low_cpu_mem_usage else "pinned copies"
+        device, host = f"{v.device_bytes / scale:.2f}", f"{v.host_bytes / scale:.2f}"
+        rows.append((name, v.mode, device, host, pinning))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.append(f"shared modules (CLIP + VAE): {size(plan.shared_bytes)}")
+    if plan.device != "cpu":
+        lines.append(
+            f"device weights at the worst moment: {size(plan.estimated_bytes)} "
+            f"+ {size(plan.headroom_bytes)} for activations; budget {size(plan.budget_bytes)}"
+        )
+    lines.append(
+        f"host RAM for weights: {size(plan.host_bytes)}; budget {size(plan.host_budget_bytes)}"
+    )
+    ratios = ", ".join(
+        f"{name}: int8 {c.ratio('int8'):.2f} / nf4 {c.ratio('nf4'):.2f}"
+        f" ({c.kept_linear_layers} Linear kept)"
+        for name, c in ((n, sizes.components[n]) for n in PER_VARIANT_COMPONENTS)
+    )
+    lines.append(f"size vs bf16 (counted on the meta device): {ratios}")
+    problem = plan_problem(plan)
+    lines.append("verdict: fits" if problem is None else f"verdict: {problem}")
+    return "\n".join(lines)
