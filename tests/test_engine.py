@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import bitsandbytes as bnb
@@ -25,6 +26,7 @@ from core.config import (
     resolve_model,
 )
 from core.engine.generation import Engine
+from core.engine.int8 import int8_tensors
 from core.engine.loading import load_models
 
 REPO = Path(__file__).resolve().parent.parent
@@ -166,24 +168,108 @@ def test_bad_input_raises_its_error_and_does_no_work(
     assert not tiny_engine.busy
 
 
-def test_injected_out_of_memory_is_recovered_from(tiny_engine, monkeypatch):
+def test_injected_out_of_memory_leaves_nothing_behind(tiny_engine, monkeypatch):
     transformer = tiny_engine.models.pipelines["int8"].transformer
     real_forward = transformer.forward
-    raised = []
+    activations: list[weakref.ref] = []
 
-    def out_of_memory(*args, **kwargs):
-        if not raised:
-            raised.append(True)
+    def out_of_memory(hidden_states, *args, **kwargs):
+        if not activations:
+            # An activation held only by the failing frame, as a real OOM's would be.
+            activation = hidden_states * 2
+            activations.append(weakref.ref(activation))
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return real_forward(*args, **kwargs)
+        return real_forward(hidden_states, *args, **kwargs)
 
     monkeypatch.setattr(transformer, "forward", out_of_memory)
-    settings = tiny_engine.default_settings(seed=3)
-    with pytest.raises(errors.GenerationOutOfMemoryError, match=r"int8.*ran out of GPU memory"):
+    settings = tiny_engine.default_settings(seed=3).with_(steps=2)
+    with pytest.raises(
+        errors.GenerationOutOfMemoryError, match=r"int8.*ran out of GPU memory"
+    ) as caught:
         tiny_engine.generate(PROMPT, settings)
+    # The raised error keeps no chain back to the frames of the failed call ...
+    assert caught.value.__context__ is None and caught.value.__cause__ is None
+    # ... so the failed call's activation was freed before the error reached the caller.
+    assert activations and activations[0]() is None
     assert not tiny_engine.busy
     result = tiny_engine.generate(PROMPT, settings)
     assert set(result.results) == set(VARIANT_NAMES)
+
+
+def test_out_of_memory_while_loading_is_a_named_one_line_error(monkeypatch):
+    from core.engine import cli, loading
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 23.80 GiB")
+
+    monkeypatch.setattr(loading, "_load_variant_components", out_of_memory)
+    with pytest.raises(errors.LoadOutOfMemoryError) as caught:
+        load_models(resolve_model("tiny", cuda_available=False), variants=["nf4"], device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and caught.value.__context__ is None
+    assert "nf4: cpu" in message and "--max-gpu-memory" in message and "--offload" in message
+    argv = ["--model", "tiny", "--device", "cpu", "--variants", "nf4", "--prompt", PROMPT]
+    assert cli.main([*argv, "--out", "unused-never-written"]) == 2
+    assert not Path("unused-never-written").exists()
+
+
+def _int8_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every int8 layer's weight and state tensors, by name (held, so no address is reused)."""
+    found = {}
+    for name, layer in module.named_modules():
+        if isinstance(layer, bnb.nn.Linear8bitLt):
+            for part, tensor in int8_tensors(layer).items():
+                found[f"{name}.{part}"] = tensor
+    return found
+
+
+def _address(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()
+
+
+def _move_to_new_storage(module: torch.nn.Module) -> None:
+    # What offload does to a module (a parent's .to(), i.e. nn.Module._apply), with a
+    # function that gives every tensor new storage on the same (CPU) device.
+    module._apply(lambda t: t.clone())
+
+
+def test_int8_memory_follows_a_move_through_a_parent(trio, tiny_engine):
+    settings = tiny_engine.default_settings(seed=7)
+    # A fresh int8 pipeline: moved before its first call (weight.CB / SCB in use) ...
+    engine = Engine(load_models(resolve_model("tiny", cuda_available=False), variants=["int8"],
+                                device="cpu"))  # fmt: skip
+    pipe = engine.models.pipelines["int8"]
+    for _ in range(2):  # ... and again after a call (state.CB / SCB in use)
+        for component in (pipe.transformer, pipe.text_encoder_2):
+            before = _int8_tensors(component)
+            assert any(".state." in n or ".weight." in n for n in before)
+            _move_to_new_storage(component)
+            after = _int8_tensors(component)
+            assert before.keys() == after.keys()
+            old = {_address(t) for t in before.values()}
+            stale = [n for n, t in after.items() if _address(t) in old]
+            assert not stale, f"{len(stale)} int8 tensors left on the old storage: {stale[:3]}"
+        image = engine.generate(PROMPT, settings).results["int8"].image
+        assert image.tobytes() == trio.results["int8"].image.tobytes()
+
+
+def test_weights_count_quantization_state(tiny_engine, trio):
+    models = tiny_engine.models
+    nf4 = models.pipelines["nf4"]
+    footprint = sum(getattr(nf4, c).get_memory_footprint() for c in PER_VARIANT_COMPONENTS)
+    absmax = sum(
+        m.weight.quant_state.absmax.nbytes
+        for c in PER_VARIANT_COMPONENTS
+        for m in getattr(nf4, c).modules()
+        if isinstance(m, bnb.nn.Linear4bit)
+    )
+    assert models.weight_bytes("nf4") >= footprint + absmax
+    # On the CPU every loaded module is in RAM: the resident total is all weights, once.
+    assert trio.resident_weight_bytes == models.shared_weight_bytes() + sum(
+        models.weight_bytes(v) for v in VARIANT_NAMES
+    )
+    for result in trio.results.values():
+        assert result.activation_peak_bytes is None and result.standalone_peak_bytes is None
 
 
 def test_progress_follows_variants_and_steps(tiny_engine):
@@ -244,8 +330,8 @@ def test_unreachable_hub_model_gives_a_clear_message(tmp_path):
 def test_engine_command_line_writes_images_and_stats(tmp_path):
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "core.engine", "--model", "tiny", "--prompt", PROMPT,
-         "--seed", "7", "--steps", "2", "--out", str(out)],
+        [sys.executable, "-m", "core.engine", "--model", "tiny", "--device", "cpu",
+         "--prompt", PROMPT, "--seed", "7", "--steps", "2", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -264,13 +350,19 @@ def test_engine_command_line_writes_images_and_stats(tmp_path):
         figures[v]["seconds"] > 0 and figures[v]["peak_rss_bytes"] > 0 for v in VARIANT_NAMES
     )
     assert "variant" in result.stdout and "nf4" in result.stdout
+    # On the CPU the process peak is labelled as the whole process's; no GPU figures.
+    assert "whole process" in result.stdout
+    assert all(figures[v]["standalone_peak_bytes"] is None for v in VARIANT_NAMES)
+    assert stats["resident_weight_bytes"] > figures["bf16"]["weight_bytes"]
+    # LLM.int8's per-matmul cast warning: one line per process, not one per matmul.
+    assert result.stderr.count("inputs will be cast") == 1, result.stderr.count("will be cast")
 
 
 def test_engine_command_line_rejects_bad_input_without_writing(tmp_path):
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "core.engine", "--model", "tiny", "--prompt", "  ",
-         "--out", str(out)],
+        [sys.executable, "-m", "core.engine", "--model", "tiny", "--device", "cpu",
+         "--prompt", "  ", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 2

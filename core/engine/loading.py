@@ -373,9 +373,11 @@ def load_models(
 def _load_oom_message(plan: PlacementPlan, exc: BaseException) -> str:
     first = str(exc).splitlines()[0] if str(exc) else "out of memory"
     advice = (
-        "try --max-gpu-memory with this card's size so the planner offloads, or --offload model"
+        "try --offload model or --offload group, or --max-gpu-memory with this card's "
+        "size in GB so the planner offloads what does not fit"
         if all(v.mode == "resident" for v in plan.variants.values())
-        else "try --offload group, fewer --variants, or a larger GPU"
+        else "try --offload group, a lower --max-gpu-memory to leave activations more "
+        "room, or fewer --variants"
     )
     return (
         f"loading ran out of GPU memory with placement {plan.summary()} "
