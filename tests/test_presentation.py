@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from core.config import MODELS, TINY_MODEL, GenerationSettings
 from core.game import presentation
 from core.game.rounds import Reveal, RoundView, Score
 
 STATS = {
-    "bf16": {"seconds": 12.0, "weight_bytes": 2**34, "peak_reserved_bytes": 2**35, "psnr": None},
-    "int8": {"seconds": 27.0, "weight_bytes": 2**33, "peak_reserved_bytes": 2**34, "psnr": 31.5},
-    "nf4": {"seconds": 12.5, "weight_bytes": 2**32, "peak_reserved_bytes": 2**33, "psnr": 24.25},
+    "bf16": {"seconds": 12.0, "weight_bytes": 2**34, "standalone_peak_bytes": 2**35, "psnr": None},
+    "int8": {"seconds": 27.0, "weight_bytes": 2**33, "standalone_peak_bytes": 2**34, "psnr": 31.5},
+    "nf4": {"seconds": 12.5, "weight_bytes": 2**32, "standalone_peak_bytes": 2**33, "psnr": 24.25},
 }
 
 
@@ -46,11 +48,33 @@ def test_duel_reveal_has_a_row_per_shown_variant_only():
 
 def test_reveal_table_drops_columns_never_filled():
     table = presentation.reveal_table(reveal())
-    assert "Peak reserved (GiB)" in table["headers"]
-    assert "Peak RSS (GiB)" not in table["headers"] and "SSIM vs BF16" not in table["headers"]
+    assert "Standalone-equivalent peak (GiB)" in table["headers"]
+    assert not any("RSS" in h for h in table["headers"]) and "SSIM vs BF16" not in table["headers"]
     assert all(len(row) == len(table["headers"]) for row in table["data"])
-    own = table["headers"].index("Own weights (GiB)")
+    own = table["headers"].index("Own weights incl. quant state (GiB)")
     assert [row[own] for row in table["data"]] == [16.0, 8.0, 4.0]
+
+
+def test_cpu_reveal_labels_the_process_peak_as_the_whole_process():
+    cpu = {v: {"seconds": 1.0, "weight_bytes": 2**20, "peak_rss_bytes": 2**30} for v in STATS}
+    table = presentation.reveal_table(replace(reveal(), variant_stats=cpu))
+    assert "Whole-process peak RSS, all variants (GiB)" in table["headers"]
+    assert not any("Standalone" in h or "Activation" in h for h in table["headers"])
+
+
+def test_cost_table_gives_the_resident_total_its_own_row():
+    costs = [
+        {"variant": v, "generations": 2, "median_seconds": 3.0, "weight_bytes": 2**33,
+         "shared_weight_bytes": 2**28, "median_activation_peak_bytes": 2**32,
+         "median_standalone_peak_bytes": 2**34, "median_peak_rss_bytes": None,
+         "resident_weight_bytes": 3 * 2**34}
+        for v in ("bf16", "int8", "nf4")
+    ]  # fmt: skip
+    table = presentation.cost_table({"costs": costs})
+    assert [row[0] for row in table["data"]][-1] == presentation.RESIDENT_ROW_LABEL
+    own = table["headers"].index("Own weights incl. quant state (GiB)")
+    assert table["data"][-1][own] == 48.0
+    assert "Median standalone-equivalent peak (GiB)" in table["headers"]
 
 
 def test_byte_tables_switch_to_mib_below_one_gib():

@@ -37,6 +37,7 @@ EXPECTED_SCHEMA = {
         "versions",
         "synthetic",
         "created_at",
+        "resident_weight_bytes",
     ],
     "images": [
         "generation_id",
@@ -51,6 +52,8 @@ EXPECTED_SCHEMA = {
         "peak_rss_bytes",
         "psnr",
         "ssim",
+        "activation_peak_bytes",
+        "standalone_peak_bytes",
     ],
     "rounds": [
         "id",
@@ -86,7 +89,7 @@ def _rows(store: Store, table: str) -> int:
 def test_exact_schema_and_migrations(tmp_path):
     store = make_store(tmp_path)
     assert store.schema() == EXPECTED_SCHEMA
-    names = ["m001_initial", "m002_covering_indexes"]
+    names = ["m001_initial", "m002_covering_indexes", "m003_memory_per_variant"]
     assert store.applied_migrations() == [fn.__name__ for fn in MIGRATIONS] == names
     conn = sqlite3.connect(tmp_path / "arena.db")
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
@@ -131,6 +134,9 @@ def test_save_generation_writes_neutral_clean_pngs(tmp_path):
         assert hashlib.sha256((tmp_path / "images" / name).read_bytes()).hexdigest() == digest
     stats = store.image_stats(gid)
     assert stats["int8"]["weight_bytes"] == gen.results["int8"].weight_bytes
+    for variant in ("bf16", "int8", "nf4"):
+        for field in ("activation_peak_bytes", "standalone_peak_bytes"):
+            assert stats[variant][field] == getattr(gen.results[variant], field)
     assert stats["bf16"]["psnr"] is None
     # One modification time for the whole generation (served as Last-Modified): the
     # order the files were written in (BF16 first) must not show.
@@ -273,3 +279,36 @@ def test_sigkill_mid_load_loses_no_acknowledged_guess(tmp_path):
     assert set(acknowledged) <= in_db
     store = Store(db, tmp_path / "images")
     assert store.integrity_check() == "ok"
+
+
+def test_m003_adds_the_memory_columns_to_an_older_database(tmp_path, monkeypatch):
+    from core.store import storage
+
+    monkeypatch.setattr(storage, "MIGRATIONS", MIGRATIONS[:2])
+    old = make_store(tmp_path)
+    with old._write() as conn:
+        conn.execute(
+            "INSERT INTO generations (prompt, seed, steps, guidance, width, height, "
+            "max_sequence_length, model, device, placement, versions, synthetic, created_at) "
+            "VALUES ('a fox', 1, 4, 3.5, 256, 256, 64, 'tiny', 'cpu', 'cpu', '{}', 0, 1.0)"
+        )
+        conn.execute(
+            "INSERT INTO images (generation_id, variant, path, sha256, seconds, weight_bytes) "
+            "VALUES (1, 'bf16', 'x.png', 'ab', 1.0, 100)"
+        )
+    old.close()
+    monkeypatch.setattr(storage, "MIGRATIONS", MIGRATIONS)
+    store = make_store(tmp_path)
+    assert store.applied_migrations()[-1] == "m003_memory_per_variant"
+    assert store.schema() == EXPECTED_SCHEMA
+    stats = store.image_stats(1)["bf16"]
+    assert stats["weight_bytes"] == 100 and stats["standalone_peak_bytes"] is None
+    gen = make_generation(2)
+    gen.resident_weight_bytes = 12345
+    gid = store.save_generation(gen)
+    row = (
+        store._conn()
+        .execute("SELECT resident_weight_bytes FROM generations WHERE id = ?", (gid,))
+        .fetchone()
+    )
+    assert row[0] == 12345

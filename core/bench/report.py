@@ -32,6 +32,8 @@ CSV_ROW_FIELDS = (
     "peak_allocated_bytes",
     "peak_reserved_bytes",
     "peak_rss_bytes",
+    "activation_peak_bytes",
+    "standalone_peak_bytes",
     "floor_ratio",
     "error",
 )
@@ -120,6 +122,7 @@ def format_table(results: dict[str, Any]) -> str:
         f"weights {unit[0]}",
         f"loaded {unit[0]}",
         f"peak {unit[0]}",
+        f"alone-eq {unit[0]}",
         "x floor",
     )
     table = [header]
@@ -137,14 +140,23 @@ def format_table(results: dict[str, Any]) -> str:
                 _amount(row.get("weight_bytes"), unit),
                 _amount(loaded, unit),
                 _amount(peak, unit),
+                _amount(row.get("standalone_peak_bytes"), unit),
                 "-" if row.get("floor_ratio") is None else f"{row['floor_ratio']:.2f}",
             )
         )
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in table]
     machine, floor, matmul = results["machine"], results["floor"], results["matmul"]
-    memory_kind = "reserved" if machine["device_type"] == "cuda" else "process RSS"
-    lines.append(f"memory: {memory_kind}; weights = the variant's transformer + T5")
+    memory_kind = (
+        "reserved (the process: in engine mode every loaded variant)"
+        if machine["device_type"] == "cuda"
+        else "the whole process's RSS (in engine mode every loaded variant)"
+    )
+    lines.append(
+        f"loaded / peak: {memory_kind}; alone-eq = the variant's standalone-equivalent peak "
+        "(its own + shared modules on the device + its activation peak; GPU only); "
+        "weights = the variant's transformer + T5, quantization state included"
+    )
     engine = results.get("engine")
     if engine and engine.get("status") == "ok":
         lines.append(

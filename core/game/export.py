@@ -47,6 +47,9 @@ _INT_COLUMNS = {
     "peak_allocated_bytes",
     "peak_reserved_bytes",
     "peak_rss_bytes",
+    "activation_peak_bytes",
+    "standalone_peak_bytes",
+    "resident_weight_bytes",
     "correct",
     "cant_tell",
 }

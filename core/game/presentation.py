@@ -46,10 +46,14 @@ CSS = """
 """
 
 # "{unit}" is GiB, or MiB when every figure of the table is under 1 GiB (see byte_table).
+# Memory columns (README "Memory figures"): own weights with bitsandbytes' quantization
+# state; the activation peak above what was allocated just before the variant's call and
+# the standalone-equivalent peak (GPU); on the CPU only the whole process's peak RSS, which
+# holds every loaded variant and is labelled so.
 REVEAL_HEADERS = [
-    "Variant", "Slot", "Time (s)", "Own weights ({unit})", "Shared weights ({unit})",
-    "Peak allocated ({unit})", "Peak reserved ({unit})", "Peak RSS ({unit})",
-    "PSNR vs BF16 (dB)", "SSIM vs BF16",
+    "Variant", "Slot", "Time (s)", "Own weights incl. quant state ({unit})",
+    "Shared weights ({unit})", "Activation peak ({unit})", "Standalone-equivalent peak ({unit})",
+    "Whole-process peak RSS, all variants ({unit})", "PSNR vs BF16 (dB)", "SSIM vs BF16",
 ]  # fmt: skip
 REVEAL_BYTE_COLUMNS = (3, 4, 5, 6, 7)
 DETECTION_HEADERS = [
@@ -58,10 +62,13 @@ DETECTION_HEADERS = [
 ]  # fmt: skip
 HARDEST_HEADERS = ["Mode", "Prompt", "Answered", "Detection rate", "95% interval", "Verdict"]
 COST_HEADERS = [
-    "Variant", "Generations", "Median time (s)", "Own weights ({unit})",
-    "Shared weights ({unit})", "Median peak allocated ({unit})", "Median peak reserved ({unit})",
-    "Median peak RSS ({unit})",
+    "Variant", "Generations", "Median time (s)", "Own weights incl. quant state ({unit})",
+    "Shared weights ({unit})", "Median activation peak ({unit})",
+    "Median standalone-equivalent peak ({unit})",
+    "Median whole-process peak RSS, all variants ({unit})",
 ]  # fmt: skip
+# The cost table's last row: every variant loaded together (not one variant's figure).
+RESIDENT_ROW_LABEL = "All variants loaded together (resident total)"
 COST_BYTE_COLUMNS = (3, 4, 5, 6, 7)
 REFERENCE_HEADERS = ["Variant", "Placement", "After loading (GB)", "Peak (GB)", "Time (s)"]
 
@@ -176,8 +183,8 @@ def reveal_rows(reveal: Reveal) -> list[list[Any]]:
                 _round(figures.get("seconds"), 2),
                 figures.get("weight_bytes"),
                 figures.get("shared_weight_bytes"),
-                figures.get("peak_allocated_bytes"),
-                figures.get("peak_reserved_bytes"),
+                figures.get("activation_peak_bytes"),
+                figures.get("standalone_peak_bytes"),
                 figures.get("peak_rss_bytes"),
                 _round(figures.get("psnr"), 2),
                 _round(figures.get("ssim"), 4),
@@ -278,9 +285,11 @@ def cost_table(results: dict[str, Any]) -> dict[str, list[Any]]:
 
 
 def cost_rows(results: dict[str, Any]) -> list[list[Any]]:
-    """One row per variant: generations, median seconds, bytes (raw)."""
+    """One row per variant: generations, median seconds, bytes (raw); then, when known, a
+    row with the total of every loaded weight (the resident trio on a GPU)."""
     rows = []
-    for c in results.get("costs", []):
+    costs = results.get("costs", [])
+    for c in costs:
         rows.append(
             [
                 VARIANTS[c["variant"]].label if c["variant"] in VARIANTS else c["variant"],
@@ -288,11 +297,14 @@ def cost_rows(results: dict[str, Any]) -> list[list[Any]]:
                 _round(c["median_seconds"], 2),
                 c["weight_bytes"],
                 c["shared_weight_bytes"],
-                c["median_peak_allocated_bytes"],
-                c["median_peak_reserved_bytes"],
+                c.get("median_activation_peak_bytes"),
+                c.get("median_standalone_peak_bytes"),
                 c["median_peak_rss_bytes"],
             ]
         )
+    resident = [c.get("resident_weight_bytes") for c in costs]
+    if resident and resident[-1] is not None:
+        rows.append([RESIDENT_ROW_LABEL, None, None, resident[-1], None, None, None, None])
     return rows
 
 

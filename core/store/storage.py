@@ -200,6 +200,16 @@ def m002_covering_indexes(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m003_memory_per_variant(db: sqlite_utils.Database) -> None:
+    # Honest memory per variant (core.records.VariantResult): the activation peak above
+    # what was allocated just before the call, and the standalone-equivalent peak (GPU;
+    # NULL on the CPU and in older rows); the resident total of all loaded weights.
+    db["images"].add_column("activation_peak_bytes", int)
+    db["images"].add_column("standalone_peak_bytes", int)
+    db["generations"].add_column("resident_weight_bytes", int)
+
+
 # --- Records read back ---------------------------------------------------------------
 
 
@@ -432,6 +442,8 @@ class Store:
                         result.peak_rss_bytes,
                         result.psnr,
                         result.ssim,
+                        result.activation_peak_bytes,
+                        result.standalone_peak_bytes,
                     )
                 )
             # One modification time for all of a generation's files: a file server sends
@@ -444,7 +456,8 @@ class Store:
                 cursor = conn.execute(
                     "INSERT INTO generations (prompt, seed, steps, guidance, width, height, "
                     "max_sequence_length, model, device, placement, versions, synthetic, "
-                    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "created_at, resident_weight_bytes) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         gen.prompt,
                         s.seed,
@@ -459,14 +472,15 @@ class Store:
                         json.dumps(gen.versions, sort_keys=True),
                         int(gen.synthetic),
                         gen.created_at or time.time(),
+                        gen.resident_weight_bytes,
                     ),
                 )
                 generation_id = int(cursor.lastrowid)
                 conn.executemany(
                     "INSERT INTO images (generation_id, variant, path, sha256, seconds, "
                     "weight_bytes, shared_weight_bytes, peak_allocated_bytes, "
-                    "peak_reserved_bytes, peak_rss_bytes, psnr, ssim) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "peak_reserved_bytes, peak_rss_bytes, psnr, ssim, activation_peak_bytes, "
+                    "standalone_peak_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(generation_id, *row) for row in image_rows],
                 )
         except BaseException:
@@ -515,8 +529,8 @@ class Store:
         """Variant -> its figures (seconds, bytes, peaks, PSNR, SSIM), without the path."""
         rows = self._conn().execute(
             "SELECT variant, seconds, weight_bytes, shared_weight_bytes, peak_allocated_bytes, "
-            "peak_reserved_bytes, peak_rss_bytes, psnr, ssim FROM images "
-            "WHERE generation_id = ?",
+            "peak_reserved_bytes, peak_rss_bytes, psnr, ssim, activation_peak_bytes, "
+            "standalone_peak_bytes FROM images WHERE generation_id = ?",
             (generation_id,),
         )
         return {r["variant"]: {k: v for k, v in dict(r).items() if k != "variant"} for r in rows}
@@ -819,7 +833,8 @@ class Store:
         """
         rows = self._conn().execute(
             "SELECT i.variant, i.seconds, i.weight_bytes, i.shared_weight_bytes, "
-            "i.peak_allocated_bytes, i.peak_reserved_bytes, i.peak_rss_bytes "
+            "i.peak_allocated_bytes, i.peak_reserved_bytes, i.peak_rss_bytes, "
+            "i.activation_peak_bytes, i.standalone_peak_bytes, g.resident_weight_bytes "
             "FROM images i JOIN generations g ON g.id = i.generation_id "
             "WHERE g.model = ? AND g.synthetic = 0 ORDER BY g.id",
             (model,),
@@ -849,6 +864,13 @@ class Store:
                     ),
                     "median_peak_reserved_bytes": median([r["peak_reserved_bytes"] for r in group]),
                     "median_peak_rss_bytes": median([r["peak_rss_bytes"] for r in group]),
+                    "median_activation_peak_bytes": median(
+                        [r["activation_peak_bytes"] for r in group]
+                    ),
+                    "median_standalone_peak_bytes": median(
+                        [r["standalone_peak_bytes"] for r in group]
+                    ),
+                    "resident_weight_bytes": group[-1]["resident_weight_bytes"],
                 }
             )
         return out
