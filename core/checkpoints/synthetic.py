@@ -7,7 +7,7 @@ exception is LLM.int8: its outlier path (threshold 6.0) depends on activation va
 int8 timings measured on random weights may differ from the real model's.
 
 The folder is an ordinary diffusers pipeline (``model_index.json``, one sub-folder per
-component, safetensors) loaded through exactly the same ``core.engine.models.load_models`` path as
+component, safetensors) loaded through exactly the same ``core.engine.loading.load_models`` path as
 a real model, so quantization and placement are the real ones. The two large components
 (transformer, T5) are created on the meta device and filled on the build device (the GPU
 when there is one) with a seeded generator, so a build is fast and deterministic per device
@@ -20,9 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,13 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransf
 from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
 from core.checkpoints.tiny import _clip_tokenizer, _t5_tokenizer
+from core.checkpoints.writer import (
+    CHECKPOINT_SEED,
+    ensure_pipeline_folder,
+    is_pipeline_folder,
+    save_component,
+    write_model_index,
+)
 from core.config import MODELS_DIR, ModelSpec
 from core.errors import InvalidSettingError
 
@@ -39,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 # Bump when the shapes or the way weights are filled change, so stale caches are rebuilt.
 SYNTHETIC_VERSION = "1"
-SYNTHETIC_SEED = 20241121
+SYNTHETIC_SEED = CHECKPOINT_SEED
 DTYPE = torch.bfloat16
 DEFAULT_CACHE_DIR = MODELS_DIR
 SYNTHETIC_NOTE = (
@@ -192,10 +197,6 @@ def build_component(
     return module.eval()
 
 
-def _library(component: object) -> str:
-    return "diffusers" if type(component).__module__.startswith("diffusers") else "transformers"
-
-
 def write_synthetic_checkpoint(
     directory: Path,
     configs: Mapping[str, Any],
@@ -211,23 +212,20 @@ def write_synthetic_checkpoint(
     transformer in bf16), not the whole pipeline.
     """
     directory.mkdir(parents=True)
-    index: dict[str, object] = {"_class_name": "FluxPipeline", "_diffusers_version": "0.42.1"}
+    index: dict[str, list[str]] = {}
     for offset, name in enumerate(("transformer", "text_encoder_2", "text_encoder", "vae")):
         module = build_component(name, configs[name], device, seed + offset)
-        module.save_pretrained(directory / name)
-        index[name] = [_library(module), type(module).__name__]
+        index[name] = save_component(directory, name, module)
         logger.info("wrote synthetic %s (%s)", name, type(module).__name__)
         del module
         if device.type == "cuda":
             torch.cuda.empty_cache()
     tokenizers = {"tokenizer": _clip_tokenizer(), "tokenizer_2": _t5_tokenizer()}
     for name, tokenizer in tokenizers.items():
-        tokenizer.save_pretrained(directory / name)
-        index[name] = [_library(tokenizer), type(tokenizer).__name__]
+        index[name] = save_component(directory, name, tokenizer)
     scheduler = FlowMatchEulerDiscreteScheduler(**configs["scheduler"])
-    scheduler.save_pretrained(directory / "scheduler")
-    index["scheduler"] = [_library(scheduler), type(scheduler).__name__]
-    (directory / "model_index.json").write_text(json.dumps(dict(sorted(index.items())), indent=2))
+    index["scheduler"] = save_component(directory, "scheduler", scheduler)
+    write_model_index(directory, index)
     (directory / "synthetic.json").write_text(
         json.dumps(
             {
@@ -256,11 +254,11 @@ def ensure_synthetic_checkpoint(
 ) -> Path:
     """Return the folder of ``spec``'s synthetic checkpoint, building it if it is missing.
 
-    Built in a temporary sibling and renamed into place, so an interrupted build never
-    leaves a half-written checkpoint. Raises InvalidSettingError when the disk is too small.
+    Built atomically (``core.checkpoints.writer``), so an interrupted build never leaves a
+    half-written checkpoint. Raises InvalidSettingError when the disk is too small.
     """
     directory = synthetic_dir(spec, cache_dir)
-    if (directory / "model_index.json").is_file():
+    if is_pipeline_folder(directory):
         logger.info("using the synthetic checkpoint at %s", directory)
         return directory
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -280,14 +278,7 @@ def ensure_synthetic_checkpoint(
         device,
         directory,
     )
-    staging = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=directory.parent))
-    try:
-        write_synthetic_checkpoint(staging / "pipeline", configs, device, meta={"model": spec.name})
-        try:
-            os.replace(staging / "pipeline", directory)
-        except OSError:
-            if not (directory / "model_index.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
+    return ensure_pipeline_folder(
+        directory,
+        lambda path: write_synthetic_checkpoint(path, configs, device, meta={"model": spec.name}),
+    )

@@ -10,11 +10,8 @@ coloured noise, not pictures: the UI says so whenever it is in use.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -29,13 +26,14 @@ from transformers import (
 )
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
+from core.checkpoints.writer import CHECKPOINT_SEED, ensure_pipeline_folder, write_pipeline_folder
 from core.config import MODELS_DIR
 
 logger = logging.getLogger(__name__)
 
 # Bump when the architecture or the weights change, so stale caches are rebuilt.
 TINY_VERSION = "1"
-TINY_SEED = 20241121
+TINY_SEED = CHECKPOINT_SEED
 DEFAULT_TINY_DIR = MODELS_DIR / f"tiny-flux-v{TINY_VERSION}"
 
 HIDDEN = 64  # transformer width = 2 heads x 32
@@ -140,47 +138,16 @@ def _components(seed: int) -> dict[str, object]:
     }
 
 
-def _model_index(components: dict[str, object]) -> dict[str, object]:
-    index: dict[str, object] = {"_class_name": "FluxPipeline", "_diffusers_version": "0.42.1"}
-    for name, component in components.items():
-        library = (
-            "diffusers" if type(component).__module__.startswith("diffusers") else "transformers"
-        )
-        index[name] = [library, type(component).__name__]
-    return index
-
-
 def write_tiny_checkpoint(directory: Path) -> Path:
     """Write the tiny pipeline into ``directory`` (which must not exist) and return it."""
     components = _components(TINY_SEED)
-    directory.mkdir(parents=True)
-    for name, component in components.items():
+    for component in components.values():
         if isinstance(component, torch.nn.Module):
             component.to(torch.bfloat16)
-        component.save_pretrained(directory / name)  # type: ignore[attr-defined]
-    (directory / "model_index.json").write_text(json.dumps(_model_index(components), indent=2))
-    return directory
+    return write_pipeline_folder(directory, components)
 
 
 def ensure_tiny_checkpoint(directory: Path | None = None) -> Path:
-    """Return the folder of the tiny checkpoint, writing it first if it is missing.
-
-    The folder is built in a temporary sibling and renamed into place, so a crash or a
-    concurrent builder never leaves a half-written checkpoint behind.
-    """
+    """Return the folder of the tiny checkpoint, writing it first (atomically) if missing."""
     directory = Path(directory or os.environ.get("SPOT_TINY_DIR") or DEFAULT_TINY_DIR)
-    if (directory / "model_index.json").is_file():
-        return directory
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=directory.parent))
-    try:
-        write_tiny_checkpoint(staging / "pipeline")
-        try:
-            os.replace(staging / "pipeline", directory)
-        except OSError:
-            if not (directory / "model_index.json").is_file():
-                raise
-        logger.info("wrote the tiny FLUX checkpoint to %s", directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
+    return ensure_pipeline_folder(directory, write_tiny_checkpoint)
