@@ -17,10 +17,13 @@ T5 vocabulary); their ids stay far below the real vocabulary sizes the embedding
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
+import os
 import shutil
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,7 @@ from core.checkpoints.writer import (
     save_component,
     write_model_index,
 )
-from core.config import MODELS_DIR, ModelSpec
+from core.config import MODELS, MODELS_DIR, SYNTHETIC_DEV_QUARTER, ModelSpec
 from core.errors import InvalidSettingError
 
 logger = logging.getLogger(__name__)
@@ -57,14 +60,19 @@ T5_VOCAB = 32128
 
 
 def component_configs(spec: ModelSpec) -> dict[str, Any]:
-    """The published configuration of every component of ``spec`` (FLUX.1-dev or schnell).
+    """The published configuration of every component of ``spec`` (FLUX.1-dev or schnell;
+    the quarter-width dev for ``synthetic-flux-dev-quarter``).
 
     Returns constructor keyword arguments (transformer, vae, scheduler) or config objects
     (text_encoder, text_encoder_2), keyed by pipeline component name.
     """
     if spec.kind != "synthetic":
         raise InvalidSettingError(f"{spec.name} is not a synthetic model")
-    dev = spec.guidance_embeds
+    configs = _published_configs(spec.guidance_embeds)
+    return quarter_width(configs) if spec.name == SYNTHETIC_DEV_QUARTER else configs
+
+
+def _published_configs(dev: bool) -> dict[str, Any]:
     return {
         # FluxTransformer2DModel's defaults are FLUX.1's: 19 double + 38 single blocks,
         # 24 heads x 128, joint_attention_dim 4096, pooled 768, axes_dims_rope (16, 56, 56).
@@ -120,6 +128,37 @@ def component_configs(spec: ModelSpec) -> dict[str, Any]:
             "base_image_seq_len": 256,
             "max_image_seq_len": 4096,
         },
+    }
+
+
+def quarter_width(configs: dict[str, Any]) -> dict[str, Any]:
+    """``configs`` with every width divided by four, depths and layer kinds unchanged.
+
+    Attention heads keep their width (128 in the transformer, 64 in the encoders) and
+    shrink in number, so the rotary embedding and the attention kernels are the full
+    model's; the VAE (0.17 GB) and the vocabularies stay as they are.
+    """
+    clip, t5 = configs["text_encoder"], configs["text_encoder_2"]
+    return {
+        **configs,
+        "transformer": {
+            **configs["transformer"],
+            "num_attention_heads": 6,
+            "joint_attention_dim": 1024,
+            "pooled_projection_dim": 192,
+        },
+        "text_encoder": type(clip)(
+            **{
+                **clip.to_dict(),
+                "hidden_size": 192,
+                "intermediate_size": 768,
+                "num_attention_heads": 3,
+                "projection_dim": 192,
+            }
+        ),
+        "text_encoder_2": type(t5)(
+            **{**t5.to_dict(), "d_model": 1024, "num_heads": 16, "d_ff": 2560}
+        ),
     }
 
 
@@ -246,7 +285,10 @@ def estimated_bytes(configs: Mapping[str, Any]) -> int:
 
 
 def synthetic_dir(spec: ModelSpec, cache_dir: Path | None = None) -> Path:
-    return Path(cache_dir or DEFAULT_CACHE_DIR) / f"{spec.name}-v{SYNTHETIC_VERSION}"
+    """Where ``spec``'s checkpoint is built: ``cache_dir``, else $SPOT_CACHE_DIR, else
+    data/models."""
+    root = cache_dir or os.environ.get("SPOT_CACHE_DIR") or DEFAULT_CACHE_DIR
+    return Path(root) / f"{spec.name}-v{SYNTHETIC_VERSION}"
 
 
 def ensure_synthetic_checkpoint(
@@ -282,3 +324,28 @@ def ensure_synthetic_checkpoint(
         directory,
         lambda path: write_synthetic_checkpoint(path, configs, device, meta={"model": spec.name}),
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m core.checkpoints.synthetic --model NAME [--cache-dir DIR]``: build (or find)
+    a synthetic checkpoint and print its folder."""
+    parser = argparse.ArgumentParser(
+        prog="python -m core.checkpoints.synthetic",
+        description="Build a synthetic FLUX checkpoint (published shapes, random bf16 weights).",
+    )
+    names = [name for name, spec in MODELS.items() if spec.kind == "synthetic"]
+    parser.add_argument("--model", choices=names, required=True)
+    parser.add_argument("--cache-dir", type=Path, help="default: $SPOT_CACHE_DIR or data/models")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        folder = ensure_synthetic_checkpoint(MODELS[args.model], args.cache_dir)
+    except InvalidSettingError as exc:
+        logger.error("%s", exc)
+        return 2
+    sys.stdout.write(f"{folder}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -54,7 +54,7 @@ from core.engine.placement import (
     model_sizes,
     plan_placement,
 )
-from core.errors import LoadOutOfMemoryError, ModelUnavailableError
+from core.errors import InvalidSettingError, LoadOutOfMemoryError, ModelUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,8 @@ def _allow_cpu_quantization(device: torch.device) -> Iterator[None]:
 
 
 def resolve_source(spec: ModelSpec) -> Path:
-    """A local folder holding the pipeline: the tiny checkpoint, a local path or a hub download.
+    """A local folder holding the pipeline: the tiny or a synthetic checkpoint, a local path
+    or a hub download.
 
     Hub models are fetched with ``DiffusionPipeline.download`` (only the diffusers
     folders, honouring HF_TOKEN and HF_HUB_OFFLINE); any failure becomes a
@@ -138,10 +139,11 @@ def resolve_source(spec: ModelSpec) -> Path:
     if spec.kind == "local":
         return Path(spec.source)
     if spec.kind == "synthetic":
-        raise ModelUnavailableError(
-            f"{spec.name} is built by the benchmark "
-            f"(python -m core.bench.benchmark --model {spec.name})"
-        )
+        # Built on first use into $SPOT_CACHE_DIR or data/models (GPU-sized: build it with
+        # python -m core.checkpoints.synthetic on the machine that will run it).
+        from core.checkpoints.synthetic import ensure_synthetic_checkpoint
+
+        return ensure_synthetic_checkpoint(spec)
     try:
         return Path(FluxPipeline.download(spec.source))
     except Exception as exc:  # huggingface_hub raises many types; all mean "not available"
@@ -350,6 +352,11 @@ def load_models(
     """
     variants = check_variants(list(variants))
     torch_device = resolve_device(device)
+    if spec.kind == "synthetic" and source is None and torch_device.type != "cuda":
+        raise InvalidSettingError(
+            f"{spec.name} is a full-scale model for a GPU (gigabytes to build, hours per image "
+            "on a CPU); on the CPU use --model tiny"
+        )
     folder = source or resolve_source(spec)
     if not (folder / "model_index.json").is_file():
         raise ModelUnavailableError(f"{folder} is not a diffusers pipeline folder. " + HUB_HELP)
