@@ -19,7 +19,9 @@
 # 3.5: 2 measured repeats x (BF16 ~12 s + int8 ~27 s + NF4 ~12 s) x 2 modes ~3.5 min,
 # plus 2-step warm-ups. `cap24` skips the standalone mode (BF16 alone cannot fit 24 GB).
 #
-# Environment: PYTHON (default python3), OUT (default data/benchmark), SPOT_CACHE_DIR
+# Environment: PYTHON (default python3), RESULTS_DIR (default data/benchmark; not OUT, which
+# the lent GPU machine sets to its own return folder), BASELINE (default
+# $RESULTS_DIR/full/results.json: the uncapped run cap24 compares with), SPOT_CACHE_DIR
 # (default data/models, or /dev/shm/spot-models when the disk has < 40 GB free).
 # The device image has torch, transformers and accelerate but not diffusers or
 # bitsandbytes: install the pinned requirements (or carry their wheels) first.
@@ -27,7 +29,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-OUT=${OUT:-data/benchmark}
+RESULTS_DIR=${RESULTS_DIR:-data/benchmark}
+BASELINE=${BASELINE:-$RESULTS_DIR/full/results.json}
 STAGE=${1:-full}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 
@@ -44,21 +47,26 @@ if [ -z "${SPOT_CACHE_DIR:-}" ]; then
     SPOT_CACHE_DIR=/dev/shm/spot-models
   fi
 fi
-mkdir -p "$SPOT_CACHE_DIR" "$OUT"
+mkdir -p "$SPOT_CACHE_DIR" "$RESULTS_DIR"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 
 COMMON=(--model synthetic-flux-dev --size 1024 --steps 50 --guidance 3.5
   --warmup 1 --warmup-steps 2 --cache-dir "$SPOT_CACHE_DIR")
 
 run_full() {
-  "$PYTHON" -m core.bench.benchmark "${COMMON[@]}" --repeats 2 --out "$OUT/full" \
-    2>&1 | tee "$OUT/full.log"
+  "$PYTHON" -m core.bench.benchmark "${COMMON[@]}" --repeats 2 --out "$RESULTS_DIR/full" \
+    2>&1 | tee "$RESULTS_DIR/full.log"
 }
 run_cap24() {
   local baseline=()
-  [ -f "$OUT/full/results.json" ] && baseline=(--baseline "$OUT/full/results.json")
+  if [ -f "$BASELINE" ]; then
+    baseline=(--baseline "$BASELINE")
+  else
+    echo "no baseline at $BASELINE (run 'full' first, or set BASELINE=): no comparison" >&2
+  fi
   "$PYTHON" -m core.bench.benchmark "${COMMON[@]}" --repeats 2 --modes engine \
-    --max-gpu-memory 24 "${baseline[@]}" --out "$OUT/cap24" 2>&1 | tee "$OUT/cap24.log"
+    --max-gpu-memory 24 "${baseline[@]}" --out "$RESULTS_DIR/cap24" \
+    2>&1 | tee "$RESULTS_DIR/cap24.log"
 }
 
 case "$STAGE" in
