@@ -109,9 +109,10 @@ def plan_command(args: argparse.Namespace) -> tuple[str, bool]:
     """The plan of ``args`` as text, and whether it fits. With --max-gpu-memory the plan is
     for a CUDA card of that size, whether or not this machine has one; without it, for
     this machine."""
-    spec = resolve_model(args.model, cuda_available=cuda_available())
-    offload = check_offload(args.offload)
     cap = check_max_gpu_memory(args.max_gpu_memory)
+    # Planning for a card of --max-gpu-memory: "auto" is what such a card would load.
+    spec = resolve_model(args.model, cuda_available=cap is not None or cuda_available())
+    offload = check_offload(args.offload)
     if cap is not None:
         device, budget = torch.device("cuda", 0), int(cap * 1e9)
     else:
