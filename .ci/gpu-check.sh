@@ -62,7 +62,9 @@ PY
 
 build() {
   for model in synthetic-flux-dev-quarter synthetic-flux-dev; do
-    /usr/bin/time -f "built $model in %e s" "$PYTHON" -m core.checkpoints.synthetic --model "$model"
+    local started=$SECONDS
+    "$PYTHON" -m core.checkpoints.synthetic --model "$model"
+    echo "$model ready in $((SECONDS - started)) s"
   done
   du -sh "$SPOT_CACHE_DIR"/*
 }

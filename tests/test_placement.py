@@ -12,7 +12,8 @@ import torch
 
 from core.checkpoints.synthetic import component_configs
 from core.checkpoints.tiny import ensure_tiny_checkpoint
-from core.config import GIB, MODELS, SYNTHETIC_DEV
+from core.config import GIB, MODELS, SYNTHETIC_DEV, resolve_model
+from core.engine.loading import load_models
 from core.engine.placement import (
     check_fits,
     folder_configs,
@@ -47,14 +48,19 @@ def test_sizes_count_the_layers_the_loader_keeps(flux_dev):
     assert 1.3 < transformer.pinned_bytes / transformer.bytes["none"] < 1.7
 
 
-def test_planned_bytes_match_the_loaded_tiny_model(tiny_engine):
-    """The meta-device count equals what the real loader builds, quantization state included."""
+def test_planned_bytes_match_the_loaded_tiny_model():
+    """The meta-device count equals what the real loader builds, quantization state included.
+
+    A freshly loaded model: on the CPU, bitsandbytes repacks NF4 at its first forward and
+    keeps absmax in bf16 there (3% smaller for the tiny model); the plan counts the stored
+    float32 absmax that a GPU keeps.
+    """
+    spec = resolve_model("tiny", cuda_available=False)
+    models = load_models(spec, device="cpu")
     sizes = model_sizes(folder_configs(ensure_tiny_checkpoint()))
     for variant, quantization in (("bf16", "none"), ("int8", "int8"), ("nf4", "nf4")):
-        assert sizes.own_bytes(quantization) == pytest.approx(
-            tiny_engine.models.weight_bytes(variant), rel=0.02
-        ), variant
-    assert sizes.shared_bytes() == pytest.approx(tiny_engine.models.shared_weight_bytes(), rel=0.02)
+        assert sizes.own_bytes(quantization) == models.weight_bytes(variant), variant
+    assert sizes.shared_bytes() == models.shared_weight_bytes()
 
 
 def test_everything_resident_on_an_80_gb_gpu(flux_dev):
@@ -91,7 +97,8 @@ def test_explicit_override_wins(flux_dev):
     assert set(plan.per_variant.values()) == {"resident"}
     assert "device needs" in plan_problem(plan)
     plan = plan_placement(flux_dev, VARIANTS, CUDA, "group", int(79 * GIB))
-    assert set(plan.per_variant.values()) == {"group"}
+    # Only the unquantized variant can stream; the quantized ones stay resident.
+    assert plan.per_variant == {"bf16": "group", "int8": "resident", "nf4": "resident"}
 
 
 def test_cpu_runs_everything_on_the_cpu(flux_dev):

@@ -42,10 +42,12 @@ MIN_HEADROOM_BYTES = 512 * MIB
 # Host RAM kept free for the Python process, the app and the page cache.
 HOST_RESERVE_BYTES = 4 * GIB
 # bitsandbytes' storage: LLM.int8 keeps one float32 scale per output row; NF4 packs two
-# weights per byte with one float32 absmax per block of 64 (no double quantization).
+# weights per byte with one float32 absmax per block of 64 (no double quantization) and its
+# own copy of the 16-entry float32 NF4 code.
 INT8_SCALE_BYTES = 4
 NF4_BLOCKSIZE = 64
 NF4_ABSMAX_BYTES = 4
+NF4_CODE_BYTES = 16 * 4
 BF16_BYTES = 2
 QUANTIZATIONS = ("none", "int8", "nf4")
 MODEL_COMPONENTS = ("transformer", "text_encoder_2", "text_encoder", "vae")
@@ -122,6 +124,7 @@ def _quantized_bytes(module: torch.nn.Module) -> tuple[int, int, int]:
         elif isinstance(layer, bnb.nn.Linear4bit):
             n = layer.in_features * layer.out_features
             packed = math.ceil(n / 2) + math.ceil(n / NF4_BLOCKSIZE) * NF4_ABSMAX_BYTES
+            packed += NF4_CODE_BYTES
             total += packed - layer.weight.numel() * BF16_BYTES
             quantized += 1
         elif type(layer) is torch.nn.Linear:
@@ -411,6 +414,12 @@ def plan_placement(
             f"variants need {total / GIB:.1f} GiB + headroom > {budget_bytes / GIB:.1f} GiB: "
             "offloading"
         )
+    # Group offloading cannot move bitsandbytes' quantization state: under --offload group
+    # a quantized variant stays resident, and the plan says so.
+    modes = {
+        name: "resident" if mode == "group" and VARIANTS[name].quantization != "none" else mode
+        for name, mode in modes.items()
+    }
     context = (str(device), budget_bytes, host_budget_bytes, headroom)
     plan = _assemble(sizes, modes, False, *context, reason)
     host_short = host_budget_bytes is not None and plan.host_bytes > host_budget_bytes
