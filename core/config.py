@@ -374,7 +374,7 @@ MODE_SPECS: dict[str, ModeSpec] = {
     "duel": ModeSpec("duel", "Which one is quantized?", 2, "quantized", 1 / 2),
 }
 MODES: tuple[str, ...] = tuple(MODE_SPECS)
-# How core.benchmark measures a variant: alone (the seed notebook's recipe) or in the engine.
+# How core.bench.runner measures a variant: alone (the seed notebook's recipe) or in the engine.
 BENCHMARK_MODES: tuple[str, ...] = ("standalone", "engine")
 
 

@@ -196,7 +196,7 @@ def test_injected_out_of_memory_leaves_nothing_behind(tiny_engine, monkeypatch):
     assert set(result.results) == set(VARIANT_NAMES)
 
 
-def test_out_of_memory_while_loading_is_a_named_one_line_error(monkeypatch):
+def test_out_of_memory_while_loading_is_a_named_one_line_error(monkeypatch, tmp_path):
     from core.engine import cli, loading
 
     def out_of_memory(*args, **kwargs):
@@ -211,6 +211,9 @@ def test_out_of_memory_while_loading_is_a_named_one_line_error(monkeypatch):
     argv = ["--model", "tiny", "--device", "cpu", "--variants", "nf4", "--prompt", PROMPT]
     assert cli.main([*argv, "--out", "unused-never-written"]) == 2
     assert not Path("unused-never-written").exists()
+    import app
+
+    assert app.main(["--model", "tiny", "--db", str(tmp_path / "arena.db")]) == 2
 
 
 def _int8_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
