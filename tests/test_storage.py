@@ -1,4 +1,7 @@
-"""core.store.storage: exact schema, all-or-nothing saves, corrupt files, crash safety."""
+"""core.store.storage: all-or-nothing saves, clean image files, corrupt files, crash safety.
+
+The schema and adoption checks are in test_migrations.py; read-only, full-disk and lock
+cases in test_storage_failures.py."""
 
 from __future__ import annotations
 
@@ -15,95 +18,10 @@ import pytest
 from PIL import Image
 
 from core.errors import DatabaseCorruptError, DatabaseMissingError, UnknownVariantError
-from core.store.storage import MIGRATIONS, Store
+from core.store.storage import Store
 from tests.data_helpers import make_generation, make_store
 
 REPO = Path(__file__).resolve().parent.parent
-
-EXPECTED_SCHEMA = {
-    "migrations": ["name", "applied_at"],
-    "generations": [
-        "id",
-        "prompt",
-        "seed",
-        "steps",
-        "guidance",
-        "width",
-        "height",
-        "max_sequence_length",
-        "model",
-        "device",
-        "placement",
-        "versions",
-        "synthetic",
-        "created_at",
-    ],
-    "images": [
-        "generation_id",
-        "variant",
-        "path",
-        "sha256",
-        "seconds",
-        "weight_bytes",
-        "shared_weight_bytes",
-        "peak_allocated_bytes",
-        "peak_reserved_bytes",
-        "peak_rss_bytes",
-        "psnr",
-        "ssim",
-    ],
-    "rounds": [
-        "id",
-        "generation_id",
-        "mode",
-        "session_id",
-        "compared_variant",
-        "answer_key",
-        "created_at",
-        "expires_at",
-    ],
-    "guesses": [
-        "id",
-        "round_id",
-        "session_id",
-        "generation_id",
-        "mode",
-        "compared_variant",
-        "answer",
-        "variant",
-        "correct",
-        "cant_tell",
-        "seconds",
-        "created_at",
-    ],
-}
-
-
-def _rows(store: Store, table: str) -> int:
-    return store.counts()[table]
-
-
-def test_exact_schema_and_migrations(tmp_path):
-    store = make_store(tmp_path)
-    assert store.schema() == EXPECTED_SCHEMA
-    names = ["m001_initial", "m002_covering_indexes"]
-    assert store.applied_migrations() == [fn.__name__ for fn in MIGRATIONS] == names
-    conn = sqlite3.connect(tmp_path / "arena.db")
-    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {
-        "guesses_round_id",
-        "rounds_session_generation",
-        "rounds_session_created",
-        "guesses_groups",
-        "guesses_generation",
-        "guesses_session",
-    } <= indexes
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    store.close()
-    # Re-opening applies nothing twice.
-    again = make_store(tmp_path)
-    assert again.applied_migrations() == names
-    assert again.schema() == EXPECTED_SCHEMA
 
 
 def test_save_generation_writes_neutral_clean_pngs(tmp_path):
