@@ -62,7 +62,6 @@ from core.store.snapshot import Snapshot, open_reader
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_SECONDS = 10.0
-CHECK_MMAP_BYTES = 1024**3  # address space only: the kernel pages the file in as read
 TABLES: tuple[str, ...] = DATA_TABLES
 
 
@@ -95,7 +94,6 @@ def inspect(path: Path) -> migrations.Standing:
     try:
         # quick_check: every page and B-tree is well formed (root pages, NOT NULL, cell
         # order); it skips only the index-against-table cross-check of integrity_check.
-        conn.execute(f"PRAGMA mmap_size = {CHECK_MMAP_BYTES}")  # ~15% faster here
         problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
         if problems != ["ok"]:
             raise DatabaseCorruptError(
