@@ -19,6 +19,7 @@ CLI only) exports every table whole.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -35,7 +36,6 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from core.errors import DatabaseError
-from core.game import stats
 from core.store.snapshot import Snapshot
 from core.store.storage import TABLES, Store, default_images_dir
 
@@ -264,6 +264,9 @@ def export(
     Everything comes from one snapshot (see the module docstring). ``include_private``
     adds what the public export leaves out.
     """
+    # Imported here, not at the top: the CLI imports it (scipy) while SQLite checks the file.
+    from core.game import stats
+
     formats = parse_formats(",".join(formats))
     out.mkdir(parents=True, exist_ok=True)
     with (
@@ -335,7 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        with Store(args.db, default_images_dir(args.db), must_exist=True) as store:
+        # The store's start (quick_check: SQLite, no GIL) runs while Python imports the
+        # statistics (scipy: GIL-bound), on the other core.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-open") as opener:
+            opening = opener.submit(Store, args.db, default_images_dir(args.db), must_exist=True)
+            importlib.import_module("core.game.stats")
+            store = opening.result()
+        with store:
             paths = export(store, args.out, args.format, include_private=args.include_private)
     except DatabaseError as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
