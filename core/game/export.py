@@ -26,7 +26,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Protocol
 
@@ -232,8 +232,8 @@ def _write_table(
         for done in pending:
             done.result()
     finally:
-        for done in pending:
-            done.cancel()
+        batches.close()  # closes the snapshot's cursor now, even after an error
+        wait(pending)  # no writer is still writing when it is closed
         for w in writers:
             w.close()
     return [w.path for w in writers]
