@@ -276,7 +276,11 @@ class Database:
                     cursor.close()
                 finally:
                     lock.close()  # ends its transaction: writers may go on
-            yield Snapshot(reader, conn)
+            declared = {
+                table: {r[1]: r[2] for r in conn.execute(f"PRAGMA table_info({table})")}
+                for table in migrations.DATA_TABLES
+            }
+            yield Snapshot(reader, declared)
         finally:
             if conn.in_transaction:
                 conn.execute("COMMIT")

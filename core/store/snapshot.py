@@ -10,7 +10,6 @@ the same state.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Sequence
 
 import adbc_driver_sqlite.dbapi as adbc
@@ -39,18 +38,22 @@ _SENTINELS = {pa.int64(): "0", pa.float64(): "0.0", pa.string(): "''"}
 class Snapshot:
     """A read transaction over the whole database, as Arrow batches.
 
-    ``sqlite_conn`` is in the same transaction state (used for the live schema).
+    ``declared`` is each data table's declared column types, read from the live schema
+    in the same state (table -> {column: declared type}, in schema order).
     """
 
-    def __init__(self, reader: adbc.Connection, sqlite_conn: sqlite3.Connection) -> None:
+    def __init__(self, reader: adbc.Connection, declared: dict[str, dict[str, str]]) -> None:
         self._reader = reader
-        self._sqlite = sqlite_conn
+        self._columns = {
+            table: {name: arrow_type(decl) for name, decl in columns.items()}
+            for table, columns in declared.items()
+        }
 
     def columns(self, table: str) -> dict[str, pa.DataType]:
         """Column name -> Arrow type of ``table``, in schema order, from the live schema."""
-        if table not in DATA_TABLES:
+        if table not in DATA_TABLES or table not in self._columns:
             raise ValueError(f"unknown table {table!r}")
-        return {r[1]: arrow_type(r[2]) for r in self._sqlite.execute(f"PRAGMA table_info({table})")}
+        return dict(self._columns[table])
 
     def schema(self, table: str, columns: Sequence[str] | None = None) -> pa.Schema:
         types = self.columns(table)
