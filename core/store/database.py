@@ -87,9 +87,6 @@ def inspect(path: Path) -> migrations.Standing:
         conn.close()
 
 
-# --- Records read back ---------------------------------------------------------------
-
-
 class Database:
     """One SQLite database file with a connection per thread. Safe to share between threads.
 

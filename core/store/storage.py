@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 TABLES: tuple[str, ...] = DATA_TABLES
 
+# --- Records read back ---------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class StoredGeneration:
