@@ -190,16 +190,21 @@ def _answered(snap: Snapshot) -> pa.Array:
     return pc.is_in(ids.combine_chunks(), value_set=guessed)
 
 
-def _public_batches(snap: Snapshot, table: str, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
-    """The batches of ``table`` with each unanswered round's answer columns nulled."""
+def _public_batches(
+    snap: Snapshot, table: str, columns: Sequence[str], answered: Future[pa.Array] | None
+) -> Iterator[pa.RecordBatch]:
+    """The batches of ``table`` with each unanswered round's answer columns nulled
+    (``answered``: the result of ``_answered``, needed for the rounds table only)."""
     hide = [c for c in ANSWER_COLUMNS.get(table, ()) if c in columns]
     if not hide:
         yield from snap.batches(table, columns)
         return
-    answered = _answered(snap)
+    if answered is None:
+        raise ValueError(f"the public export of {table} needs the answered rounds")
+    mask_of_all = answered.result()
     start = 0
     for batch in snap.batches(table, columns):
-        mask = answered.slice(start, batch.num_rows)
+        mask = mask_of_all.slice(start, batch.num_rows)
         start += batch.num_rows
         arrays = [
             pc.if_else(mask, col, pa.scalar(None, col.type)) if name in hide else col
@@ -213,15 +218,21 @@ def _write_table(
     out: Path,
     table: str,
     formats: Sequence[str],
-    include_private: bool,
+    answered: Future[pa.Array] | None,
     pool: ThreadPoolExecutor,
 ) -> list[Path]:
-    """Read ``table`` once and write it in every format; return the paths."""
+    """Read ``table`` once and write it in every format; return the paths.
+
+    ``answered`` is None for the private export (every table whole).
+    """
+    include_private = answered is None
     columns = exported_columns(snap, table, include_private)
     schema = snap.schema(table, columns)
     writers: list[_Writer] = [_WRITERS[f](out / f"{table}.{f}", schema) for f in formats]
     batches = (
-        snap.batches(table, columns) if include_private else _public_batches(snap, table, columns)
+        snap.batches(table, columns)
+        if include_private
+        else _public_batches(snap, table, columns, answered)
     )
     pending: list[Future[None]] = []
     try:
@@ -243,12 +254,13 @@ def _write_tables(
     snap: Snapshot,
     out: Path,
     formats: Sequence[str],
-    include_private: bool,
+    answered: Future[pa.Array] | None,
     pool: ThreadPoolExecutor,
 ) -> list[Path]:
     written: list[Path] = []
-    for table in TABLES:
-        written += _write_table(snap, out, table, formats, include_private, pool)
+    # Rounds last: the set lookup behind ``answered`` runs meanwhile.
+    for table in sorted(TABLES, key=lambda t: t == "rounds"):
+        written += _write_table(snap, out, table, formats, answered, pool)
     return written
 
 
@@ -272,9 +284,11 @@ def export(
     with (
         store.snapshot() as snap,
         ThreadPoolExecutor(max_workers=len(formats), thread_name_prefix="export") as pool,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-read") as reader,
+        ThreadPoolExecutor(max_workers=2, thread_name_prefix="export-read") as reader,
     ):
-        tables = reader.submit(_write_tables, snap, out, formats, include_private, pool)
+        # Which rounds have a guess (public export), on the snapshot's second connection.
+        answered = None if include_private else reader.submit(_answered, snap.spare())
+        tables = reader.submit(_write_tables, snap, out, formats, answered, pool)
         # Meanwhile, on this thread's connection, which the snapshot pinned to its state.
         summary = stats.summary(store)
         written = tables.result()
