@@ -190,21 +190,16 @@ def _answered(snap: Snapshot) -> pa.Array:
     return pc.is_in(ids.combine_chunks(), value_set=guessed)
 
 
-def _public_batches(
-    snap: Snapshot, table: str, columns: Sequence[str], answered: Future[pa.Array] | None
-) -> Iterator[pa.RecordBatch]:
-    """The batches of ``table`` with each unanswered round's answer columns nulled
-    (``answered``: the result of ``_answered``, needed for the rounds table only)."""
+def _public_batches(snap: Snapshot, table: str, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    """The batches of ``table`` with each unanswered round's answer columns nulled."""
     hide = [c for c in ANSWER_COLUMNS.get(table, ()) if c in columns]
     if not hide:
         yield from snap.batches(table, columns)
         return
-    if answered is None:
-        raise ValueError(f"the public export of {table} needs the answered rounds")
-    mask_of_all = answered.result()
+    answered = _answered(snap)
     start = 0
     for batch in snap.batches(table, columns):
-        mask = mask_of_all.slice(start, batch.num_rows)
+        mask = answered.slice(start, batch.num_rows)
         start += batch.num_rows
         arrays = [
             pc.if_else(mask, col, pa.scalar(None, col.type)) if name in hide else col
@@ -218,21 +213,15 @@ def _write_table(
     out: Path,
     table: str,
     formats: Sequence[str],
-    answered: Future[pa.Array] | None,
+    include_private: bool,
     pool: ThreadPoolExecutor,
 ) -> list[Path]:
-    """Read ``table`` once and write it in every format; return the paths.
-
-    ``answered`` is None for the private export (every table whole).
-    """
-    include_private = answered is None
+    """Read ``table`` once and write it in every format; return the paths."""
     columns = exported_columns(snap, table, include_private)
     schema = snap.schema(table, columns)
     writers: list[_Writer] = [_WRITERS[f](out / f"{table}.{f}", schema) for f in formats]
     batches = (
-        snap.batches(table, columns)
-        if include_private
-        else _public_batches(snap, table, columns, answered)
+        snap.batches(table, columns) if include_private else _public_batches(snap, table, columns)
     )
     pending: list[Future[None]] = []
     try:
@@ -254,13 +243,12 @@ def _write_tables(
     snap: Snapshot,
     out: Path,
     formats: Sequence[str],
-    answered: Future[pa.Array] | None,
+    include_private: bool,
     pool: ThreadPoolExecutor,
 ) -> list[Path]:
     written: list[Path] = []
-    # Rounds last: the set lookup behind ``answered`` runs meanwhile.
-    for table in sorted(TABLES, key=lambda t: t == "rounds"):
-        written += _write_table(snap, out, table, formats, answered, pool)
+    for table in TABLES:
+        written += _write_table(snap, out, table, formats, include_private, pool)
     return written
 
 
@@ -284,11 +272,9 @@ def export(
     with (
         store.snapshot() as snap,
         ThreadPoolExecutor(max_workers=len(formats), thread_name_prefix="export") as pool,
-        ThreadPoolExecutor(max_workers=2, thread_name_prefix="export-read") as reader,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-read") as reader,
     ):
-        # Which rounds have a guess (public export), on the snapshot's second connection.
-        answered = None if include_private else reader.submit(_answered, snap.spare())
-        tables = reader.submit(_write_tables, snap, out, formats, answered, pool)
+        tables = reader.submit(_write_tables, snap, out, formats, include_private, pool)
         # Meanwhile, on this thread's connection, which the snapshot pinned to its state.
         summary = stats.summary(store)
         written = tables.result()

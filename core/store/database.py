@@ -246,18 +246,17 @@ class Database:
         """One state of the whole database for the duration of the block.
 
         This thread's reads through the store (e.g. ``stats.summary(store)``) and the
-        yielded Snapshot's Arrow reads (on two connections) all see it, even while other
-        threads or processes write. The read transactions are started while another
-        connection holds the write lock (``BEGIN IMMEDIATE``, which excludes writers of
-        every process), so no commit can fall between them; the lock is released at once,
-        and writers then proceed while the export reads (WAL readers do not block them).
+        yielded Snapshot's Arrow reads all see it, even while other threads or processes
+        write. Both read transactions are started while a third connection holds the
+        write lock (``BEGIN IMMEDIATE``, which excludes writers of every process), so no
+        commit can fall between them; the lock is released at once, and writers then
+        proceed while the export reads (WAL readers do not block them).
         """
         conn = self._conn()
         if conn.in_transaction:
             raise DatabaseError("a snapshot cannot be opened inside another transaction")
         uri = read_only_uri(self.db_path)
-        # ADBC connections start their read transaction at once (autocommit off).
-        reader, spare = open_reader(uri), open_reader(uri)
+        reader = open_reader(uri)  # ADBC starts its read transaction (autocommit off)
         try:
             with self._write_lock:
                 # A read-write connection: on a read-only one BEGIN IMMEDIATE takes no lock.
@@ -268,20 +267,18 @@ class Database:
                     lock.execute("BEGIN IMMEDIATE")
                     conn.execute("BEGIN")
                     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                    for adbc_conn in (reader, spare):
-                        cursor = adbc_conn.cursor()
-                        cursor.execute("SELECT count(*) FROM sqlite_master")
-                        cursor.fetchall()
-                        cursor.close()
+                    cursor = reader.cursor()
+                    cursor.execute("SELECT count(*) FROM sqlite_master")
+                    cursor.fetchall()
+                    cursor.close()
                 finally:
                     lock.close()  # ends its transaction: writers may go on
             declared = {
                 table: {r[1]: r[2] for r in conn.execute(f"PRAGMA table_info({table})")}
                 for table in migrations.DATA_TABLES
             }
-            yield Snapshot(reader, declared, spare)
+            yield Snapshot(reader, declared)
         finally:
             if conn.in_transaction:
                 conn.execute("COMMIT")
             reader.close()
-            spare.close()

@@ -39,30 +39,15 @@ class Snapshot:
     """A read transaction over the whole database, as Arrow batches.
 
     ``declared`` is each data table's declared column types, read from the live schema
-    in the same state (table -> {column: declared type}, in schema order); ``spare``, a
-    second connection pinned to the same state (see ``spare()``).
+    in the same state (table -> {column: declared type}, in schema order).
     """
 
-    def __init__(
-        self,
-        reader: adbc.Connection,
-        declared: dict[str, dict[str, str]],
-        spare: adbc.Connection | None = None,
-    ) -> None:
+    def __init__(self, reader: adbc.Connection, declared: dict[str, dict[str, str]]) -> None:
         self._reader = reader
-        self._spare = spare
         self._columns = {
             table: {name: arrow_type(decl) for name, decl in columns.items()}
             for table, columns in declared.items()
         }
-
-    def spare(self) -> Snapshot:
-        """The same state on a second connection, to read from another thread meanwhile."""
-        if self._spare is None:
-            raise ValueError("this snapshot was opened without a spare connection")
-        twin = Snapshot(self._spare, {})
-        twin._columns = self._columns
-        return twin
 
     def columns(self, table: str) -> dict[str, pa.DataType]:
         """Column name -> Arrow type of ``table``, in schema order, from the live schema."""
