@@ -24,7 +24,7 @@ import gradio as gr
 
 from core import config
 from core.config import AppSettings
-from core.errors import SpotError
+from core.errors import SpotError, StorageFullError
 from core.game import presentation
 from core.game.arena import Arena
 from core.game.rounds import CANT_TELL, SLOT_LABELS, Reveal, RoundView, check_mode
@@ -262,7 +262,14 @@ def build_demo(arena: Arena) -> gr.Blocks:
             check_mode(mode_value)  # before the guess is recorded: a bad mode must write nothing
             if not st or not st.get("round"):
                 raise gr.Error("Start a round first: generate images or play a ready round.")
-            reveal = arena.guess(st["session"], st["round"], answer)
+            try:
+                reveal = arena.guess(st["session"], st["round"], answer)
+            except StorageFullError:
+                raise gr.Error(
+                    "Your vote was NOT recorded: the server's storage is full. "
+                    "Please try again later.",
+                    print_exception=False,
+                ) from None
             st = {**st, "revealed": reveal}
             return reveal_updates(st, reveal) | ready_updates(st, mode_value)
 

@@ -101,6 +101,22 @@ class DatabaseMissingError(DatabaseError):
     """The database file does not exist (and was not created)."""
 
 
+class ForeignDatabaseError(DatabaseError):
+    """The file is a SQLite database of something else; it was left untouched."""
+
+
+class NewerDatabaseError(DatabaseError):
+    """The database carries a migration this version does not know; it was left untouched."""
+
+
+class DatabaseReadOnlyError(DatabaseError):
+    """The database file, or the folder holding it, cannot be written."""
+
+
+class StorageFullError(DatabaseError):
+    """The disk (or the database's size cap) is full; nothing was recorded."""
+
+
 class GenerationNotFoundError(SpotError):
     """No stored generation has this id."""
 

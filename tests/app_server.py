@@ -91,7 +91,12 @@ class LaunchedApp:
 
 @contextmanager
 def launched_app(
-    engine: Any, tmp_dir: Path, *, rng_seed: int = 0, **settings: Any
+    engine: Any,
+    tmp_dir: Path,
+    *,
+    rng_seed: int = 0,
+    max_pages: int | None = None,
+    **settings: Any,
 ) -> Iterator[LaunchedApp]:
     settings.setdefault("generations_per_minute", 0)
     settings.setdefault("rounds_per_minute", 0)
@@ -103,7 +108,7 @@ def launched_app(
         port=free_port(),
         **settings,
     )
-    store = Store(app_settings.db, app_settings.images_dir)
+    store = Store(app_settings.db, app_settings.images_dir, max_pages=max_pages)
     game = Game(
         store,
         random.Random(rng_seed),

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
+import subprocess
+import sys
+import textwrap
 import zipfile
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from core.errors import DatabaseMissingError
 from core.game.export import FORMATS, export, export_zip, main
+from core.game.stats import main as stats_main
 from core.store.storage import TABLES
 from tests.data_helpers import make_game, make_generation, make_store
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -118,3 +127,129 @@ def test_cli(played, tmp_path, capsys):
     assert not (tmp_path / "none.db").exists()
     with pytest.raises(SystemExit):
         main(["--db", str(tmp_path / "arena.db")])  # --out is required
+
+
+def test_public_export_leaves_out_what_ties_a_file_to_its_variant(played, tmp_path):
+    store, _, pending = played
+    export(store, tmp_path / "public")
+    for fmt in FORMATS:
+        text = (tmp_path / "public" / f"images.{fmt}").read_bytes()
+        for path in store.image_paths(1).values():
+            assert path.name.encode() not in text
+            assert hashlib.sha256(path.read_bytes()).hexdigest().encode() not in text
+    columns = pq.read_table(tmp_path / "public" / "images.parquet").column_names
+    assert "path" not in columns and "sha256" not in columns and "variant" in columns
+    export(store, tmp_path / "private", include_private=True)
+    images = pq.read_table(tmp_path / "private" / "images.parquet").to_pylist()
+    assert {i["path"] for i in images} == {p.name for p in store.image_paths(1).values()}
+    rounds = _rounds_by_id(tmp_path / "private", "json")
+    assert json.loads(rounds[pending]["answer_key"]) == store.fetch_round(pending).answer_key
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_floats_and_awkward_text_are_exported_exactly(tmp_path):
+    store = make_store(tmp_path)
+    gen = make_generation()
+    gen.prompt = 'a "quoted" prompt, with a back\\slash, a tab\there, ünïcode and a\nnewline'
+    gen.results["int8"].seconds = 0.1 + 0.2  # 0.30000000000000004
+    gen.results["nf4"].seconds = 5e-324
+    gen.results["int8"].psnr = float("inf")  # identical images: JSON has no infinity
+    store.save_generation(gen)
+    out = tmp_path / "out"
+    export(store, out)
+    seconds = {"bf16": gen.results["bf16"].seconds, "int8": 0.1 + 0.2, "nf4": 5e-324}
+    by_format = {
+        "json": json.loads((out / "images.json").read_text()),
+        "parquet": pq.read_table(out / "images.parquet").to_pylist(),
+        "csv": _csv_rows(out / "images.csv"),
+    }
+    for fmt, rows in by_format.items():
+        assert {r["variant"]: float(r["seconds"]) for r in rows} == seconds, fmt
+    assert next(r for r in by_format["json"] if r["variant"] == "int8")["psnr"] is None
+    for fmt, rows in {
+        "json": json.loads((out / "generations.json").read_text()),
+        "parquet": pq.read_table(out / "generations.parquet").to_pylist(),
+        "csv": _csv_rows(out / "generations.csv"),
+    }.items():
+        assert rows[0]["prompt"] == gen.prompt, fmt
+
+
+def test_cli_refuses_a_damaged_database_in_one_line(tmp_path, capsys):
+    path = tmp_path / "arena.db"
+    path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+    for cli in (main, stats_main):
+        with pytest.raises(SystemExit) as e:
+            cli(
+                ["--db", str(path), "--out", str(tmp_path / "x")]
+                if cli is main
+                else ["--db", str(path)]
+            )
+        err = capsys.readouterr().err
+        assert e.value.code == 2
+        assert err.count("\n") == 1 and "Traceback" not in err and "left untouched" in err
+    assert path.read_bytes() == b"SQLite format 3\x00" + b"\xff" * 4000
+
+
+WRITER = textwrap.dedent(
+    """
+    import random, sys
+    from pathlib import Path
+    from core.game.rounds import Game
+    from core.store.storage import Store
+
+    store = Store(Path(sys.argv[1]), Path(sys.argv[2]))
+    game = Game(store, random.Random(0), rounds_per_minute=0)
+    k = 0
+    while True:
+        k += 1
+        view = game.new_round(f"w{k}", "duel", 1)
+        game.guess(f"w{k}", view.round_id, "A")
+        game.new_round(f"w{k}", "trio", 1)  # and one left open
+        if k == 1:
+            sys.stdout.write("writing\\n")
+            sys.stdout.flush()
+    """
+)
+
+
+def _count(out: Path, table: str) -> dict[str, int]:
+    with open(out / f"{table}.csv", newline="") as f:
+        csv_rows = sum(1 for _ in csv.DictReader(f))
+    return {
+        "csv": csv_rows,
+        "json": len(json.loads((out / f"{table}.json").read_text())),
+        "parquet": pq.read_metadata(out / f"{table}.parquet").num_rows,
+    }
+
+
+def test_export_under_load_is_one_consistent_state(tmp_path):
+    store = make_store(tmp_path)
+    store.save_generation(make_generation())
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path / "arena.db"), str(tmp_path / "images")],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert writer.stdout.readline() == b"writing\n"
+        seen = []
+        for i in range(4):
+            out = tmp_path / f"out{i}"
+            export(store, out)
+            summary = json.loads((out / "summary.json").read_text())["counts"]
+            guesses, rounds = _count(out, "guesses"), _count(out, "rounds")
+            assert set(guesses.values()) == {summary["guesses"]}, (guesses, summary)
+            assert set(rounds.values()) == {summary["rounds"]}, (rounds, summary)
+            answered = [r for r in json.loads((out / "rounds.json").read_text()) if r["answer_key"]]
+            assert len(answered) == summary["guesses"]  # the key-hiding saw the same state
+            seen.append(summary["guesses"])
+    finally:
+        writer.kill()
+        writer.wait(timeout=10)
+        writer.stdout.close()
+    assert len(set(seen)) == len(seen), f"the writer did not write between exports: {seen}"

@@ -1,4 +1,7 @@
-"""core.store.storage: exact schema, all-or-nothing saves, corrupt files, crash safety."""
+"""core.store.storage: all-or-nothing saves, clean image files, corrupt files, crash safety.
+
+The schema and adoption checks are in test_migrations.py; read-only, full-disk and lock
+cases in test_storage_failures.py."""
 
 from __future__ import annotations
 
@@ -15,98 +18,10 @@ import pytest
 from PIL import Image
 
 from core.errors import DatabaseCorruptError, DatabaseMissingError, UnknownVariantError
-from core.store.storage import MIGRATIONS, Store
+from core.store.storage import Store
 from tests.data_helpers import make_generation, make_store
 
 REPO = Path(__file__).resolve().parent.parent
-
-EXPECTED_SCHEMA = {
-    "migrations": ["name", "applied_at"],
-    "generations": [
-        "id",
-        "prompt",
-        "seed",
-        "steps",
-        "guidance",
-        "width",
-        "height",
-        "max_sequence_length",
-        "model",
-        "device",
-        "placement",
-        "versions",
-        "synthetic",
-        "created_at",
-        "resident_weight_bytes",
-    ],
-    "images": [
-        "generation_id",
-        "variant",
-        "path",
-        "sha256",
-        "seconds",
-        "weight_bytes",
-        "shared_weight_bytes",
-        "peak_allocated_bytes",
-        "peak_reserved_bytes",
-        "peak_rss_bytes",
-        "psnr",
-        "ssim",
-        "activation_peak_bytes",
-        "standalone_peak_bytes",
-    ],
-    "rounds": [
-        "id",
-        "generation_id",
-        "mode",
-        "session_id",
-        "compared_variant",
-        "answer_key",
-        "created_at",
-        "expires_at",
-    ],
-    "guesses": [
-        "id",
-        "round_id",
-        "session_id",
-        "generation_id",
-        "mode",
-        "compared_variant",
-        "answer",
-        "variant",
-        "correct",
-        "cant_tell",
-        "seconds",
-        "created_at",
-    ],
-}
-
-
-def _rows(store: Store, table: str) -> int:
-    return store.counts()[table]
-
-
-def test_exact_schema_and_migrations(tmp_path):
-    store = make_store(tmp_path)
-    assert store.schema() == EXPECTED_SCHEMA
-    names = ["m001_initial", "m002_covering_indexes", "m003_memory_per_variant"]
-    assert store.applied_migrations() == [fn.__name__ for fn in MIGRATIONS] == names
-    conn = sqlite3.connect(tmp_path / "arena.db")
-    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {
-        "guesses_round_id",
-        "rounds_session_generation",
-        "rounds_session_created",
-        "guesses_groups",
-        "guesses_generation",
-        "guesses_session",
-    } <= indexes
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    store.close()
-    # Re-opening applies nothing twice.
-    again = make_store(tmp_path)
-    assert again.applied_migrations() == names
-    assert again.schema() == EXPECTED_SCHEMA
 
 
 def test_save_generation_writes_neutral_clean_pngs(tmp_path):
@@ -279,36 +194,3 @@ def test_sigkill_mid_load_loses_no_acknowledged_guess(tmp_path):
     assert set(acknowledged) <= in_db
     store = Store(db, tmp_path / "images")
     assert store.integrity_check() == "ok"
-
-
-def test_m003_adds_the_memory_columns_to_an_older_database(tmp_path, monkeypatch):
-    from core.store import storage
-
-    monkeypatch.setattr(storage, "MIGRATIONS", MIGRATIONS[:2])
-    old = make_store(tmp_path)
-    with old._write() as conn:
-        conn.execute(
-            "INSERT INTO generations (prompt, seed, steps, guidance, width, height, "
-            "max_sequence_length, model, device, placement, versions, synthetic, created_at) "
-            "VALUES ('a fox', 1, 4, 3.5, 256, 256, 64, 'tiny', 'cpu', 'cpu', '{}', 0, 1.0)"
-        )
-        conn.execute(
-            "INSERT INTO images (generation_id, variant, path, sha256, seconds, weight_bytes) "
-            "VALUES (1, 'bf16', 'x.png', 'ab', 1.0, 100)"
-        )
-    old.close()
-    monkeypatch.setattr(storage, "MIGRATIONS", MIGRATIONS)
-    store = make_store(tmp_path)
-    assert store.applied_migrations()[-1] == "m003_memory_per_variant"
-    assert store.schema() == EXPECTED_SCHEMA
-    stats = store.image_stats(1)["bf16"]
-    assert stats["weight_bytes"] == 100 and stats["standalone_peak_bytes"] is None
-    gen = make_generation(2)
-    gen.resident_weight_bytes = 12345
-    gid = store.save_generation(gen)
-    row = (
-        store._conn()
-        .execute("SELECT resident_weight_bytes FROM generations WHERE id = ?", (gid,))
-        .fetchone()
-    )
-    assert row[0] == 12345

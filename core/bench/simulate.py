@@ -42,7 +42,7 @@ from core.config import (
     AppSettings,
     GenerationSettings,
 )
-from core.errors import NoReadyRoundError
+from core.errors import DatabaseError, NoReadyRoundError
 from core.game import export, stats
 from core.game.rounds import CANT_TELL, Game, RoundView
 from core.records import Generation, VariantResult
@@ -390,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     shutil.rmtree(out, ignore_errors=True)
             report["db"] = str(args.db)
+    except DatabaseError as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -28,7 +28,7 @@ from core.config import (
 from core.errors import BusyError, InvalidSettingError, RateLimitedError
 from core.game import stats
 from core.game.export import export_zip
-from core.game.rounds import Game, Reveal, RoundView, Score, check_mode, check_session_id
+from core.game.rounds import Game, Reveal, RoundView, check_mode, check_session_id
 from core.records import Generation, ProgressCallback
 from core.store.storage import Store
 
@@ -184,9 +184,6 @@ class Arena:
 
     def guess(self, session_id: str, round_id: object, answer: object) -> Reveal:
         return self.game.guess(session_id, round_id, answer)  # type: ignore[arg-type]
-
-    def score(self, session_id: str) -> Score:
-        return self.game.session_score(session_id)
 
     # --- results -------------------------------------------------------------------------
 

@@ -1,73 +1,58 @@
 """Export the stored data: ``python -m core.game.export --db data/arena.db --out DIR``.
 
 Writes one file per table and format (``generations.csv``, ``guesses.parquet``, …) and
-``summary.json`` (core.game.stats.summary). Rows are streamed in batches from one consistent
-snapshot. The answer key of a round nobody has answered is exported as null.
+``summary.json`` (core.game.stats.summary), all from one snapshot of the database
+(``Store.snapshot``): every file, the summary included, shows the same state even while
+another process writes.
+
+Each table is read once, as Arrow record batches, and every format is written from the
+same batches by its own writer thread (Arrow's CSV and Parquet writers and the JSON
+encoder below run with the GIL released, so they share the two cores with the reader).
+Floats are written exactly (the shortest text that reads back as the same double).
+
+Public by default (the app's download): the answer key and the duel's quantized variant
+of a round nobody has answered are null, and the columns that tie a served image file to
+its variant (``PRIVATE_COLUMNS``) are left out. ``--include-private`` (the operator's
+CLI only) exports every table whole.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
+import sys
 import tempfile
 import zipfile
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from core.errors import DatabaseError
-from core.game import stats
-from core.store.storage import TABLES, Snapshot, Store, default_images_dir
+from core.store.snapshot import Snapshot
+from core.store.storage import TABLES, Store, default_images_dir
 
 logger = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("csv", "json", "parquet")
+# Left out of the public export: a stored file name or hash would tell which served
+# image is which variant while a round of its generation can still be answered.
+PRIVATE_COLUMNS: dict[str, tuple[str, ...]] = {"images": ("path", "sha256")}
+# Nulled in the public export for a round nobody has answered: they are its answer.
+ANSWER_COLUMNS: dict[str, tuple[str, ...]] = {"rounds": ("answer_key", "compared_variant")}
 # A header row; quotes only where a value needs them; nulls as empty fields.
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=True, quoting_style="needed")
 
-# Arrow types of the exported columns (SQLite is dynamically typed; these are the types
-# the schema declares). Unlisted columns are strings.
-_INT_COLUMNS = {
-    "id",
-    "seed",
-    "steps",
-    "width",
-    "height",
-    "max_sequence_length",
-    "synthetic",
-    "generation_id",
-    "weight_bytes",
-    "shared_weight_bytes",
-    "peak_allocated_bytes",
-    "peak_reserved_bytes",
-    "peak_rss_bytes",
-    "activation_peak_bytes",
-    "standalone_peak_bytes",
-    "resident_weight_bytes",
-    "correct",
-    "cant_tell",
-}
-_FLOAT_COLUMNS = {"guidance", "created_at", "expires_at", "seconds", "psnr", "ssim"}
-
-
-def _arrow_type(table: str, column: str) -> pa.DataType:
-    if column == "id" and table == "rounds":
-        return pa.string()
-    if column in _INT_COLUMNS:
-        return pa.int64()
-    if column in _FLOAT_COLUMNS:
-        return pa.float64()
-    return pa.string()
-
 
 def parse_formats(value: str) -> tuple[str, ...]:
-    """``"csv,json"`` -> ("csv", "json"); argparse turns the ValueError into a usage error."""
+    """``"csv,json"`` -> ("csv", "json"); argparse turns the error into a usage error."""
     formats = tuple(dict.fromkeys(f.strip() for f in value.split(",") if f.strip()))
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
@@ -77,86 +62,234 @@ def parse_formats(value: str) -> tuple[str, ...]:
     return formats
 
 
-def _write_json(path: Path, batches: Iterable[list[str]]) -> None:
-    """A JSON array of objects, written batch by batch (never the whole table in memory)."""
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("[")
-        first = True
-        for batch in batches:
-            f.write(("\n" if first else ",\n") + ",\n".join(batch))
-            first = False
-        f.write("\n]\n")
+def exported_columns(snap: Snapshot, table: str, include_private: bool) -> list[str]:
+    """The columns of ``table`` an export writes, in schema order (live schema)."""
+    hidden = () if include_private else PRIVATE_COLUMNS.get(table, ())
+    return [c for c in snap.columns(table) if c not in hidden]
 
 
-def _write_table(snap: Snapshot, out: Path, table: str, formats: tuple[str, ...]) -> list[Path]:
-    """Read ``table`` once and write it as CSV and/or Parquet (one Arrow batch for both)."""
-    columns = snap.columns(table)
-    schema = pa.schema([(c, _arrow_type(table, c)) for c in columns])
-    paths = {fmt: out / f"{table}.{fmt}" for fmt in formats}
-    if "csv" in formats or "parquet" in formats:
-        with ExitStack() as stack:
-            csv_writer = parquet_writer = None
-            if "csv" in formats:
-                sink = stack.enter_context(pa.OSFile(str(paths["csv"]), "wb"))
-                csv_writer = stack.enter_context(
-                    pacsv.CSVWriter(sink, schema, write_options=_CSV_OPTIONS)
-                )
-            if "parquet" in formats:
-                parquet_writer = stack.enter_context(pq.ParquetWriter(paths["parquet"], schema))
-            wrote_any = False
-            for batch in snap.rows(table, batch_size=50_000):
-                arrays = [
-                    pa.array(values, type=f.type)
-                    for values, f in zip(zip(*batch, strict=True), schema, strict=True)
-                ]
-                record_batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
-                if csv_writer is not None:
-                    csv_writer.write_batch(record_batch)
-                if parquet_writer is not None:
-                    parquet_writer.write_batch(record_batch)
-                wrote_any = True
-            if not wrote_any and parquet_writer is not None:
-                parquet_writer.write_table(schema.empty_table())
-    return list(paths.values())
+# --- writers: one per format, fed the same batches -------------------------------------
 
 
-def export(store: Store, out: Path, formats: Iterable[str] = FORMATS) -> list[Path]:
+class _Writer(Protocol):
+    path: Path
+
+    def write(self, batch: pa.RecordBatch) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _CsvWriter:
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self._writer = pacsv.CSVWriter(str(path), schema, write_options=_CSV_OPTIONS)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class _ParquetWriter:
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self._schema = schema
+        self._writer = pq.ParquetWriter(path, schema)
+        self._empty = True
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+        self._empty = False
+
+    def close(self) -> None:
+        if self._empty:
+            self._writer.write_table(self._schema.empty_table())
+        self._writer.close()
+
+
+_CONTROL = [chr(c) for c in range(0x20)]
+
+
+def _json_escape(values: pa.Array) -> pa.Array:
+    """The text of each string escaped for a JSON string literal (RFC 8259), unquoted."""
+    if pc.any(pc.match_substring_regex(values, '["\\\\\\x00-\\x1f]')).as_py():
+        values = pc.replace_substring(values, "\\", "\\\\")
+        values = pc.replace_substring(values, '"', '\\"')
+        for char in _CONTROL:  # rare (prompts refuse them): one pass per character
+            if pc.any(pc.match_substring(values, char)).as_py():
+                values = pc.replace_substring(values, char, f"\\u{ord(char):04x}")
+    return values
+
+
+def _json_value(values: pa.Array) -> pa.Array:
+    """JSON text of each value; null for nulls and for non-finite floats (JSON has none)."""
+    if pa.types.is_string(values.type):
+        text = pc.binary_join_element_wise('"', _json_escape(values), '"', "")
+    else:
+        text = pc.cast(values, pa.string())  # shortest text that reads back exactly
+        if pa.types.is_floating(values.type):
+            text = pc.if_else(pc.is_finite(values), text, pa.scalar(None, pa.string()))
+    return pc.fill_null(text, "null")
+
+
+class _JsonWriter:
+    """A JSON array of objects, one per row, built by Arrow kernels batch by batch.
+
+    Each row's text is ``,\\n{"col":value,...}`` (the file's first comma is skipped),
+    made by one element-wise join of the keys and each column's JSON text. A string
+    column without nulls has its quotes folded into the keys around it (one pass fewer).
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self._keys = [json.dumps(f.name) + ":" for f in schema]
+        self._file = open(path, "wb")  # noqa: SIM115 (closed by close())
+        self._file.write(b"[")
+        self._first = True
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        parts: list[pa.Array | str] = []
+        literal = ",\n{"
+        for key, column in zip(self._keys, batch.columns, strict=True):
+            literal += key
+            if pa.types.is_string(column.type) and column.null_count == 0:
+                parts += [literal + '"', _json_escape(column)]
+                literal = '",'
+            else:
+                parts += [literal, _json_value(column)]
+                literal = ","
+        parts.append(literal[:-1] + "}")  # the closing quote, if any, and the brace
+        rows = pc.binary_join_element_wise(*parts, "")
+        offsets = rows.buffers()[1]
+        start, end = (
+            int.from_bytes(offsets[4 * i : 4 * i + 4], sys.byteorder, signed=True)
+            for i in (rows.offset, rows.offset + len(rows))
+        )
+        data = memoryview(rows.buffers()[2])[start:end]
+        self._file.write(data[1:] if self._first else data)
+        self._first = False
+
+    def close(self) -> None:
+        self._file.write(b"\n]\n")
+        self._file.close()
+
+
+_WRITERS = {"csv": _CsvWriter, "json": _JsonWriter, "parquet": _ParquetWriter}
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def _answered(snap: Snapshot) -> pa.Array:
+    """Per round (in rowid order): whether it has a guess."""
+    guessed = pa.chunked_array(
+        [b.column(0) for b in snap.batches("guesses", ["round_id"])], pa.string()
+    ).combine_chunks()
+    ids = pa.chunked_array([b.column(0) for b in snap.batches("rounds", ["id"])], pa.string())
+    return pc.is_in(ids.combine_chunks(), value_set=guessed)
+
+
+def _public_batches(snap: Snapshot, table: str, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    """The batches of ``table`` with each unanswered round's answer columns nulled."""
+    hide = [c for c in ANSWER_COLUMNS.get(table, ()) if c in columns]
+    if not hide:
+        yield from snap.batches(table, columns)
+        return
+    answered = _answered(snap)
+    start = 0
+    for batch in snap.batches(table, columns):
+        mask = answered.slice(start, batch.num_rows)
+        start += batch.num_rows
+        arrays = [
+            pc.if_else(mask, col, pa.scalar(None, col.type)) if name in hide else col
+            for name, col in zip(batch.schema.names, batch.columns, strict=True)
+        ]
+        yield pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
+
+
+def _write_table(
+    snap: Snapshot,
+    out: Path,
+    table: str,
+    formats: Sequence[str],
+    include_private: bool,
+    pool: ThreadPoolExecutor,
+) -> list[Path]:
+    """Read ``table`` once and write it in every format; return the paths."""
+    columns = exported_columns(snap, table, include_private)
+    schema = snap.schema(table, columns)
+    writers: list[_Writer] = [_WRITERS[f](out / f"{table}.{f}", schema) for f in formats]
+    batches = (
+        snap.batches(table, columns) if include_private else _public_batches(snap, table, columns)
+    )
+    pending: list[Future[None]] = []
+    try:
+        for batch in batches:  # the next batch is read while the writers take this one
+            for done in pending:
+                done.result()
+            pending = [pool.submit(w.write, batch) for w in writers]
+        for done in pending:
+            done.result()
+    finally:
+        batches.close()  # closes the snapshot's cursor now, even after an error
+        wait(pending)  # no writer is still writing when it is closed
+        for w in writers:
+            w.close()
+    return [w.path for w in writers]
+
+
+def _write_tables(
+    snap: Snapshot,
+    out: Path,
+    formats: Sequence[str],
+    include_private: bool,
+    pool: ThreadPoolExecutor,
+) -> list[Path]:
+    written: list[Path] = []
+    for table in TABLES:
+        written += _write_table(snap, out, table, formats, include_private, pool)
+    return written
+
+
+def export(
+    store: Store,
+    out: Path,
+    formats: Iterable[str] = FORMATS,
+    *,
+    include_private: bool = False,
+) -> list[Path]:
     """Write every table in every format, and summary.json, under ``out``; return paths.
 
-    JSON is written by a second thread from a second view of the same database state:
-    SQLite builds the JSON text with the GIL released, so it overlaps with the CSV and
-    Parquet work on a second core.
+    Everything comes from one snapshot (see the module docstring). ``include_private``
+    adds what the public export leaves out.
     """
+    # Imported here, not at the top: the CLI imports it (scipy) while SQLite checks the file.
+    from core.game import stats
+
     formats = parse_formats(",".join(formats))
     out.mkdir(parents=True, exist_ok=True)
-    tabular = tuple(f for f in formats if f != "json")
     with (
-        store.snapshots(2) as (snap, json_snap),
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-json") as pool,
+        store.snapshot() as snap,
+        ThreadPoolExecutor(max_workers=len(formats), thread_name_prefix="export") as pool,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-read") as reader,
     ):
-        json_paths = pool.submit(_write_json_tables, json_snap, out) if "json" in formats else None
-        written = []
-        if tabular:
-            for table in TABLES:
-                written += _write_table(snap, out, table, tabular)
-        if json_paths is not None:
-            written += json_paths.result()
+        tables = reader.submit(_write_tables, snap, out, formats, include_private, pool)
+        # Meanwhile, on this thread's connection, which the snapshot pinned to its state.
+        summary = stats.summary(store)
+        written = tables.result()
     summary_path = out / "summary.json"
-    summary_path.write_text(json.dumps(stats.summary(store), indent=2) + "\n", encoding="utf-8")
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     written.append(summary_path)
     return written
 
 
-def _write_json_tables(snap: Snapshot, out: Path) -> list[Path]:
-    paths = []
-    for table in TABLES:
-        paths.append(out / f"{table}.json")
-        _write_json(paths[-1], snap.json_rows(table, batch_size=50_000))
-    return paths
-
-
 def export_zip(
-    store_or_db_path: Store | Path, out_path: Path, formats: Iterable[str] = ("csv",)
+    store_or_db_path: Store | Path,
+    out_path: Path,
+    formats: Iterable[str] = ("csv",),
+    *,
+    include_private: bool = False,
 ) -> Path:
     """Export into a zip file at ``out_path`` (for the app's download button); return it.
 
@@ -170,7 +303,7 @@ def export_zip(
         store, owned = Store(db, default_images_dir(db), must_exist=True), True
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            files = export(store, Path(tmp), formats)
+            files = export(store, Path(tmp), formats, include_private=include_private)
             out_path.parent.mkdir(parents=True, exist_ok=True)
             partial = out_path.with_name(out_path.name + ".partial")
             with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -196,16 +329,25 @@ def main(argv: list[str] | None = None) -> int:
         default=FORMATS,
         help=f"comma-separated subset of {','.join(FORMATS)} (default: all)",
     )
+    parser.add_argument(
+        "--include-private",
+        action="store_true",
+        help="also export image file names and hashes and the answer keys of unanswered "
+        "rounds (never publish this)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if not args.db.is_file():
-        parser.error(f"no database at {args.db}")
     try:
-        store = Store(args.db, default_images_dir(args.db), must_exist=True)
+        # The store's start (quick_check: SQLite, no GIL) runs while Python imports the
+        # statistics (scipy: GIL-bound), on the other core.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-open") as opener:
+            opening = opener.submit(Store, args.db, default_images_dir(args.db), must_exist=True)
+            importlib.import_module("core.game.stats")
+            store = opening.result()
+        with store:
+            paths = export(store, args.out, args.format, include_private=args.include_private)
     except DatabaseError as e:
-        parser.error(str(e))
-    with store:
-        paths = export(store, args.out, args.format)
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
     for path in paths:
         logger.info("wrote %s", path)
     return 0

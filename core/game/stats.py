@@ -154,11 +154,6 @@ def hardest_prompts(
     return out
 
 
-def generation_figures(store: Store, generation_id: int) -> list[Detection]:
-    """The detection figures of one generation, per mode."""
-    return [detection(m, ALL_VARIANTS, t) for m, t in store.tally_by_generation(generation_id)]
-
-
 def session_stats(store: Store, session_id: str) -> dict[str, int]:
     """answered, correct, cant_tell, streak (current) and best_streak of one session."""
     tally, streak, best = store.session_tally(session_id)
@@ -197,13 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        store = Store(args.db, default_images_dir(args.db), must_exist=True)
+        with Store(args.db, default_images_dir(args.db), must_exist=True) as store:
+            start = time.perf_counter()
+            result = summary(store)
+            seconds = time.perf_counter() - start
     except DatabaseError as e:
-        parser.error(str(e))
-    with store:
-        start = time.perf_counter()
-        result = summary(store)
-        seconds = time.perf_counter() - start
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
     if args.timing:
         result["seconds"] = seconds
     json.dump(result, sys.stdout, indent=2)

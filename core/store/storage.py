@@ -1,214 +1,37 @@
-"""The SQLite store: schema, migrations and every SQL statement of the project.
+"""The SQLite store: every SQL statement of the game, behind one ``Store``.
 
 One SQLite file (``data/arena.db`` by default) holds generations, their images' figures,
 rounds (a session's shuffled presentation of one generation, with the answer key kept
-here only) and guesses. Image files live under ``images_dir`` with neutral random names.
-
-Concurrency: the database is in WAL mode, so readers never wait for the writer. Each
-thread gets its own connection (``threading.local``); writes inside one process are
-serialized by a lock (no busy-wait back-off between our own threads), and across
-processes by ``BEGIN IMMEDIATE`` with a busy timeout. ``synchronous=FULL``: a commit is
-on disk before it is acknowledged, so an acknowledged guess survives the process being
-killed, an OS crash and a power loss (NORMAL would risk the last commits on the latter
-two, for about 1.7x the throughput; FULL still clears 500 guesses/s here).
+here only) and guesses. Opening, checking, connections and transactions are in
+``core.store.database``, the schema in ``core.store.migrations``, the image files in
+``core.store.images``.
 
 Every statement is parameterized; table and column names come from the constants here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
-import os
 import secrets
 import sqlite3
 import statistics
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-from PIL import Image
-
 from core.config import VARIANT_NAMES, GenerationSettings, check_variants
-from core.errors import (
-    DatabaseCorruptError,
-    DatabaseError,
-    DatabaseMissingError,
-    RoundAlreadyGuessedError,
-)
+from core.errors import DatabaseError, RoundAlreadyGuessedError
 from core.records import Generation
+from core.store.database import Database
+from core.store.images import ImageWriter
+from core.store.migrations import DATA_TABLES
 
 logger = logging.getLogger(__name__)
 
-BUSY_TIMEOUT_SECONDS = 10.0
-EXPORT_MMAP_BYTES = 1024**3
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-# --- Migrations ----------------------------------------------------------------------
-
-Migration = Callable[[sqlite_utils.Database], None]
-MIGRATIONS: list[Migration] = []
-
-
-def migration(fn: Migration) -> Migration:
-    """Register ``fn`` as the next migration; its name is recorded once it is applied."""
-    MIGRATIONS.append(fn)
-    return fn
-
-
-@migration
-def m001_initial(db: sqlite_utils.Database) -> None:
-    db["generations"].create(
-        {
-            "id": int,
-            "prompt": str,
-            "seed": int,
-            "steps": int,
-            "guidance": float,
-            "width": int,
-            "height": int,
-            "max_sequence_length": int,
-            "model": str,
-            "device": str,
-            "placement": str,
-            "versions": str,
-            "synthetic": int,
-            "created_at": float,
-        },
-        pk="id",
-        not_null=[
-            "prompt",
-            "seed",
-            "steps",
-            "guidance",
-            "width",
-            "height",
-            "max_sequence_length",
-            "model",
-            "device",
-            "placement",
-            "versions",
-            "synthetic",
-            "created_at",
-        ],
-    )
-    db["images"].create(
-        {
-            "generation_id": int,
-            "variant": str,
-            "path": str,
-            "sha256": str,
-            "seconds": float,
-            "weight_bytes": int,
-            "shared_weight_bytes": int,
-            "peak_allocated_bytes": int,
-            "peak_reserved_bytes": int,
-            "peak_rss_bytes": int,
-            "psnr": float,
-            "ssim": float,
-        },
-        pk=("generation_id", "variant"),
-        foreign_keys=[("generation_id", "generations", "id")],
-        not_null=["generation_id", "variant", "path", "sha256", "seconds", "weight_bytes"],
-    )
-    db["rounds"].create(
-        {
-            "id": str,
-            "generation_id": int,
-            "mode": str,
-            "session_id": str,
-            # The quantized variant of a duel (NULL in a trio); copied to guesses for stats.
-            "compared_variant": str,
-            "answer_key": str,
-            "created_at": float,
-            "expires_at": float,
-        },
-        pk="id",
-        foreign_keys=[("generation_id", "generations", "id")],
-        not_null=[
-            "generation_id",
-            "mode",
-            "session_id",
-            "answer_key",
-            "created_at",
-            "expires_at",
-        ],
-    )
-    db["guesses"].create(
-        {
-            "id": int,
-            "round_id": str,
-            # Copies of the round's immutable fields, so statistics scan one table.
-            "session_id": str,
-            "generation_id": int,
-            "mode": str,
-            "compared_variant": str,
-            "answer": str,
-            "variant": str,
-            "correct": int,
-            "cant_tell": int,
-            "seconds": float,
-            "created_at": float,
-        },
-        pk="id",
-        foreign_keys=[("round_id", "rounds", "id"), ("generation_id", "generations", "id")],
-        not_null=[
-            "round_id",
-            "session_id",
-            "generation_id",
-            "mode",
-            "answer",
-            "cant_tell",
-            "seconds",
-            "created_at",
-        ],
-    )
-    # One guess per round, enforced by the database itself.
-    db["guesses"].create_index(["round_id"], index_name="guesses_round_id", unique=True)
-    # Pool and rate-limit queries: a session's rounds, by generation and by time.
-    db["rounds"].create_index(
-        ["session_id", "generation_id"], index_name="rounds_session_generation"
-    )
-    db["rounds"].create_index(["session_id", "created_at"], index_name="rounds_session_created")
-    # Score and streak of one session, in guess order.
-    db["guesses"].create_index(["session_id", "id"], index_name="guesses_session")
-    # Per-prompt statistics.
-    db["guesses"].create_index(["generation_id", "mode"], index_name="guesses_generation")
-
-
-@migration
-def m002_covering_indexes(db: sqlite_utils.Database) -> None:
-    # Statistics over a million guesses read covering indexes instead of the table.
-    db.execute("DROP INDEX guesses_generation")
-    db.execute("DROP INDEX guesses_session")
-    db["guesses"].create_index(
-        ["mode", "compared_variant", "variant", "correct", "cant_tell"],
-        index_name="guesses_groups",
-    )
-    db["guesses"].create_index(
-        ["mode", "generation_id", "correct", "cant_tell"], index_name="guesses_generation"
-    )
-    db["guesses"].create_index(
-        ["session_id", "id", "correct", "cant_tell"], index_name="guesses_session"
-    )
-
-
-@migration
-def m003_memory_per_variant(db: sqlite_utils.Database) -> None:
-    # Honest memory per variant (core.records.VariantResult): the activation peak above
-    # what was allocated just before the call, and the standalone-equivalent peak (GPU;
-    # NULL on the CPU and in older rows); the resident total of all loaded weights.
-    db["images"].add_column("activation_peak_bytes", int)
-    db["images"].add_column("standalone_peak_bytes", int)
-    db["generations"].add_column("resident_weight_bytes", int)
-
+TABLES: tuple[str, ...] = DATA_TABLES
 
 # --- Records read back ---------------------------------------------------------------
 
@@ -260,154 +83,25 @@ class Tally:
     cant_tell: int
 
 
-TABLES: tuple[str, ...] = ("generations", "images", "rounds", "guesses")
+class Store(Database):
+    """The game's database and image folder: every SQL statement of the game.
 
-
-def _clean_png(image: Image.Image) -> bytes:
-    """PNG bytes of the pixels alone: no text chunks, EXIF, ICC or other metadata."""
-    if image.mode not in ("RGB", "RGBA", "L"):
-        image = image.convert("RGB")
-    pixels = Image.frombytes(image.mode, image.size, image.tobytes())
-    buffer = io.BytesIO()
-    pixels.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _check_sqlite_file(path: Path) -> None:
-    """Raise DatabaseCorruptError unless ``path`` reads as a SQLite database.
-
-    Opened read-only, so a damaged file is never modified (no WAL switch, no journal).
+    Opening it judges, upgrades and checks the file (``core.store.database.Database``).
     """
-    with open(path, "rb") as f:
-        header = f.read(len(SQLITE_HEADER))
-    if header == b"":
-        return  # an empty file is a valid, empty database
-    if header != SQLITE_HEADER:
-        raise DatabaseCorruptError(f"{path} is not a SQLite database; it was left untouched")
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:
-        # e.g. a read-only open of a WAL database whose -shm is gone: not corruption;
-        # the read-write open below will tell.
-        return
-    except sqlite3.DatabaseError as e:
-        raise DatabaseCorruptError(f"{path} is damaged ({e}); it was left untouched") from e
 
-
-class Store:
-    """The game's database and image folder. Safe to share between threads."""
-
-    def __init__(self, db_path: Path, images_dir: Path, *, must_exist: bool = False) -> None:
-        self.db_path = Path(db_path)
+    def __init__(
+        self,
+        db_path: Path,
+        images_dir: Path,
+        *,
+        must_exist: bool = False,
+        max_pages: int | None = None,
+    ) -> None:
         self.images_dir = Path(images_dir)
-        if self.db_path.exists():
-            _check_sqlite_file(self.db_path)
-        elif must_exist:
-            raise DatabaseMissingError(f"no database at {self.db_path}")
-        else:
-            self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
-        self._write_lock = threading.Lock()
-        try:
-            self._migrate()
-        except sqlite3.DatabaseError as e:
-            self.close()
-            raise DatabaseCorruptError(f"{self.db_path} could not be read: {e}") from e
-
-    # --- connections and transactions -----------------------------------------------
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(
-                self.db_path,
-                timeout=BUSY_TIMEOUT_SECONDS,
-                isolation_level=None,  # we issue BEGIN / COMMIT ourselves
-                check_same_thread=False,
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
-        return conn
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
-        conn = self._conn()
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            else:
-                conn.execute("COMMIT")
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction: one consistent snapshot for several SELECTs."""
-        conn = self._conn()
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.execute("COMMIT")
-
-    def close(self) -> None:
-        """Close every thread's connection (the store is unusable afterwards)."""
-        with self._connections_lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        super().__init__(db_path, must_exist=must_exist, max_pages=max_pages)
 
     def __enter__(self) -> Store:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # --- schema ------------------------------------------------------------------------
-
-    def _migrate(self) -> None:
-        with self._write() as conn:
-            db = sqlite_utils.Database(conn)
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS migrations "
-                "(name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
-            )
-            applied = {row[0] for row in conn.execute("SELECT name FROM migrations")}
-            for fn in MIGRATIONS:
-                if fn.__name__ not in applied:
-                    logger.info("applying migration %s to %s", fn.__name__, self.db_path)
-                    fn(db)
-                    conn.execute(
-                        "INSERT INTO migrations (name, applied_at) VALUES (?, ?)",
-                        (fn.__name__, time.time()),
-                    )
-
-    def applied_migrations(self) -> list[str]:
-        return [r[0] for r in self._conn().execute("SELECT name FROM migrations ORDER BY rowid")]
-
-    def schema(self) -> dict[str, list[str]]:
-        """Table name -> column names, in order (what the schema test checks)."""
-        db = sqlite_utils.Database(self._conn())
-        return {name: [c.name for c in db[name].columns] for name in db.table_names()}
-
-    def integrity_check(self) -> str:
-        return self._conn().execute("PRAGMA integrity_check").fetchone()[0]
 
     # --- generations -------------------------------------------------------------------
 
@@ -418,22 +112,17 @@ class Store:
         for this generation is removed.
         """
         variants = check_variants(list(gen.results))
-        self.images_dir.mkdir(parents=True, exist_ok=True)
-        written: list[Path] = []
-        try:
+        stamp = gen.created_at or time.time()
+        with ImageWriter(self.images_dir) as files:
             image_rows = []
             for name in variants:
                 result = gen.results[name]
-                data = _clean_png(result.image)
-                path = self.images_dir / f"{secrets.token_hex(16)}.png"
-                with open(path, "xb") as f:
-                    written.append(path)
-                    f.write(data)
+                written = files.write(result.image)
                 image_rows.append(
                     (
                         name,
-                        path.name,
-                        hashlib.sha256(data).hexdigest(),
+                        written.name,
+                        written.sha256,
                         float(result.seconds),
                         int(result.weight_bytes),
                         int(result.shared_weight_bytes),
@@ -446,11 +135,7 @@ class Store:
                         result.standalone_peak_bytes,
                     )
                 )
-            # One modification time for all of a generation's files: a file server sends
-            # it as Last-Modified, and write order (BF16 first) must not show through.
-            stamp = gen.created_at or time.time()
-            for path in written:
-                os.utime(path, (stamp, stamp))
+            files.stamp(stamp)
             s = gen.settings
             with self._write() as conn:
                 cursor = conn.execute(
@@ -471,7 +156,7 @@ class Store:
                         gen.placement,
                         json.dumps(gen.versions, sort_keys=True),
                         int(gen.synthetic),
-                        gen.created_at or time.time(),
+                        stamp,
                         gen.resident_weight_bytes,
                     ),
                 )
@@ -483,10 +168,6 @@ class Store:
                     "standalone_peak_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(generation_id, *row) for row in image_rows],
                 )
-        except BaseException:
-            for path in written:
-                path.unlink(missing_ok=True)
-            raise
         return generation_id
 
     def generation(self, generation_id: int) -> StoredGeneration | None:
@@ -635,16 +316,6 @@ class Store:
             )
         return round_id
 
-    def count_recent_rounds(self, session_id: str, since: float) -> int:
-        return int(
-            self._conn()
-            .execute(
-                "SELECT count(*) FROM rounds WHERE session_id = ? AND created_at >= ?",
-                (session_id, since),
-            )
-            .fetchone()[0]
-        )
-
     def fetch_round(self, round_id: str) -> StoredRound | None:
         row = (
             self._conn()
@@ -777,14 +448,6 @@ class Store:
         )
         return [(r[0], r[1], Tally(r[2], r[3], r[4])) for r in rows]
 
-    def tally_by_generation(self, generation_id: int) -> list[tuple[str, Tally]]:
-        rows = self._conn().execute(
-            "SELECT mode, count(*), coalesce(sum(correct), 0), sum(cant_tell) FROM guesses "
-            "WHERE generation_id = ? GROUP BY mode ORDER BY mode",
-            (generation_id,),
-        )
-        return [(r[0], Tally(r[1], r[2], r[3])) for r in rows]
-
     def top_sessions(self, limit: int) -> list[tuple[str, Tally]]:
         rows = self._conn().execute(
             "SELECT session_id, count(*), coalesce(sum(correct), 0), sum(cant_tell) "
@@ -820,9 +483,6 @@ class Store:
             "HAVING count(*) > 1)"
         ).fetchone()
         return {"round_ids": round_ids, "duplicated": int(duplicated)}
-
-    def generation_ids(self) -> list[int]:
-        return [r[0] for r in self._conn().execute("SELECT id FROM generations ORDER BY id")]
 
     def variant_costs(self, model: str) -> list[dict[str, Any]]:
         """Per variant, over the real (non-synthetic) generations of ``model``: how many,
@@ -874,95 +534,6 @@ class Store:
                 }
             )
         return out
-
-    # --- export --------------------------------------------------------------------
-
-    def columns(self, table: str) -> list[str]:
-        if table not in TABLES:
-            raise ValueError(f"unknown table {table!r}")
-        return [r[1] for r in self._conn().execute(f"PRAGMA table_info({table})")]
-
-    @contextmanager
-    def snapshots(self, count: int = 1) -> Iterator[list[Snapshot]]:
-        """``count`` read-only views of the same database state, each on its own
-        connection (so they can be read from different threads, and a long export does
-        not hold this thread's connection in a transaction).
-
-        They are opened while this store's write lock is held, so no write of this
-        process falls between them.
-        """
-        conns = []
-        try:
-            with self._write_lock:
-                for _ in range(count):
-                    conn = sqlite3.connect(
-                        self.db_path,
-                        timeout=BUSY_TIMEOUT_SECONDS,
-                        isolation_level=None,
-                        check_same_thread=False,
-                    )
-                    conns.append(conn)
-                    # Exporting rounds looks each one up in the guesses index (to hide the
-                    # key of unanswered rounds): memory-mapped reads make that ~30% faster.
-                    conn.execute(f"PRAGMA mmap_size = {EXPORT_MMAP_BYTES}")
-                    conn.execute("BEGIN")
-                    # A read transaction starts at its first read: take the snapshot now.
-                    conn.execute("SELECT count(*) FROM migrations").fetchone()
-            yield [Snapshot(conn) for conn in conns]
-        finally:
-            for conn in conns:
-                conn.close()
-
-
-class Snapshot:
-    """A read transaction over the whole database, for export."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def columns(self, table: str) -> list[str]:
-        if table not in TABLES:
-            raise ValueError(f"unknown table {table!r}")
-        return [r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")]
-
-    def _select(self, table: str) -> tuple[list[str], str]:
-        """The column names of ``table`` and the SQL expression of each, in order.
-
-        The answer key (and the duel's quantized variant) of a round nobody has answered
-        yet is replaced by NULL: it must never leave the server.
-        """
-        columns = self.columns(table)
-        if table != "rounds":
-            return columns, f"SELECT {{}} FROM {table} ORDER BY rowid"
-        return columns, (
-            "SELECT {} FROM rounds LEFT JOIN guesses g ON g.round_id = rounds.id "
-            "ORDER BY rounds.rowid"
-        )
-
-    @staticmethod
-    def _expression(table: str, column: str) -> str:
-        if table == "rounds" and column in ("answer_key", "compared_variant"):
-            return f"CASE WHEN g.round_id IS NOT NULL THEN rounds.{column} END"
-        return f"{table}.{column}"
-
-    def rows(self, table: str, batch_size: int = 10_000) -> Iterator[list[tuple]]:
-        """Batches of rows of ``table`` in column order, oldest first (keys of unanswered
-        rounds NULL)."""
-        columns, sql = self._select(table)
-        cursor = self._conn.execute(
-            sql.format(", ".join(self._expression(table, c) for c in columns))
-        )
-        while batch := cursor.fetchmany(batch_size):
-            yield batch
-
-    def json_rows(self, table: str, batch_size: int = 10_000) -> Iterator[list[str]]:
-        """The same rows as ``rows``, each already a JSON object (built by SQLite's
-        json_object, far faster than encoding tuples in Python)."""
-        columns, sql = self._select(table)
-        pairs = ", ".join(f"'{c}', {self._expression(table, c)}" for c in columns)
-        cursor = self._conn.execute(sql.format(f"json_object({pairs})"))
-        while batch := cursor.fetchmany(batch_size):
-            yield [row[0] for row in batch]
 
 
 def default_images_dir(db_path: Path) -> Path:
