@@ -3,6 +3,13 @@
 Writes one file per table and format (``generations.csv``, ``guesses.parquet``, …) and
 ``summary.json`` (core.game.stats.summary). Rows are streamed in batches from one consistent
 snapshot. The answer key of a round nobody has answered is exported as null.
+
+Two kinds of export. The *public* one (the default, and the app's download) leaves out
+every column of ``images`` that could tie a served image to its variant while its
+generation can still be played (and every stored generation can, in a new round): the
+stored file name, the bytes' SHA-256, and PSNR / SSIM against BF16 (exact per-image
+figures a player could recompute from two served images to spot the pair). The
+*private* one (``--include-private``, for the operator) adds those columns.
 """
 
 from __future__ import annotations
@@ -28,6 +35,10 @@ from core.store.storage import TABLES, Snapshot, Store, default_images_dir
 logger = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("csv", "json", "parquet")
+# Columns only a private export holds (see the module docstring).
+PRIVATE_COLUMNS: dict[str, frozenset[str]] = {
+    "images": frozenset({"path", "sha256", "psnr", "ssim"}),
+}
 # A header row; quotes only where a value needs them; nulls as empty fields.
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=True, quoting_style="needed")
 
@@ -85,10 +96,13 @@ def _write_json(path: Path, batches: Iterable[list[str]]) -> None:
         f.write("\n]\n")
 
 
-def _write_table(snap: Snapshot, out: Path, table: str, formats: tuple[str, ...]) -> list[Path]:
+def _write_table(
+    snap: Snapshot, out: Path, table: str, formats: tuple[str, ...], private: bool = False
+) -> list[Path]:
     """Read ``table`` once and write it as CSV and/or Parquet (one Arrow batch for both)."""
     columns = snap.columns(table)
-    schema = pa.schema([(c, _arrow_type(table, c)) for c in columns])
+    kept = _kept_indexes(table, columns, private)
+    schema = pa.schema([(columns[i], _arrow_type(table, columns[i])) for i in kept])
     paths = {fmt: out / f"{table}.{fmt}" for fmt in formats}
     if "csv" in formats or "parquet" in formats:
         with ExitStack() as stack:
@@ -102,9 +116,9 @@ def _write_table(snap: Snapshot, out: Path, table: str, formats: tuple[str, ...]
                 parquet_writer = stack.enter_context(pq.ParquetWriter(paths["parquet"], schema))
             wrote_any = False
             for batch in snap.rows(table, batch_size=50_000):
+                values = list(zip(*batch, strict=True))
                 arrays = [
-                    pa.array(values, type=f.type)
-                    for values, f in zip(zip(*batch, strict=True), schema, strict=True)
+                    pa.array(values[i], type=f.type) for i, f in zip(kept, schema, strict=True)
                 ]
                 record_batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
                 if csv_writer is not None:
@@ -117,8 +131,19 @@ def _write_table(snap: Snapshot, out: Path, table: str, formats: tuple[str, ...]
     return list(paths.values())
 
 
-def export(store: Store, out: Path, formats: Iterable[str] = FORMATS) -> list[Path]:
+def _kept_indexes(table: str, columns: list[str], private: bool) -> list[int]:
+    """Indexes of the columns an export of this kind writes."""
+    hidden = frozenset() if private else PRIVATE_COLUMNS.get(table, frozenset())
+    return [i for i, c in enumerate(columns) if c not in hidden]
+
+
+def export(
+    store: Store, out: Path, formats: Iterable[str] = FORMATS, *, private: bool = False
+) -> list[Path]:
     """Write every table in every format, and summary.json, under ``out``; return paths.
+
+    ``private``: also write the columns that tie images to variants (PRIVATE_COLUMNS);
+    never for anything served to the public.
 
     JSON is written by a second thread from a second view of the same database state:
     SQLite builds the JSON text with the GIL released, so it overlaps with the CSV and
@@ -131,11 +156,13 @@ def export(store: Store, out: Path, formats: Iterable[str] = FORMATS) -> list[Pa
         store.snapshots(2) as (snap, json_snap),
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-json") as pool,
     ):
-        json_paths = pool.submit(_write_json_tables, json_snap, out) if "json" in formats else None
+        json_paths = (
+            pool.submit(_write_json_tables, json_snap, out, private) if "json" in formats else None
+        )
         written = []
         if tabular:
             for table in TABLES:
-                written += _write_table(snap, out, table, tabular)
+                written += _write_table(snap, out, table, tabular, private)
         if json_paths is not None:
             written += json_paths.result()
     summary_path = out / "summary.json"
@@ -144,18 +171,33 @@ def export(store: Store, out: Path, formats: Iterable[str] = FORMATS) -> list[Pa
     return written
 
 
-def _write_json_tables(snap: Snapshot, out: Path) -> list[Path]:
+def _write_json_tables(snap: Snapshot, out: Path, private: bool = False) -> list[Path]:
     paths = []
     for table in TABLES:
         paths.append(out / f"{table}.json")
-        _write_json(paths[-1], snap.json_rows(table, batch_size=50_000))
+        batches = snap.json_rows(table, batch_size=50_000)
+        hidden = frozenset() if private else PRIVATE_COLUMNS.get(table, frozenset())
+        if hidden:  # small tables only (images: three rows per generation)
+            batches = (
+                [
+                    json.dumps({k: v for k, v in json.loads(row).items() if k not in hidden})
+                    for row in batch
+                ]
+                for batch in batches
+            )
+        _write_json(paths[-1], batches)
     return paths
 
 
 def export_zip(
-    store_or_db_path: Store | Path, out_path: Path, formats: Iterable[str] = ("csv",)
+    store_or_db_path: Store | Path,
+    out_path: Path,
+    formats: Iterable[str] = ("csv",),
+    *,
+    private: bool = False,
 ) -> Path:
-    """Export into a zip file at ``out_path`` (for the app's download button); return it.
+    """Export into a zip file at ``out_path`` (for the app's download button: public, CSV
+    and summary.json); return it.
 
     A path must name an existing database (DatabaseMissingError otherwise).
     """
@@ -167,7 +209,7 @@ def export_zip(
         store, owned = Store(db, default_images_dir(db), must_exist=True), True
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            files = export(store, Path(tmp), formats)
+            files = export(store, Path(tmp), formats, private=private)
             out_path.parent.mkdir(parents=True, exist_ok=True)
             partial = out_path.with_name(out_path.name + ".partial")
             with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -193,6 +235,13 @@ def main(argv: list[str] | None = None) -> int:
         default=FORMATS,
         help=f"comma-separated subset of {','.join(FORMATS)} (default: all)",
     )
+    parser.add_argument(
+        "--include-private",
+        action="store_true",
+        help="also write the columns that tie an image to its variant (images: "
+        + ", ".join(sorted(PRIVATE_COLUMNS["images"]))
+        + "); for the operator only, never to publish while rounds can be played",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not args.db.is_file():
@@ -202,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     except DatabaseError as e:
         parser.error(str(e))
     with store:
-        paths = export(store, args.out, args.format)
+        paths = export(store, args.out, args.format, private=args.include_private)
     for path in paths:
         logger.info("wrote %s", path)
     return 0
