@@ -109,6 +109,7 @@ def launched_app(
         random.Random(rng_seed),
         rounds_per_minute=app_settings.rounds_per_minute,
         round_ttl_seconds=app_settings.round_ttl_seconds,
+        round_images=app.round_images(app_settings),
     )
     arena = Arena(engine, store, game, app_settings)
     demo = app.launch(arena, prevent_thread_lock=True, quiet=True)
