@@ -20,7 +20,7 @@ def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
     try:
         text = repr(value)
     except ValueError:  # an integer too long to print
-        return f"a {type(value).__name__} too long to quote"
+        return "a value too long to quote"
     if len(text) <= limit:
         return text
     return f"{text[: limit - 1]}… ({len(text)} characters)"

@@ -118,3 +118,41 @@ def test_cli(played, tmp_path, capsys):
     assert not (tmp_path / "none.db").exists()
     with pytest.raises(SystemExit):
         main(["--db", str(tmp_path / "arena.db")])  # --out is required
+
+
+def test_public_export_ties_no_image_to_its_variant_and_private_adds_it(played, tmp_path):
+    store, _, _ = played
+    public = tmp_path / "public"
+    export(store, public)
+    stored = [dict(r) for r in store._conn().execute("SELECT path, sha256 FROM images")]
+    for fmt in FORMATS:
+        text = (public / f"images.{fmt}").read_bytes()
+        for row in stored:
+            assert row["path"].encode() not in text and row["sha256"].encode() not in text
+    columns = set(pq.read_table(public / "images.parquet").column_names)
+    assert not columns & {"path", "sha256", "psnr", "ssim"}
+    assert {"variant", "seconds", "weight_bytes"} <= columns
+    assert set(json.loads((public / "images.json").read_text())[0]) == columns
+    with open(public / "images.csv", newline="") as f:
+        assert set(next(csv.reader(f))) == columns
+
+    private = tmp_path / "private"
+    export(store, private, private=True)
+    for fmt in FORMATS:
+        text = (private / f"images.{fmt}").read_bytes()
+        assert all(row["sha256"].encode() in text for row in stored)
+    rows = pq.read_table(private / "images.parquet").to_pylist()
+    assert {r["path"] for r in rows} == {r["path"] for r in stored}
+
+
+def test_cli_private_flag(played, tmp_path):
+    store, _, _ = played
+    store.close()
+    db = str(tmp_path / "arena.db")
+    assert main(["--db", db, "--out", str(tmp_path / "pub"), "--format", "csv"]) == 0
+    assert (
+        main(["--db", db, "--out", str(tmp_path / "all"), "--format", "csv", "--include-private"])
+        == 0
+    )
+    assert "sha256" not in (tmp_path / "pub" / "images.csv").read_text().splitlines()[0]
+    assert "sha256" in (tmp_path / "all" / "images.csv").read_text().splitlines()[0]
