@@ -528,7 +528,7 @@ def round_images(settings: AppSettings) -> RoundImages:
     images_dir = str(Path(settings.images_dir).resolve())
     name = hashlib.sha256(images_dir.encode()).hexdigest()[:16]
     return RoundImages(
-        Path(get_upload_folder()) / "spot-the-quantized" / name,
+        Path(get_upload_folder()) / "spot-rounds" / name,
         keep_seconds=settings.round_ttl_seconds + 3600,
     )
 
