@@ -215,7 +215,10 @@ def build_demo(arena: Arena) -> gr.Blocks:
             chart = gr.Plot(label="Detection rate with 95% interval")
             picks_md = gr.Markdown("")
             hardest_table = gr.Dataframe(
-                headers=presentation.HARDEST_HEADERS, interactive=False, label="Hardest prompts"
+                headers=presentation.HARDEST_HEADERS,
+                datatype="str",  # players' prompts: plain text, never "markdown" or "html"
+                interactive=False,
+                label="Hardest prompts",
             )
             costs_table = gr.Dataframe(
                 headers=[h.format(unit="GiB") for h in presentation.COST_HEADERS],
