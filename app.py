@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import logging
 import os
 import random
@@ -21,19 +22,24 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.utils import get_upload_folder
+from starlette.middleware import Middleware
 
 from core import config
 from core.config import AppSettings
 from core.errors import SpotError, StorageFullError
 from core.game import presentation
 from core.game.arena import Arena
+from core.game.request_limits import RequestLimits
 from core.game.rounds import CANT_TELL, SLOT_LABELS, Reveal, RoundView, check_mode
+from core.store.round_images import RoundImages
 
 logger = logging.getLogger("app")
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 MODE_LABELS = {"trio": "Trio: spot the original among 3", "duel": "Duel: spot the quantized of 2"}
 CANT_TELL_LABEL = "Can't tell"
+MESSAGE_MAX_CHARS = 400  # a message shown to a player is never longer (values are quoted short)
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -44,7 +50,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except SpotError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            raise gr.Error(_shorten(str(exc)), print_exception=False) from None
         except gr.Error:
             raise
         except Exception:
@@ -55,6 +61,39 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             ) from None
 
     return wrapper
+
+
+def _shorten(message: str) -> str:
+    if len(message) <= MESSAGE_MAX_CHARS:
+        return message
+    return message[: MESSAGE_MAX_CHARS - 1] + "…"
+
+
+class Blocks(gr.Blocks):
+    """gr.Blocks whose events check the number of values they receive.
+
+    Gradio itself only notices too *few* values, and then raises a plain ValueError that
+    quotes every value received and reaches an API caller as ``error: null`` (a bare
+    "Error"). Here a wrong count, too few or too many, is a gr.Error naming the endpoint
+    and the inputs it takes, quoting no value.
+    """
+
+    def validate_inputs(self, block_fn: Any, inputs: list[Any]) -> None:
+        expected = block_fn.inputs
+        if len(inputs) != len(expected):
+            endpoint = f"/{block_fn.api_name}" if block_fn.api_name else "this event"
+            # An API caller sends the values of every input but gr.State (Gradio adds the
+            # state itself when exactly those are sent).
+            values = [b for b in expected if not isinstance(b, gr.State)]
+            names = ", ".join(_input_name(block) for block in values) or "none"
+            raise gr.Error(
+                f"{endpoint} takes {len(values)} values ({names}), got {len(inputs)}",
+                print_exception=False,
+            )
+
+
+def _input_name(block: Any) -> str:
+    return str(getattr(block, "label", None) or type(block).__name__.lower())
 
 
 def new_state(arena: Arena) -> dict[str, Any]:
@@ -69,7 +108,7 @@ def build_demo(arena: Arena) -> gr.Blocks:
     examples = presentation.example_prompts(ASSETS / "prompts.txt")
     warning = presentation.tiny_model_warning(spec)
 
-    with gr.Blocks(title="Spot the Quantized Model") as demo:
+    with Blocks(title="Spot the Quantized Model") as demo:
         state = gr.State(None)
         gr.Markdown("# Spot the Quantized Model\n" + presentation.TAGLINE)
 
@@ -127,6 +166,10 @@ def build_demo(arena: Arena) -> gr.Blocks:
                 ready_btn = gr.Button("Play a ready round", variant="secondary")
             ready_note = gr.Markdown("")
             question = gr.Markdown("")
+            # The round's prompt was typed by a player: a Textbox shows it as plain text
+            # (in Markdown, "![](http://…)" would load a remote image in every later
+            # player's browser, and "# Hint: …" would become a heading).
+            round_prompt = gr.Textbox(label="This round's prompt", interactive=False, visible=False)
             with gr.Row(equal_height=True):
                 images = {
                     slot: gr.Image(
@@ -172,7 +215,10 @@ def build_demo(arena: Arena) -> gr.Blocks:
             chart = gr.Plot(label="Detection rate with 95% interval")
             picks_md = gr.Markdown("")
             hardest_table = gr.Dataframe(
-                headers=presentation.HARDEST_HEADERS, interactive=False, label="Hardest prompts"
+                headers=presentation.HARDEST_HEADERS,
+                datatype="str",  # players' prompts: plain text, never "markdown" or "html"
+                interactive=False,
+                label="Hardest prompts",
             )
             costs_table = gr.Dataframe(
                 headers=[h.format(unit="GiB") for h in presentation.COST_HEADERS],
@@ -201,8 +247,8 @@ def build_demo(arena: Arena) -> gr.Blocks:
         # --- handlers (a few lines each) ---------------------------------------------------
 
         round_outputs = [
-            state, question, *images.values(), *answer_btns.values(), reveal_box, ready_btn,
-            ready_note, seed,
+            state, question, round_prompt, *images.values(), *answer_btns.values(), reveal_box,
+            ready_btn, ready_note, seed,
         ]  # fmt: skip
 
         def show_round(st: dict[str, Any], view: RoundView) -> dict[Any, Any]:
@@ -215,6 +261,7 @@ def build_demo(arena: Arena) -> gr.Blocks:
             out: dict[Any, Any] = {
                 state: st,
                 question: presentation.question(view),
+                round_prompt: gr.Textbox(value=view.prompt, visible=True),
                 reveal_box: gr.Group(visible=False),
                 seed: view.settings.seed,
             }
@@ -225,15 +272,20 @@ def build_demo(arena: Arena) -> gr.Blocks:
             out[answer_btns[CANT_TELL]] = gr.Button(interactive=True)
             return out | ready_updates(st, view.mode)
 
-        def ready_updates(st: dict[str, Any], mode_value: str) -> dict[Any, Any]:
-            ready = arena.has_ready_round(st["session"], mode_value)
+        def ready_updates(st: dict[str, Any] | None, mode_value: str) -> dict[Any, Any]:
+            # A visitor without a session yet has seen nothing: ask for a fresh one.
+            session = st["session"] if st else arena.new_session_id()
+            ready = arena.has_ready_round(session, mode_value)
             note = "" if ready else presentation.NO_READY_ROUND
             return {ready_btn: gr.Button(interactive=ready), ready_note: note}
 
         @user_errors
         def on_load(st: dict[str, Any] | None, mode_value: str) -> dict[Any, Any]:
-            st = st or new_state(arena)
-            return {state: st} | ready_updates(st, mode_value)
+            # Never writes the state: a round started while this runs (a click right after
+            # the page shows) would otherwise be replaced by the fresh empty state this
+            # handler began with, and its answer refused ("Start a round first"). The
+            # session is created by the first handler that needs one.
+            return ready_updates(st, mode_value)
 
         @user_errors
         def on_generate(
@@ -319,10 +371,8 @@ def build_demo(arena: Arena) -> gr.Blocks:
         ]  # fmt: skip
         results_outputs = [detection_table, chart, picks_md, hardest_table, costs_table]
 
-        demo.load(on_load, [state, mode], [state, ready_btn, ready_note], api_visibility="private")
-        mode.change(
-            on_load, [state, mode], [state, ready_btn, ready_note], api_visibility="private"
-        )
+        demo.load(on_load, [state, mode], [ready_btn, ready_note], api_visibility="private")
+        mode.change(on_load, [state, mode], [ready_btn, ready_note], api_visibility="private")
         generate_btn.click(
             on_generate,
             [state, prompt, mode, seed, random_seed, steps, guidance, width, height],
@@ -474,8 +524,23 @@ def load_arena(settings: AppSettings) -> Arena:
         random.SystemRandom(),  # unpredictable shuffles in production; tests inject a seeded RNG
         rounds_per_minute=settings.rounds_per_minute,
         round_ttl_seconds=settings.round_ttl_seconds,
+        round_images=round_images(settings),
     )
     return Arena(engine, store, game, settings)
+
+
+def round_images(settings: AppSettings) -> RoundImages:
+    """Each round's own image files, inside Gradio's cache folder (GRADIO_TEMP_DIR or
+    <tmp>/gradio): Gradio serves a file that is already there as it is, without copying
+    it or touching its timestamp (see core.store.round_images). One folder per image
+    folder, so a restart reuses the padded copies; round folders are kept for the round's
+    time to live plus an hour (the reveal's slider shows them after the guess)."""
+    images_dir = str(Path(settings.images_dir).resolve())
+    name = hashlib.sha256(images_dir.encode()).hexdigest()[:16]
+    return RoundImages(
+        Path(get_upload_folder()) / "spot-rounds" / name,
+        keep_seconds=settings.round_ttl_seconds + 3600,
+    )
 
 
 def launch(arena: Arena, **kwargs: Any) -> gr.Blocks:
@@ -487,9 +552,13 @@ def launch(arena: Arena, **kwargs: Any) -> gr.Blocks:
         server_name=settings.host,
         server_port=settings.port,
         share=settings.share,
-        allowed_paths=[str(Path(settings.images_dir).resolve())],
-        max_file_size="1kb",  # the app accepts no uploads
+        # No allowed_paths: the stored images are never served by name, only each round's
+        # own copies from Gradio's cache folder (core.store.round_images).
+        max_file_size="1kb",  # belt and braces: RequestLimits refuses every upload first
         css=presentation.CSS,
+        app_kwargs={
+            "middleware": [Middleware(RequestLimits, max_body_bytes=config.REQUEST_MAX_BYTES)]
+        },
         **kwargs,
     )
     return demo

@@ -7,9 +7,23 @@ without parsing strings. Each says in one line what went wrong.
 
 from __future__ import annotations
 
+EXCERPT_CHARS = 80
+
 
 class SpotError(Exception):
     """Base class of every error this project raises on purpose."""
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """``repr(value)`` cut to at most ``limit`` characters, for quoting a bad value in an
+    error message (a million-character value must not come back in full)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print
+        return "a value too long to quote"
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 1]}… ({len(text)} characters)"
 
 
 # --- Input validation (raised before any work is done) ----------------------------
@@ -29,6 +43,18 @@ class PromptTooLongError(InvalidInputError):
 
 class PromptControlCharacterError(InvalidInputError):
     """The prompt contains control characters (other than space)."""
+
+
+class PromptEncodingError(InvalidInputError):
+    """The prompt is not valid Unicode text (a lone surrogate)."""
+
+
+class PromptInvisibleError(InvalidInputError):
+    """The prompt has no visible character (only spaces, zero-width characters, a BOM)."""
+
+
+class PromptBidiControlError(InvalidInputError):
+    """The prompt contains a bidirectional override or isolate control."""
 
 
 class SeedOutOfRangeError(InvalidInputError):

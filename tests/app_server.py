@@ -82,6 +82,12 @@ class LaunchedApp:
     def image_files(self) -> set[str]:
         return {p.name for p in self.images_dir.glob("*")} if self.images_dir.exists() else set()
 
+    def upload_dir_files(self) -> list[str]:
+        """Every file under Gradio's upload folder (where accepted uploads would land)."""
+        from gradio.utils import get_upload_folder
+
+        return [str(p) for p in Path(get_upload_folder()).rglob("*") if p.is_file()]
+
     def answer_keys(self) -> list[dict[str, Any]]:
         """Every stored round, read straight from the database after the fact."""
         with closing(sqlite3.connect(self.db_path)) as conn:
@@ -114,6 +120,7 @@ def launched_app(
         random.Random(rng_seed),
         rounds_per_minute=app_settings.rounds_per_minute,
         round_ttl_seconds=app_settings.round_ttl_seconds,
+        round_images=app.round_images(app_settings),
     )
     arena = Arena(engine, store, game, app_settings)
     demo = app.launch(arena, prevent_thread_lock=True, quiet=True)

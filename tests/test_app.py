@@ -84,7 +84,7 @@ def test_ready_round_plays_another_sessions_generation(served):
     # The player gets ready rounds of every stored generation (this one among them) until
     # none is left; then the reveal's note under the button and the endpoint explain it.
     for _ in range(served.counts()["generations"]):
-        prompts.append(player.predict("duel", api_name="/ready_round")[0])
+        prompts.append(player.predict("duel", api_name="/ready_round")[1]["value"])
         last_note = player.predict("cant_tell", api_name="/guess")[-1]
     assert any("a paper boat on a pond" in p for p in prompts)
     assert len(set(prompts)) == len(prompts)  # never the same generation twice

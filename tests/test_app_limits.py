@@ -87,3 +87,12 @@ def test_generation_rate_limit_per_player(served):
     # can still vote.
     other.predict(*generate_args("someone else"), api_name="/generate")
     player.predict("cant_tell", api_name="/guess")
+
+
+def test_refused_prompts_do_not_count_against_the_limit(served):
+    player = new_client(served)
+    for bad in ("\u200b\ufeff", "a \u202efox", "\x07"):
+        with pytest.raises(Exception, match="prompt"):
+            player.predict(*generate_args(bad), api_name="/generate")
+    # The limit is one generation a minute: it is still unused.
+    player.predict(*generate_args("after three refusals"), api_name="/generate")

@@ -92,6 +92,33 @@ def test_invalid_request_is_rejected_before_the_limit_counts(arena):
     assert "s" not in arena._generation_limiter._events
 
 
+class FailingEngine(GatedEngine):
+    """The tiny engine, failing every generation as a tokenizer or a GPU might."""
+
+    def generate(self, prompt, settings, progress=None):
+        raise errors.GenerationFailedError("the engine failed")
+
+
+def test_an_engine_failure_does_not_count_against_the_limit(tiny_engine, tmp_path):
+    store = make_store(tmp_path)
+    arena = Arena(
+        FailingEngine(tiny_engine), store, make_game(store), AppSettings(generations_per_minute=1)
+    )
+    for _ in range(3):
+        with pytest.raises(errors.GenerationFailedError):
+            arena.generate_round("s", "a fox", small(arena), "trio")
+    assert not arena._generation_limiter._events.get("s")
+    assert store.counts()["generations"] == 0
+
+
+def test_a_lone_surrogate_never_reaches_the_engine(arena):
+    arena.engine.gate.clear()  # a generation would wait here; validation must refuse first
+    with pytest.raises(errors.PromptEncodingError):
+        arena.generate_round("s", "a \ud800 fox", small(arena), "trio")
+    arena.engine.gate.set()
+    assert "s" not in arena._generation_limiter._events
+
+
 @pytest.mark.parametrize(
     ("changes", "error", "message"),
     [

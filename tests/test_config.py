@@ -24,6 +24,8 @@ def test_variant_registry_drives_names():
         ("  a fox  ", "a fox"),
         ("line one\nline two\ttab", "line one\nline two\ttab"),
         ("é 🦊", "é 🦊"),
+        ("a family 👨\u200d👩\u200d👧", "a family 👨\u200d👩\u200d👧"),  # joiners inside emoji
+        ("שלום\u200f fox", "שלום\u200f fox"),  # a right-to-left mark is not an override
     ],
 )
 def test_valid_prompts(prompt, expected):
@@ -46,6 +48,33 @@ def test_valid_prompts(prompt, expected):
 def test_invalid_prompts(prompt, error):
     with pytest.raises(error):
         validate_prompt(prompt)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "error", "message"),
+    [
+        ("a \ud800 fox", errors.PromptEncodingError, "lone surrogate U\\+D800"),
+        ("\udfff", errors.PromptEncodingError, "lone surrogate U\\+DFFF"),
+        ("\u200b\u200c\u200d", errors.PromptInvisibleError, "no visible character"),
+        ("\ufeff", errors.PromptInvisibleError, "no visible character"),
+        (" \u2060 \ufeff\u3164 ", errors.PromptInvisibleError, "no visible character"),
+        ("a \u202e xof", errors.PromptBidiControlError, "bidirectional control U\\+202E"),
+        ("\u2066fox\u2069", errors.PromptBidiControlError, "bidirectional control U\\+2066"),
+    ],
+)
+def test_prompts_that_are_not_visible_text(prompt, error, message):
+    with pytest.raises(error, match=message):
+        validate_prompt(prompt)
+
+
+def test_a_long_bad_value_is_quoted_short():
+    with pytest.raises(errors.InvalidSettingError) as error:
+        config.coerce_number("9" * 10**6, int, "seed")
+    message = str(error.value)
+    assert len(message) < 150 and "(1000002 characters)" in message
+    assert (
+        errors.excerpt(10**5000) == "a value too long to quote"
+    )  # Python refuses to print it at all
 
 
 def test_prompt_at_the_limit_is_accepted():

@@ -160,7 +160,7 @@ def test_floats_and_awkward_text_are_exported_exactly(tmp_path):
     gen.results["int8"].psnr = float("inf")  # identical images: JSON has no infinity
     store.save_generation(gen)
     out = tmp_path / "out"
-    export(store, out)
+    export(store, out, include_private=True)  # with PSNR, which the public export leaves out
     seconds = {"bf16": gen.results["bf16"].seconds, "int8": 0.1 + 0.2, "nf4": 5e-324}
     by_format = {
         "json": json.loads((out / "images.json").read_text()),
@@ -253,3 +253,41 @@ def test_export_under_load_is_one_consistent_state(tmp_path):
         writer.wait(timeout=10)
         writer.stdout.close()
     assert len(set(seen)) == len(seen), f"the writer did not write between exports: {seen}"
+
+
+def test_public_export_ties_no_image_to_its_variant_and_private_adds_it(played, tmp_path):
+    store, _, _ = played
+    public = tmp_path / "public"
+    export(store, public)
+    stored = [dict(r) for r in store._conn().execute("SELECT path, sha256 FROM images")]
+    for fmt in FORMATS:
+        text = (public / f"images.{fmt}").read_bytes()
+        for row in stored:
+            assert row["path"].encode() not in text and row["sha256"].encode() not in text
+    columns = set(pq.read_table(public / "images.parquet").column_names)
+    assert not columns & {"path", "sha256", "psnr", "ssim"}
+    assert {"variant", "seconds", "weight_bytes"} <= columns
+    assert set(json.loads((public / "images.json").read_text())[0]) == columns
+    with open(public / "images.csv", newline="") as f:
+        assert set(next(csv.reader(f))) == columns
+
+    private = tmp_path / "private"
+    export(store, private, include_private=True)
+    for fmt in FORMATS:
+        text = (private / f"images.{fmt}").read_bytes()
+        assert all(row["sha256"].encode() in text for row in stored)
+    rows = pq.read_table(private / "images.parquet").to_pylist()
+    assert {r["path"] for r in rows} == {r["path"] for r in stored}
+
+
+def test_cli_private_flag(played, tmp_path):
+    store, _, _ = played
+    store.close()
+    db = str(tmp_path / "arena.db")
+    assert main(["--db", db, "--out", str(tmp_path / "pub"), "--format", "csv"]) == 0
+    assert (
+        main(["--db", db, "--out", str(tmp_path / "all"), "--format", "csv", "--include-private"])
+        == 0
+    )
+    assert "sha256" not in (tmp_path / "pub" / "images.csv").read_text().splitlines()[0]
+    assert "sha256" in (tmp_path / "all" / "images.csv").read_text().splitlines()[0]

@@ -25,7 +25,7 @@ from core.config import (
     coerce_number,
     validate_prompt,
 )
-from core.errors import BusyError, InvalidSettingError, RateLimitedError
+from core.errors import BusyError, InvalidSettingError, RateLimitedError, excerpt
 from core.game import stats
 from core.game.export import export_zip
 from core.game.rounds import Game, Reveal, RoundView, check_mode, check_session_id
@@ -126,7 +126,9 @@ class Arena:
     ) -> GenerationSettings:
         """Typed, validated settings from UI / API values (which arrive as floats or worse)."""
         if not isinstance(random_seed, bool):
-            raise InvalidSettingError(f"random_seed must be true or false, got {random_seed!r}")
+            raise InvalidSettingError(
+                f"random_seed must be true or false, got {excerpt(random_seed)}"
+            )
         defaults = self.engine.default_settings()
         chosen_seed = secrets.randbelow(2**32) if random_seed else coerce_number(seed, int, "seed")
         settings = defaults.with_(
@@ -150,6 +152,7 @@ class Arena:
 
         Everything is validated and every limit checked before the engine is touched:
         RateLimitedError past the per-session limit, BusyError when the queue is full.
+        Only a generation that was made and stored counts against the player's limit.
         """
         check_session_id(session_id)
         check_mode(mode)
@@ -167,10 +170,15 @@ class Arena:
                 "waiting); try again in a minute, or play a ready round"
             )
         try:
-            generation = self.engine.generate(prompt, settings, progress)
-        finally:
-            self._queue.release()
-        generation_id = self.store.save_generation(generation)
+            try:
+                generation = self.engine.generate(prompt, settings, progress)
+            finally:
+                self._queue.release()
+            generation_id = self.store.save_generation(generation)
+        except BaseException:
+            # A failed generation gave the player nothing: it must not count.
+            self._generation_limiter.give_back(session_id)
+            raise
         logger.info("stored generation %d (%s)", generation_id, prompt[:60])
         return self.game.new_round(session_id, mode, generation_id)
 

@@ -44,7 +44,10 @@ logger = logging.getLogger(__name__)
 FORMATS: tuple[str, ...] = ("csv", "json", "parquet")
 # Left out of the public export: a stored file name or hash would tell which served
 # image is which variant while a round of its generation can still be answered.
-PRIVATE_COLUMNS: dict[str, tuple[str, ...]] = {"images": ("path", "sha256")}
+# Stored file name and byte hash name a served file; PSNR / SSIM against BF16 are exact
+# per-image figures a player could recompute from two served images of a replayed
+# generation to spot the pair.
+PRIVATE_COLUMNS: dict[str, tuple[str, ...]] = {"images": ("path", "sha256", "psnr", "ssim")}
 # Nulled in the public export for a round nobody has answered: they are its answer.
 ANSWER_COLUMNS: dict[str, tuple[str, ...]] = {"rounds": ("answer_key", "compared_variant")}
 # A header row; quotes only where a value needs them; nulls as empty fields.
@@ -332,8 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--include-private",
         action="store_true",
-        help="also export image file names and hashes and the answer keys of unanswered "
-        "rounds (never publish this)",
+        help="also export image file names, hashes, PSNR and SSIM, and the answer keys of "
+        "unanswered rounds (never publish this)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -125,7 +125,9 @@ def _interval(low: float | None, high: float | None) -> str:
 
 
 def question(view: RoundView) -> str:
-    return f"### {view.question}\n*Prompt:* {view.prompt}  ·  *seed* {view.settings.seed}"
+    """The round's question as Markdown. The prompt is left out on purpose: a player typed
+    it, so the UI shows it as plain text in its own box, never as Markdown."""
+    return f"### {view.question}\n*seed* {view.settings.seed}"
 
 
 def progress_reporter(

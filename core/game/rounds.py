@@ -33,7 +33,9 @@ from core.errors import (
     RoundAlreadyGuessedError,
     RoundExpiredError,
     RoundNotFoundError,
+    excerpt,
 )
+from core.store.round_images import RoundImages
 from core.store.storage import NewGuess, Store, StoredGeneration
 
 CANT_TELL = "cant_tell"
@@ -98,7 +100,7 @@ def check_session_id(session_id: object) -> str:
 
 def check_mode(mode: object) -> ModeSpec:
     if not isinstance(mode, str) or mode not in MODE_SPECS:
-        raise InvalidModeError(f"mode must be one of {', '.join(MODE_SPECS)}, got {mode!r}")
+        raise InvalidModeError(f"mode must be one of {', '.join(MODE_SPECS)}, got {excerpt(mode)}")
     return MODE_SPECS[mode]
 
 
@@ -120,7 +122,11 @@ class Game:
         clock: Callable[[], float] = time.time,
         rounds_per_minute: int = 30,
         round_ttl_seconds: float = 3600,
+        round_images: RoundImages | None = None,
     ) -> None:
+        """``round_images``: where a served app gets each round's own image files (see
+        core.store.round_images); without it a round shows the stored files (tests and
+        simulations that serve nothing)."""
         if rounds_per_minute < 0:
             raise ValueError("rounds_per_minute must be >= 0 (0 means unlimited)")
         if round_ttl_seconds <= 0:
@@ -130,6 +136,7 @@ class Game:
         self.clock = clock
         self.rounds_per_minute = rounds_per_minute
         self.round_ttl_seconds = round_ttl_seconds
+        self.round_images = round_images
 
     # --- rounds ------------------------------------------------------------------------
 
@@ -157,7 +164,7 @@ class Game:
                     f"no new {mode} round is ready: you have played every stored image set"
                 )
         elif isinstance(generation_id, bool) or not isinstance(generation_id, int):
-            raise GenerationNotFoundError(f"no generation {generation_id!r}")
+            raise GenerationNotFoundError(f"no generation {excerpt(generation_id)}")
         generation = self.store.generation(generation_id)
         if generation is None:
             raise GenerationNotFoundError(f"no generation {generation_id}")
@@ -179,12 +186,17 @@ class Game:
                 f"at most {self.rounds_per_minute} rounds a minute; wait a moment"
             )
         paths = self.store.image_paths(generation.id)
+        shown = tuple(slot_variants.values())
+        if self.round_images is None:
+            image_paths = tuple(paths[v] for v in shown)
+        else:
+            image_paths = self.round_images.serve(paths, shown)
         return RoundView(
             round_id=round_id,
             mode=spec.name,
             question=spec.question,
             slots=tuple(slot_variants),
-            image_paths=tuple(paths[v] for v in slot_variants.values()),
+            image_paths=image_paths,
             prompt=generation.prompt,
             settings=generation.settings,
         )
@@ -238,7 +250,7 @@ class Game:
         slots = stored.answer_key
         if answer != CANT_TELL and answer not in slots:
             raise InvalidAnswerError(
-                f"answer must be one of {', '.join(slots)} or {CANT_TELL!r}, got {answer!r}"
+                f"answer must be one of {', '.join(slots)} or {CANT_TELL!r}, got {excerpt(answer)}"
             )
         spec = MODE_SPECS[stored.mode]
         correct_slot = _correct_slot(spec, slots)
