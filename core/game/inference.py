@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import beta, binom, t
+from scipy.stats import beta, binom, chi2, t
 
 ALPHA = 0.05
 BOOTSTRAP_REPLICATES = 2000
@@ -121,6 +121,18 @@ def design_effect(rates: np.ndarray, clusters: int, k: int, n: int) -> float:
     return float(np.var(rates, ddof=1)) * clusters / (clusters - 1) / binomial_variance
 
 
+def dispersion_p_value(counts: ClusterCounts, k: int, n: int) -> float:
+    """Pearson's chi-square test that every cluster has the same rate k / n (no clustering):
+    X² = Σ (k_j − p n_j)² / (p (1 − p) n_j) on G − 1 degrees of freedom. 1 when it cannot
+    tell (fewer than two clusters, or a rate of 0 or 1)."""
+    p = k / n
+    g = counts.count
+    if g < 2 or p in (0.0, 1.0):
+        return 1.0
+    residual = (counts.correct - p * counts.decided) ** 2 / (p * (1 - p) * counts.decided)
+    return float(chi2.sf(float((counts.clusters * residual).sum()), g - 1))
+
+
 def percentile_interval(rates: np.ndarray, level: float) -> tuple[float, float]:
     """The bootstrap percentile interval at ``level`` (two-sided)."""
     tail = (1.0 - level) / 2.0
@@ -128,15 +140,16 @@ def percentile_interval(rates: np.ndarray, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def effective_size(n: int, design_effect: float, effective_clusters: float) -> float:
+def effective_size(n: int, design_effect: float, degrees_of_freedom: float) -> float:
     """Korn & Graubard's effective sample size: n / deff (deff at least 1), shrunk by
-    (t(n−1) / t(df))² with df = effective clusters − 1 when clustering widens the interval,
-    so a variance estimated from few clusters is not taken as exact."""
+    (t(n − 1) / t(df))², df being the degrees of freedom of the clustered variance (here
+    Kish's effective number of clusters − 1), so a variance estimated from few clusters is
+    not taken as exact. Never more than n."""
     if design_effect <= 1.0:
         return float(n)
     size = n / design_effect
-    if effective_clusters > 1.0 and n > 1:
-        ratio = t.ppf(0.975, n - 1) / t.ppf(0.975, max(effective_clusters - 1.0, 1.0))
+    if n > 1:
+        ratio = t.ppf(0.975, n - 1) / t.ppf(0.975, max(degrees_of_freedom, 1.0))
         size *= ratio * ratio
     return min(float(n), size)
 

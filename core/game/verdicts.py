@@ -86,11 +86,16 @@ class Estimate:
     generation_design_effect: float | None
     generation_ci_low: float | None  # percentile interval of the bootstrap over generations
     generation_ci_high: float | None
-    effective_decided: float | None  # decided / max(1, design effect), Korn–Graubard
+    session_dispersion_p: float | None  # Pearson's test of equal rates across players
+    generation_dispersion_p: float | None  # … across generations
+    design_effect: float | None  # the one applied to the headline (1: none found)
+    clustered_by: str | None  # "players", "prompts" or None
+    effective_decided: float | None  # decided / design effect, Korn–Graubard
     p_value_binomial: float | None  # exact two-sided test, answers taken as independent
     p_value: float | None  # the same test at the effective size (the headline)
     p_holm: float | None  # Holm-adjusted headline p-value within the family
     verdict: str
+    within_margin: bool | None  # the headline interval lies inside chance ± margin
     more_decided_needed: int | None  # for "not enough data": about how many more
     verdict_text: str
     clustering_note: str
@@ -108,6 +113,10 @@ class _Pass1:
     effective: float
     session_deff: float
     generation_deff: float
+    session_dispersion: float
+    generation_dispersion: float
+    design_effect: float
+    clustered_by: str | None
     session_rates: np.ndarray
     generation_rates: np.ndarray
 
@@ -119,11 +128,23 @@ def _first_pass(group: GroupCounts, rng: np.random.Generator, replicates: int) -
     generation_rates = inference.bootstrap_rates(group.generations, rng, replicates)
     session_deff = inference.design_effect(session_rates, group.sessions.count, k, n)
     generation_deff = inference.design_effect(generation_rates, group.generations.count, k, n)
-    # The wider of the two clusterings sets the effective size (with its cluster count).
-    widest = group.sessions if session_deff >= generation_deff else group.generations
-    effective = inference.effective_size(
-        n, max(session_deff, generation_deff), widest.effective_count
-    )
+    session_dispersion = inference.dispersion_p_value(group.sessions, k, n)
+    generation_dispersion = inference.dispersion_p_value(group.generations, k, n)
+    # The wider of the two clusterings sets the headline, never narrower than the binomial
+    # (Korn & Graubard truncate the design effect at 1).
+    found = [
+        (deff, name, counts)
+        for deff, name, counts in (
+            (session_deff, "players", group.sessions),
+            (generation_deff, "prompts", group.generations),
+        )
+        if deff > 1.0
+    ]
+    deff, clustered_by, widest = max(found, key=lambda f: f[0]) if found else (1.0, None, None)
+    effective = float(n)
+    if widest is not None:
+        df = widest.effective_count - 1.0
+        effective = inference.effective_size(n, deff, df)
     rate = k / n
     return _Pass1(
         group=group,
@@ -133,6 +154,10 @@ def _first_pass(group: GroupCounts, rng: np.random.Generator, replicates: int) -
         effective=effective,
         session_deff=session_deff,
         generation_deff=generation_deff,
+        session_dispersion=session_dispersion,
+        generation_dispersion=generation_dispersion,
+        design_effect=deff,
+        clustered_by=clustered_by,
         session_rates=session_rates,
         generation_rates=generation_rates,
     )
@@ -178,7 +203,7 @@ def _text(
         if high < chance:
             tail += " (people pick the wrong one more often than chance)"
         if low >= chance - margin and high <= chance + margin:
-            tail += f", though by less than {points}"
+            tail += f", though only by less than {points} (equivalent within the margin)"
         return head + tail + "."
     if verdict == INDISTINGUISHABLE:
         return head + f": indistinguishable within {points}."
@@ -191,12 +216,18 @@ def _text(
 
 
 def _clustering_note(first: _Pass1) -> str:
-    deffs = {"players": first.session_deff, "prompts": first.generation_deff}
-    name, deff = max(deffs.items(), key=lambda item: item[1])
-    if deff <= 1.0:
-        return "No more spread between players or prompts than independent answers would show."
+    if first.clustered_by is None:
+        return (
+            "No more spread between players or between prompts than independent answers "
+            f"would show (design effects {first.session_deff:.2f} and "
+            f"{first.generation_deff:.2f}): the headline interval is the binomial one."
+        )
+    dispersion = (
+        first.session_dispersion if first.clustered_by == "players" else first.generation_dispersion
+    )
     return (
-        f"Answers cluster by {name} (design effect {deff:.2f}): the headline interval is the "
+        f"Answers vary by {first.clustered_by} (design effect {first.design_effect:.2f}, "
+        f"Pearson's test of equal rates p = {dispersion:.2g}): the headline interval is the "
         f"exact one at an effective {first.effective:.0f} of {first.group.decided} decided "
         f"answers, wider than the binomial one."
     )
@@ -214,7 +245,7 @@ def _no_data(group: GroupCounts, chance: float, margin: float) -> Estimate:
         group.mode, group.variant, group.answered, 0, 0, group.cant_tell, chance, margin,
         None, 0.0 if group.answered else None, share, ct[0], ct[1], None, None, None, None,
         None, group.sessions.count, None, None, None, group.generations.count, None, None,
-        None, None, None, None, None, NO_DATA, None,
+        None, None, None, None, None, None, None, None, None, NO_DATA, None, None,
         f"{label(group.mode, group.variant)}: {what}.", "",
     )  # fmt: skip
 
@@ -251,9 +282,10 @@ def assess(
         assert level is not None
         k, n = group.correct, group.decided
         low, high = inference.exact_interval(first.rate * first.effective, first.effective, level)
+        within = low >= chance - margin and high <= chance + margin
         if low > chance or high < chance:
             verdict = DISTINGUISHABLE
-        elif low >= chance - margin and high <= chance + margin:
+        elif within:
             verdict = INDISTINGUISHABLE
         else:
             verdict = NOT_ENOUGH_DATA
@@ -295,11 +327,16 @@ def assess(
                 generation_design_effect=first.generation_deff,
                 generation_ci_low=generation[0],
                 generation_ci_high=generation[1],
+                session_dispersion_p=first.session_dispersion,
+                generation_dispersion_p=first.generation_dispersion,
+                design_effect=first.design_effect,
+                clustered_by=first.clustered_by,
                 effective_decided=first.effective,
                 p_value_binomial=first.p_binomial,
                 p_value=first.p_value,
                 p_holm=adjusted[i],
                 verdict=verdict,
+                within_margin=within,
                 more_decided_needed=more,
                 verdict_text=_text(
                     group.mode,
