@@ -86,7 +86,7 @@ def _rows(store: Store, table: str) -> int:
 def test_exact_schema_and_migrations(tmp_path):
     store = make_store(tmp_path)
     assert store.schema() == EXPECTED_SCHEMA
-    names = ["m001_initial", "m002_covering_indexes"]
+    names = ["m001_initial", "m002_covering_indexes", "m003_verdict_indexes"]
     assert store.applied_migrations() == [fn.__name__ for fn in MIGRATIONS] == names
     conn = sqlite3.connect(tmp_path / "arena.db")
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
@@ -97,6 +97,7 @@ def test_exact_schema_and_migrations(tmp_path):
         "guesses_groups",
         "guesses_generation",
         "guesses_session",
+        "guesses_mode_session",
     } <= indexes
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     store.close()

@@ -281,7 +281,7 @@ def verdicts_markdown(results: dict[str, Any]) -> str:
     for d in results["detection"]:
         lines.append(f"- {d['verdict_text']}")
         if d.get("clustering_note"):
-            lines.append(f"  <small>{d['clustering_note']}</small>")
+            lines.append(f"  *{d['clustering_note']}*")
     level = next((d["level"] for d in results["detection"] if d.get("level")), None)
     tests = sum(d.get("p_value") is not None for d in results["detection"])
     if level is not None:

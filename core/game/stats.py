@@ -26,6 +26,7 @@ import json
 import logging
 import sys
 import time
+from collections import Counter, defaultdict
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -80,21 +81,51 @@ def headline_keys() -> list[tuple[str, str]]:
     return keys
 
 
-def _clusters(store: Store, by: str) -> dict[tuple[str, str], ClusterCounts]:
-    rows: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
-    for mode, variant, pooled, k, n, count in store.decided_clusters(by):
-        if not pooled and variant is None:
-            continue  # the trio has no compared variant: its pooled rows are the ones
-        key = (mode, ALL_VARIANTS if pooled else variant)
-        rows.setdefault(key, []).append((k, n, count))
-    return {key: ClusterCounts.of(r) for key, r in rows.items()}
+# (mode, cluster id, duel variant or None, answered, decided, correct)
+Cluster = tuple[str, Any, str | None, int, int, int]
 
 
-def headline_groups(store: Store, groups: Groups | None = None) -> list[GroupCounts]:
-    """The counts of every headline group, straight from SQL."""
+def _without_prompt(rows: list[tuple[Any, ...]]) -> list[Cluster]:
+    """decided_by_generation rows without their prompt: (mode, id, variant, a, d, c)."""
+    return [(r[0], r[1], *r[3:]) for r in rows]
+
+
+def _pooled(rows: list[Cluster]) -> dict[tuple[str, Any], tuple[int, int, int]]:
+    """(mode, cluster id) -> (answered, decided, correct) over a mode's variants."""
+    out: dict[tuple[str, Any], tuple[int, int, int]] = {}
+    for mode, cluster, _, answered, decided, correct in rows:
+        a, d, c = out.get((mode, cluster), (0, 0, 0))
+        out[(mode, cluster)] = (a + answered, d + decided, c + correct)
+    return out
+
+
+def _cluster_counts(rows: list[Cluster]) -> dict[tuple[str, str], ClusterCounts]:
+    """(mode, variant or "all") -> its clusters' (correct, decided) pairs with multiplicity."""
+    pairs: defaultdict[tuple[str, str], Counter[tuple[int, int]]] = defaultdict(Counter)
+    for mode, _, variant, _, decided, correct in rows:
+        if variant is not None:  # a duel variant's own clusters
+            pairs[(mode, variant)][(correct, decided)] += 1
+    for (mode, _), (_, decided, correct) in _pooled(rows).items():
+        pairs[(mode, ALL_VARIANTS)][(correct, decided)] += 1
+    return {
+        key: ClusterCounts.of([(k, n, c) for (k, n), c in sorted(counter.items())])
+        for key, counter in pairs.items()
+    }
+
+
+def headline_groups(
+    store: Store,
+    groups: Groups | None = None,
+    by_session: list[Cluster] | None = None,
+    by_generation: list[tuple[Any, ...]] | None = None,
+) -> list[GroupCounts]:
+    """The counts of every headline group, from SQL's per-player and per-generation counts
+    (arguments: those counts when already read)."""
     groups = store.guess_groups() if groups is None else groups
-    sessions = _clusters(store, "session")
-    generations = _clusters(store, "generation")
+    by_session = store.decided_by_session() if by_session is None else by_session
+    by_generation = store.decided_by_generation() if by_generation is None else by_generation
+    sessions = _cluster_counts(by_session)
+    generations = _cluster_counts(_without_prompt(by_generation))
     empty = ClusterCounts.of([])
     out = []
     for mode, variant in headline_keys():
@@ -118,11 +149,12 @@ def headline_groups(store: Store, groups: Groups | None = None) -> list[GroupCou
 def detection_table(
     store: Store,
     margin: float = DEFAULT_MARGIN,
-    groups: Groups | None = None,
     rng: np.random.Generator | None = None,
+    **counts: Any,
 ) -> list[Estimate]:
-    """The verdict of every headline group (see core.game.verdicts), Holm across them."""
-    return assess(headline_groups(store, groups), margin, rng)
+    """The verdict of every headline group (see core.game.verdicts), Holm across them.
+    ``counts``: the store's counts when already read (see headline_groups)."""
+    return assess(headline_groups(store, **counts), margin, rng)
 
 
 def trio_picks(store: Store, groups: Groups | None = None) -> dict[str, Any]:
@@ -174,14 +206,19 @@ def hardest_prompts(
     limit: int = 10,
     min_decided: int = 5,
     mode: str = "duel",
-    per_generation: list[tuple[str, int, str, int, int, int]] | None = None,
+    by_generation: list[tuple[Any, ...]] | None = None,
 ) -> list[dict[str, Any]]:
     """The generations people spot least in ``mode``: at least ``min_decided`` decided
     answers, ranked by the upper bound of the 95% exact interval of their decided rate
     (lowest first), then rate, more decided answers first, generation id. Per-prompt
     intervals are exploratory: no multiple-test correction."""
-    per_generation = store.decided_per_generation() if per_generation is None else per_generation
-    rows = [r[1:] for r in per_generation if r[0] == mode and r[4] >= min_decided]
+    by_generation = store.decided_by_generation() if by_generation is None else by_generation
+    prompts = {r[1]: r[2] for r in by_generation}
+    rows = [
+        (gid, prompts[gid], *figures)
+        for (m, gid), figures in sorted(_pooled(_without_prompt(by_generation)).items())
+        if m == mode and figures[1] >= min_decided
+    ]
     ranked = _ranked(rows, [r[4] for r in rows], [r[3] for r in rows])
     ranked.sort(key=lambda x: (x[3], x[1], -x[0][3], x[0][0]))
     chance = MODE_SPECS[mode].chance
@@ -206,13 +243,17 @@ def top_players(
     limit: int = 10,
     min_decided: int = 5,
     mode: str = "duel",
-    per_session: list[tuple[str, str, int, int, int]] | None = None,
+    by_session: list[Cluster] | None = None,
 ) -> list[dict[str, Any]]:
     """The sessions best at ``mode``: at least ``min_decided`` decided answers, ranked by
     the lower bound of the 95% exact interval of their decided rate (highest first), then
     rate, more decided answers first, session id."""
-    per_session = store.decided_per_session() if per_session is None else per_session
-    rows = [r[1:] for r in per_session if r[0] == mode and r[3] >= min_decided]
+    by_session = store.decided_by_session() if by_session is None else by_session
+    rows = [
+        (session, *figures)
+        for (m, session), figures in sorted(_pooled(by_session).items())
+        if m == mode and figures[1] >= min_decided
+    ]
     ranked = _ranked(rows, [r[3] for r in rows], [r[2] for r in rows])
     ranked.sort(key=lambda x: (-x[2], -x[1], -x[0][2], x[0][0]))
     return [
@@ -280,9 +321,11 @@ def summary(
     fraction (0.05 = ±5 points of chance); ``rng`` drives the bootstraps (default: seeded,
     so the same data give the same summary)."""
     groups = store.guess_groups()
-    estimates = detection_table(store, margin, groups, rng)
-    per_generation = store.decided_per_generation()
-    per_session = store.decided_per_session()
+    by_session = store.decided_by_session()
+    by_generation = store.decided_by_generation()
+    estimates = detection_table(
+        store, margin, rng, groups=groups, by_session=by_session, by_generation=by_generation
+    )
     return {
         "definitions": {**DEFINITIONS, "alpha": ALPHA, "margin": margin},
         "counts": store.counts(),
@@ -295,11 +338,11 @@ def summary(
         },
         "trio_picks": trio_picks(store, groups),
         "hardest_prompts": {
-            mode: hardest_prompts(store, hardest_limit, min_decided, mode, per_generation)
+            mode: hardest_prompts(store, hardest_limit, min_decided, mode, by_generation)
             for mode in MODE_SPECS
         },
         "top_players": {
-            mode: top_players(store, hardest_limit, min_decided, mode, per_session)
+            mode: top_players(store, hardest_limit, min_decided, mode, by_session)
             for mode in MODE_SPECS
         },
     }
