@@ -102,7 +102,7 @@ def test_decided_answers_are_tested_not_answered_ones():
 def test_distinguishable_is_shown_exactly_when_the_interval_excludes_chance():
     rng = np.random.default_rng(3)
     seen = set()
-    for _ in range(120):
+    for _ in range(60):
         family = []
         for mode, variant in (("trio", "all"), ("duel", "int8"), ("duel", "nf4"), ("duel", "all")):
             chance = 1 / 3 if mode == "trio" else 0.5

@@ -169,8 +169,8 @@ def label(mode: str, variant: str) -> str:
     return "All quantized (duel)" if variant == ALL_VARIANTS else VARIANTS[variant].label
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f}"
+def _pct(x: float, digits: int = 0) -> str:
+    return f"{100 * x:.{digits}f}"
 
 
 def _level_text(level: float) -> str:
@@ -192,10 +192,11 @@ def _text(
     more: int | None,
 ) -> str:
     what = "pick the original" if mode == "trio" else "spot the quantized image"
+    digits = 1 if high - low < 0.03 else 0  # a narrow interval would read "50–50%"
     head = (
-        f"{label(mode, variant)} — people {what} in {_pct(rate)}% of decided {mode}s "
-        f"({_level_text(level)} CI {_pct(low)}–{_pct(high)}%, n = {decided}, "
-        f"chance {_pct(chance)}%)"
+        f"{label(mode, variant)} — people {what} in {_pct(rate, digits)}% of decided {mode}s "
+        f"({_level_text(level)} CI {_pct(low, digits)}–{_pct(high, digits)}%, "
+        f"n = {decided:,}, chance {_pct(chance)}%)"
     )
     points = f"±{100 * margin:.3g} points of chance"
     if verdict == DISTINGUISHABLE:
