@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import binom, binomtest
+from scipy.stats import binom, binomtest, norm
 
 from core.game import inference
 from core.game.inference import ClusterCounts
@@ -187,3 +187,50 @@ def test_no_answers_and_only_cant_tell():
 def test_margin_must_be_a_fraction_of_chance():
     with pytest.raises(ValueError, match="margin"):
         assess([group(5, 10)], margin=5)
+
+
+def test_tarones_test_against_its_formula_and_its_size_under_independence():
+    rng = np.random.default_rng(5)
+    # Written out: players of 4 answers with rates 0.2 and 0.8 spread far more than chance.
+    players = np.repeat(np.arange(20), 4)
+    right = np.tile([1, 0, 0, 0, 1, 1, 1, 0], 10).astype(bool)
+    counts = ClusterCounts.from_labels(players, right)
+    k, n = int(right.sum()), 80
+    per_player = right.reshape(20, 4).sum(axis=1)
+    s = ((per_player - 0.5 * 4) ** 2).sum() / 0.25
+    z = (s - n) / math.sqrt(2 * 20 * 4 * 3)
+    assert inference.tarone_p_value(counts, k, n) == pytest.approx(float(norm.sf(z)))
+    # One answer per cluster: nothing to test.
+    assert inference.tarone_p_value(ClusterCounts.from_labels(np.arange(9), right[:9]), 4, 9) == 1
+    # Independent answers: the test rejects at 5% about 5% of the time (400 data sets).
+    rejected = 0
+    for _ in range(400):
+        right = rng.random(200) < 0.6
+        c = ClusterCounts.from_labels(np.arange(200) // 8, right)
+        rejected += inference.tarone_p_value(c, int(right.sum()), 200) < 0.05
+    assert 0.02 <= rejected / 400 <= 0.09
+
+
+def test_variance_clusters_is_kish_without_spread_and_falls_to_the_heavy_clusters():
+    players = np.concatenate([np.repeat(np.arange(5), 100), 5 + np.repeat(np.arange(50), 10)])
+    counts = ClusterCounts.from_labels(players, np.zeros(1000))
+    assert inference.variance_clusters(counts, 1000, 1.0) == pytest.approx(counts.effective_count)
+    assert counts.effective_count == pytest.approx(1000**2 / (5 * 100**2 + 50 * 10**2))
+    # A design effect of 3 here means the 5 heavy players carry most of the variance.
+    assert 5 < inference.variance_clusters(counts, 1000, 3.0) < 9
+
+
+def test_a_wider_bootstrap_without_clustering_keeps_the_binomial_headline_and_says_so():
+    # Independent answers whose player bootstrap happens to be wider than the binomial one,
+    # yet not significantly: the headline stays binomial and the note says they differ.
+    for seed in range(50):
+        g = group(130, 200, per_player=8, rng=np.random.default_rng(seed))
+        [e] = assess([g])
+        if e.session_design_effect > 1.1 and e.session_dispersion_p >= 0.05:
+            break
+    else:
+        pytest.fail("no data set with a wider, non-significant player bootstrap")
+    assert e.clustered_by is None and e.design_effect == 1.0 and e.effective_decided == 200
+    assert (e.ci_low, e.ci_high) == (e.binomial_ci_low, e.binomial_ci_high)
+    assert "The bootstrap intervals differ from the binomial" in e.clustering_note
+    assert "over players" in e.clustering_note and "the binomial one" in e.clustering_note

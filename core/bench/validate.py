@@ -234,7 +234,7 @@ def figures(studies: int, seed: int = 0) -> list[Figure]:
     headline, binomial = power(next(rngs), studies)
     out.append(
         Figure(
-            "2 power",
+            "2 power (one headline test, no family: 95% level)",
             "60% right when deciding, 20% can't tell, n = 200 decided",
             headline,
             0.75,
@@ -290,7 +290,7 @@ def figures(studies: int, seed: int = 0) -> list[Figure]:
     out.append(
         Figure(
             "5 clustered coverage (5 players hold half the answers)",
-            "headline (clustered) interval",
+            "headline interval (clustered where Tarone's test finds it)",
             headline,
             0.90,
             True,

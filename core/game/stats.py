@@ -8,8 +8,9 @@ Definitions (also in README.md, "How the statistics are defined"):
   decide. correct / answered is shown as the descriptive "spotted" rate; the can't-tell
   share has its own 95% interval.
 * The headline family (trio; duel int8, NF4 and all) goes through core.game.verdicts:
-  two-sided exact tests and intervals, widened by a bootstrap over players and one over
-  generations, Holm-corrected, three verdicts with margin ``m``.
+  two-sided exact tests and intervals, widened by a bootstrap over players or one over
+  generations where Tarone's test finds clustering, Holm-corrected, three verdicts with
+  margin ``m``.
 * Hardest prompts: generations ranked by the upper bound of the 95% exact interval of their
   decided rate, lowest first (a prompt is "hard" when even its optimistic rate is low), then
   by rate, more decided answers first, generation id. Top players: sessions ranked by the
@@ -36,7 +37,7 @@ from scipy.stats import beta
 
 from core.config import MODE_SPECS, QUANTIZED_VARIANTS, REFERENCE_VARIANT, VARIANT_NAMES
 from core.errors import DatabaseError
-from core.game.inference import ALPHA, ClusterCounts
+from core.game.inference import ALPHA, CLUSTERING_TEST_LEVEL, ClusterCounts
 from core.game.verdicts import (
     ALL_VARIANTS,
     DEFAULT_MARGIN,
@@ -286,8 +287,10 @@ DEFINITIONS = {
     ),
     "interval": (
         "two-sided Clopper-Pearson interval at the effective size decided / design effect "
-        "(Korn-Graubard); the design effect is the larger of the bootstrap-over-players and "
-        "bootstrap-over-generations variance over the binomial one, at least 1"
+        "(Korn-Graubard, Satterthwaite degrees of freedom); the design effect is the larger "
+        "bootstrap-over-players or bootstrap-over-generations variance over the binomial one "
+        "among the clusterings where Tarone's test finds extra-binomial spread "
+        f"(p < {CLUSTERING_TEST_LEVEL:g}); none found: the binomial interval"
     ),
     "holm": (
         "Holm's correction across the headline rows; every interval is shown at the level "

@@ -4,10 +4,13 @@
 variant, duel overall, trio) and returns one ``Estimate`` each. For every group:
 
 1. rate = correct / decided; its exact test against chance (two-sided, see core.game.inference);
-2. a bootstrap over players (sessions) and one over generations give two design effects;
-   the larger one (at least 1) turns n into an effective size, and the headline interval and
-   p-value are the exact ones at that size: they equal the plain binomial ones when neither
-   bootstrap finds more spread than independent answers would have;
+2. a bootstrap over players (sessions) and one over generations give two design effects,
+   and Tarone's test, one per clustering, says whether answers spread more between players
+   (or prompts) than independent answers would (level ``CLUSTERING_TEST_LEVEL``). The larger
+   design effect among the clusterings the test finds turns n into an effective size, and
+   the headline interval and p-value are the exact ones at that size. When the test finds
+   none, the headline is the plain binomial interval, and the note says so, with the
+   bootstrap interval beside it whenever a bootstrap is wider;
 3. Holm's correction runs over the family's headline p-values, and every interval of the
    family is shown at the one level 1 − a* at which it excludes chance exactly when Holm
    rejects its test (95% when every test is rejected, 1 − 0.05 / 4 when none is);
@@ -86,8 +89,8 @@ class Estimate:
     generation_design_effect: float | None
     generation_ci_low: float | None  # percentile interval of the bootstrap over generations
     generation_ci_high: float | None
-    session_dispersion_p: float | None  # Pearson's test of equal rates across players
-    generation_dispersion_p: float | None  # … across generations
+    session_dispersion_p: float | None  # Tarone's test of extra-binomial spread by player
+    generation_dispersion_p: float | None  # … by generation
     design_effect: float | None  # the one applied to the headline (1: none found)
     clustered_by: str | None  # "players", "prompts" or None
     effective_decided: float | None  # decided / design effect, Korn–Graubard
@@ -128,22 +131,23 @@ def _first_pass(group: GroupCounts, rng: np.random.Generator, replicates: int) -
     generation_rates = inference.bootstrap_rates(group.generations, rng, replicates)
     session_deff = inference.design_effect(session_rates, group.sessions.count, k, n)
     generation_deff = inference.design_effect(generation_rates, group.generations.count, k, n)
-    session_dispersion = inference.dispersion_p_value(group.sessions, k, n)
-    generation_dispersion = inference.dispersion_p_value(group.generations, k, n)
-    # The wider of the two clusterings sets the headline, never narrower than the binomial
-    # (Korn & Graubard truncate the design effect at 1).
+    session_dispersion = inference.tarone_p_value(group.sessions, k, n)
+    generation_dispersion = inference.tarone_p_value(group.generations, k, n)
+    # A clustering widens the headline only when Tarone's test finds extra-binomial spread
+    # along it (at CLUSTERING_TEST_LEVEL); of those, the larger design effect sets it. Never
+    # narrower than the binomial (Korn & Graubard truncate the design effect at 1).
     found = [
         (deff, name, counts)
-        for deff, name, counts in (
-            (session_deff, "players", group.sessions),
-            (generation_deff, "prompts", group.generations),
+        for deff, name, counts, spread_p in (
+            (session_deff, "players", group.sessions, session_dispersion),
+            (generation_deff, "prompts", group.generations, generation_dispersion),
         )
-        if deff > 1.0
+        if deff > 1.0 and spread_p < inference.CLUSTERING_TEST_LEVEL
     ]
     deff, clustered_by, widest = max(found, key=lambda f: f[0]) if found else (1.0, None, None)
     effective = float(n)
     if widest is not None:
-        df = widest.effective_count - 1.0
+        df = inference.variance_clusters(widest, n, deff) - 1.0
         effective = inference.effective_size(n, deff, df)
     rate = k / n
     return _Pass1(
@@ -216,21 +220,53 @@ def _text(
     return head + f": not enough data yet — {settle}."
 
 
-def _clustering_note(first: _Pass1) -> str:
-    if first.clustered_by is None:
+def _interval_text(interval: tuple[float, float]) -> str:
+    return f"{_pct(interval[0], 1)}–{_pct(interval[1], 1)}%"
+
+
+def _clustering_note(
+    first: _Pass1,
+    binomial: tuple[float, float],
+    bootstraps: dict[str, tuple[float, float]],
+) -> str:
+    """Says in words which interval is the headline and, when they differ, why."""
+    level = f"p < {inference.CLUSTERING_TEST_LEVEL:g}"
+    if first.clustered_by is not None:
+        dispersion = (
+            first.session_dispersion
+            if first.clustered_by == "players"
+            else first.generation_dispersion
+        )
+        return (
+            f"Answers vary by {first.clustered_by} (design effect {first.design_effect:.2f}, "
+            f"Tarone's test of extra-binomial spread p = {dispersion:.2g}, {level}): the "
+            f"headline interval is the exact one at an effective {first.effective:.0f} of "
+            f"{first.group.decided} decided answers, wider than the binomial "
+            f"{_interval_text(binomial)}."
+        )
+    wider = [
+        (name, deff, p)
+        for name, deff, p in (
+            ("players", first.session_deff, first.session_dispersion),
+            ("prompts", first.generation_deff, first.generation_dispersion),
+        )
+        if deff > 1.0
+    ]
+    if not wider:
         return (
             "No more spread between players or between prompts than independent answers "
             f"would show (design effects {first.session_deff:.2f} and "
             f"{first.generation_deff:.2f}): the headline interval is the binomial one."
         )
-    dispersion = (
-        first.session_dispersion if first.clustered_by == "players" else first.generation_dispersion
+    parts = "; ".join(
+        f"over {name} {_interval_text(bootstraps[name])} (design effect {deff:.2f}, "
+        f"Tarone's test p = {p:.2g})"
+        for name, deff, p in wider
     )
     return (
-        f"Answers vary by {first.clustered_by} (design effect {first.design_effect:.2f}, "
-        f"Pearson's test of equal rates p = {dispersion:.2g}): the headline interval is the "
-        f"exact one at an effective {first.effective:.0f} of {first.group.decided} decided "
-        f"answers, wider than the binomial one."
+        f"The bootstrap intervals differ from the binomial {_interval_text(binomial)}: {parts}. "
+        f"Tarone's test does not find more spread than independent answers would show "
+        f"({level} needed), so the headline interval is the binomial one."
     )
 
 
@@ -352,7 +388,9 @@ def assess(
                     margin=margin,
                     more=more,
                 ),
-                clustering_note=_clustering_note(first),
+                clustering_note=_clustering_note(
+                    first, binomial, {"players": session, "prompts": generation}
+                ),
             )
         )
     return out
