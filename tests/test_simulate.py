@@ -113,6 +113,13 @@ def test_fast_validation_of_the_verdicts(capsys):
     assert out.count("| yes |") == 16 and "**NO**" not in out
 
 
+@pytest.mark.parametrize("bad", ["0", "1", "-0.1", "x"])
+def test_bad_clustering_level(bad, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--validate", "--studies", "1", "--clustering-level", bad])
+    assert e.value.code == 2 and "--clustering-level" in capsys.readouterr().err
+
+
 def test_a_missed_bound_fails_the_validation():
     row = validate.Figure("x", "y", value=0.2, bound=0.05, at_least=False, studies=100)
     assert not row.holds(fast=True) and not row.holds(fast=False)

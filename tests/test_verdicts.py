@@ -234,3 +234,8 @@ def test_a_wider_bootstrap_without_clustering_keeps_the_binomial_headline_and_sa
     assert (e.ci_low, e.ci_high) == (e.binomial_ci_low, e.binomial_ci_high)
     assert "The bootstrap intervals differ from the binomial" in e.clustering_note
     assert "over players" in e.clustering_note and "the binomial one" in e.clustering_note
+    # The pre-test's level decides: at a level the test meets, the same data are widened.
+    [w] = assess([g], clustering_level=0.99)
+    assert w.clustered_by == "players" and w.effective_decided < 200
+    assert w.ci_high - w.ci_low > e.ci_high - e.ci_low
+    assert "Answers vary by players" in w.clustering_note and "p < 0.99" in w.clustering_note

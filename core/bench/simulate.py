@@ -13,8 +13,9 @@ must all be 0.
 ``--bulk-guesses N --time-stats-export`` instead bulk-loads N answered rounds (for
 timing statistics and export at scale; not through the Game API).
 
-``--validate [--studies S] [--fast]`` instead checks the verdicts on simulated studies with
-known truth (core.bench.validate), prints the table and exits 1 if any figure misses.
+``--validate [--studies S] [--fast] [--clustering-level A]`` instead checks the verdicts on
+simulated studies with known truth (core.bench.validate), prints the table and exits 1 if any
+figure misses; ``--clustering-level`` measures another level of the clustering pre-test.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from core.config import (
 )
 from core.errors import NoReadyRoundError
 from core.game import export, stats
+from core.game.inference import CLUSTERING_TEST_LEVEL
 from core.game.rounds import CANT_TELL, Game, RoundView
 from core.records import Generation, VariantResult
 from core.store.storage import Store, default_images_dir
@@ -371,6 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="--validate: loosen each bound by 3 Monte-Carlo standard errors (for few studies)",
     )
+    parser.add_argument(
+        "--clustering-level",
+        type=_level,
+        default=CLUSTERING_TEST_LEVEL,
+        help="--validate: level of Tarone's test at which a clustering widens the headline "
+        f"(default {CLUSTERING_TEST_LEVEL:g}, the app's; another level shows what it would cost)",
+    )
     return parser
 
 
@@ -384,6 +393,16 @@ def _positive(value: str) -> int:
     return n
 
 
+def _level(value: str) -> float:
+    try:
+        level = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 < level < 1.0:
+        raise argparse.ArgumentTypeError(f"{level} must be strictly between 0 and 1")
+    return level
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -392,10 +411,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     if args.validate:
         start = time.perf_counter()
-        rows = validate.figures(args.studies, args.seed)
+        rows = validate.figures(args.studies, args.seed, args.clustering_level)
         sys.stdout.write(validate.table(rows, args.fast) + "\n")
         sys.stdout.write(
             f"{args.studies} studies per figure, seed {args.seed}, "
+            f"Tarone's test at {args.clustering_level:g}, "
             f"{time.perf_counter() - start:.0f} s\n"
         )
         return 0 if all(row.holds(args.fast) for row in rows) else 1

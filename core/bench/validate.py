@@ -1,6 +1,7 @@
 """Validate the verdicts on simulated players with known truth.
 
-``python -m core.bench.simulate --validate [--studies 500] [--seed 0]`` runs each criterion of
+``python -m core.bench.simulate --validate [--studies 500] [--seed 0] [--clustering-level 0.05]``
+runs each criterion of
 the statistics issue on ``studies`` simulated studies, prints one table row per figure and
 exits 1 if any figure misses its bound. Every study goes through ``core.game.verdicts.assess``,
 the same code the Results tab and summary.json use, on the same kind of counts SQL returns
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.game.inference import ClusterCounts
+from core.game.inference import CLUSTERING_TEST_LEVEL, ClusterCounts
 from core.game.verdicts import (
     DEFAULT_MARGIN,
     DISTINGUISHABLE,
@@ -134,7 +135,9 @@ def _share(
     return sum(outcome(rng) for _ in range(studies)) / studies
 
 
-def false_alarms(rng: np.random.Generator, studies: int, cant_tell: float) -> float:
+def false_alarms(
+    rng: np.random.Generator, studies: int, cant_tell: float, level: float = CLUSTERING_TEST_LEVEL
+) -> float:
     """Chance players, the app's four headline tests (duel int8, NF4, all; trio), Holm:
     share of studies where any of them says "distinguishable"."""
 
@@ -148,26 +151,34 @@ def false_alarms(rng: np.random.Generator, studies: int, cant_tell: float) -> fl
             duel.counts("duel", "all"),
             trio.counts("trio", "all"),
         ]
-        estimates = assess(family, rng=rng, with_more_needed=False)
+        estimates = assess(family, rng=rng, with_more_needed=False, clustering_level=level)
         return any(e.verdict == DISTINGUISHABLE for e in estimates)
 
     return _share(studies, study, rng)
 
 
-def power(rng: np.random.Generator, studies: int) -> tuple[float, float]:
+def power(
+    rng: np.random.Generator, studies: int, level: float = CLUSTERING_TEST_LEVEL
+) -> tuple[float, float]:
     """60% right when deciding, 20% can't tell, 200 decided duel answers: the shares of
     studies flagged "distinguishable" by the headline interval and by the binomial one
     alone (what ignoring clustering would give; for information)."""
     headline = binomial = 0
     for _ in range(studies):
         group = play_decided(rng, 200, 0.6, 0.2).counts("duel", "nf4")
-        e = assess([group], rng=rng, with_more_needed=False)[0]
+        e = assess([group], rng=rng, with_more_needed=False, clustering_level=level)[0]
         headline += e.verdict == DISTINGUISHABLE
         binomial += e.binomial_ci_low > 0.5 or e.binomial_ci_high < 0.5
     return headline / studies, binomial / studies
 
 
-def coverage(rng: np.random.Generator, studies: int, rate: float, decided: int) -> float:
+def coverage(
+    rng: np.random.Generator,
+    studies: int,
+    rate: float,
+    decided: int,
+    level: float = CLUSTERING_TEST_LEVEL,
+) -> float:
     """Share of studies whose headline 95% interval holds the true rate (duel, independent)."""
 
     def study(rng: np.random.Generator) -> bool:
@@ -175,6 +186,7 @@ def coverage(rng: np.random.Generator, studies: int, rate: float, decided: int) 
             [play_decided(rng, decided, rate, 0.0).counts("duel", "nf4")],
             rng=rng,
             with_more_needed=False,
+            clustering_level=level,
         )[0]
         return e.ci_low <= rate <= e.ci_high
 
@@ -182,7 +194,11 @@ def coverage(rng: np.random.Generator, studies: int, rate: float, decided: int) 
 
 
 def equivalence(
-    rng: np.random.Generator, studies: int, offset: float | None, margin: float = DEFAULT_MARGIN
+    rng: np.random.Generator,
+    studies: int,
+    offset: float | None,
+    margin: float = DEFAULT_MARGIN,
+    level: float = CLUSTERING_TEST_LEVEL,
 ) -> float:
     """Duel, 2000 decided: share of studies saying "indistinguishable within ±margin" when
     the true rate is chance + offset (``offset=None``: drawn uniformly in ±margin/2)."""
@@ -190,13 +206,15 @@ def equivalence(
     def study(rng: np.random.Generator) -> bool:
         shift = rng.uniform(-margin / 2, margin / 2) if offset is None else offset
         group = play_decided(rng, 2000, 0.5 + shift, 0.0).counts("duel", "nf4")
-        e = assess([group], margin, rng=rng, with_more_needed=False)[0]
+        e = assess([group], margin, rng=rng, with_more_needed=False, clustering_level=level)[0]
         return bool(e.within_margin)
 
     return _share(studies, study, rng)
 
 
-def clustered_coverage(rng: np.random.Generator, studies: int) -> tuple[float, float]:
+def clustered_coverage(
+    rng: np.random.Generator, studies: int, level: float = CLUSTERING_TEST_LEVEL
+) -> tuple[float, float]:
     """5 players hold half of 1000 decided duel answers (100 each); the other half comes
     from players of 10 answers each. Every player's accuracy is drawn uniformly in
     0.65 ± 0.15; the population rate is 0.65. Returns the shares of studies whose
@@ -210,14 +228,17 @@ def clustered_coverage(rng: np.random.Generator, studies: int) -> tuple[float, f
     for _ in range(studies):
         accuracy = rng.uniform(population - 0.15, population + 0.15, heavy + light)[player]
         group = play(rng, player.size, accuracy, 0.0, player=player).counts("duel", "nf4")
-        e = assess([group], rng=rng, with_more_needed=False)[0]
+        e = assess([group], rng=rng, with_more_needed=False, clustering_level=level)[0]
         hits["headline"] += e.ci_low <= population <= e.ci_high
         hits["binomial"] += e.binomial_ci_low <= population <= e.binomial_ci_high
     return hits["headline"] / studies, hits["binomial"] / studies
 
 
-def figures(studies: int, seed: int = 0) -> list[Figure]:
-    """Every figure of the validation, each from its own seeded generator."""
+def figures(
+    studies: int, seed: int = 0, clustering_level: float = CLUSTERING_TEST_LEVEL
+) -> list[Figure]:
+    """Every figure of the validation, each from its own seeded generator; ``clustering_level``
+    is the level of Tarone's test at which a clustering widens the headline."""
     rngs = iter(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(32))
     out = []
     for cant_tell in (0.0, 0.2, 0.4):
@@ -225,13 +246,13 @@ def figures(studies: int, seed: int = 0) -> list[Figure]:
             Figure(
                 "1 chance players flagged (any of 4 headline tests, Holm)",
                 f"can't tell {cant_tell:.0%}",
-                false_alarms(next(rngs), studies, cant_tell),
+                false_alarms(next(rngs), studies, cant_tell, clustering_level),
                 0.05,
                 False,
                 studies,
             )
         )
-    headline, binomial = power(next(rngs), studies)
+    headline, binomial = power(next(rngs), studies, clustering_level)
     out.append(
         Figure(
             "2 power (one headline test, no family: 95% level)",
@@ -258,7 +279,7 @@ def figures(studies: int, seed: int = 0) -> list[Figure]:
                 Figure(
                     "3 interval coverage",
                     f"true rate {rate}, n = {n}",
-                    coverage(next(rngs), studies, rate, n),
+                    coverage(next(rngs), studies, rate, n, clustering_level),
                     0.93,
                     True,
                     studies,
@@ -269,7 +290,7 @@ def figures(studies: int, seed: int = 0) -> list[Figure]:
         Figure(
             "4 indistinguishable within ±m (m = 5 points), n = 2000",
             "true rate uniform in chance ± m/2",
-            equivalence(next(rngs), studies, None),
+            equivalence(next(rngs), studies, None, level=clustering_level),
             0.80,
             True,
             studies,
@@ -280,13 +301,13 @@ def figures(studies: int, seed: int = 0) -> list[Figure]:
             Figure(
                 "4 (for information)",
                 f"true rate chance + {100 * offset:.3g} points",
-                equivalence(next(rngs), studies, offset),
+                equivalence(next(rngs), studies, offset, level=clustering_level),
                 None,
                 True,
                 studies,
             )
         )
-    headline, binomial = clustered_coverage(next(rngs), studies)
+    headline, binomial = clustered_coverage(next(rngs), studies, clustering_level)
     out.append(
         Figure(
             "5 clustered coverage (5 players hold half the answers)",

@@ -124,7 +124,9 @@ class _Pass1:
     generation_rates: np.ndarray
 
 
-def _first_pass(group: GroupCounts, rng: np.random.Generator, replicates: int) -> _Pass1:
+def _first_pass(
+    group: GroupCounts, rng: np.random.Generator, replicates: int, clustering_level: float
+) -> _Pass1:
     k, n = group.correct, group.decided
     chance = MODE_SPECS[group.mode].chance
     session_rates = inference.bootstrap_rates(group.sessions, rng, replicates)
@@ -134,7 +136,7 @@ def _first_pass(group: GroupCounts, rng: np.random.Generator, replicates: int) -
     session_dispersion = inference.tarone_p_value(group.sessions, k, n)
     generation_dispersion = inference.tarone_p_value(group.generations, k, n)
     # A clustering widens the headline only when Tarone's test finds extra-binomial spread
-    # along it (at CLUSTERING_TEST_LEVEL); of those, the larger design effect sets it. Never
+    # along it (at ``clustering_level``); of those, the larger design effect sets it. Never
     # narrower than the binomial (Korn & Graubard truncate the design effect at 1).
     found = [
         (deff, name, counts)
@@ -142,7 +144,7 @@ def _first_pass(group: GroupCounts, rng: np.random.Generator, replicates: int) -
             (session_deff, "players", group.sessions, session_dispersion),
             (generation_deff, "prompts", group.generations, generation_dispersion),
         )
-        if deff > 1.0 and spread_p < inference.CLUSTERING_TEST_LEVEL
+        if deff > 1.0 and spread_p < clustering_level
     ]
     deff, clustered_by, widest = max(found, key=lambda f: f[0]) if found else (1.0, None, None)
     effective = float(n)
@@ -228,9 +230,10 @@ def _clustering_note(
     first: _Pass1,
     binomial: tuple[float, float],
     bootstraps: dict[str, tuple[float, float]],
+    clustering_level: float,
 ) -> str:
     """Says in words which interval is the headline and, when they differ, why."""
-    level = f"p < {inference.CLUSTERING_TEST_LEVEL:g}"
+    level = f"p < {clustering_level:g}"
     if first.clustered_by is not None:
         dispersion = (
             first.session_dispersion
@@ -295,16 +298,23 @@ def assess(
     alpha: float = ALPHA,
     replicates: int = inference.BOOTSTRAP_REPLICATES,
     with_more_needed: bool = True,
+    clustering_level: float = inference.CLUSTERING_TEST_LEVEL,
 ) -> list[Estimate]:
     """The estimates of a family of headline groups shown together, in the order given.
 
     ``rng`` drives the bootstraps (default: a fixed seed, so a summary is reproducible).
     ``with_more_needed=False`` skips the power search (simulations that do not show it).
+    ``clustering_level``: the level of Tarone's test at which a clustering widens the headline
+    (the validation's ``--clustering-level`` measures what another level would cost).
     """
     if not 0.0 < margin < 0.5:
         raise ValueError(f"the margin must be between 0 and 0.5 (a fraction), got {margin}")
     rng = np.random.default_rng(0) if rng is None else rng
-    firsts = {i: _first_pass(g, rng, replicates) for i, g in enumerate(groups) if g.decided > 0}
+    firsts = {
+        i: _first_pass(g, rng, replicates, clustering_level)
+        for i, g in enumerate(groups)
+        if g.decided > 0
+    }
     tested = sorted(firsts)
     p_values = [firsts[i].p_value for i in tested]
     adjusted = dict(zip(tested, inference.holm(p_values), strict=True))
@@ -389,7 +399,7 @@ def assess(
                     more=more,
                 ),
                 clustering_note=_clustering_note(
-                    first, binomial, {"players": session, "prompts": generation}
+                    first, binomial, {"players": session, "prompts": generation}, clustering_level
                 ),
             )
         )
