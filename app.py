@@ -208,11 +208,12 @@ def build_demo(arena: Arena) -> gr.Blocks:
             if warning:
                 gr.Markdown(warning)
             refresh_btn = gr.Button("Refresh", variant="secondary")
+            verdicts_md = gr.Markdown("")
             gr.Markdown(presentation.DETECTION_HELP)
             detection_table = gr.Dataframe(
                 headers=presentation.DETECTION_HEADERS, interactive=False, label="Detection"
             )
-            chart = gr.Plot(label="Detection rate with 95% interval")
+            chart = gr.Plot(label="Detection rate with its interval")
             picks_md = gr.Markdown("")
             hardest_table = gr.Dataframe(
                 headers=presentation.HARDEST_HEADERS,
@@ -353,6 +354,7 @@ def build_demo(arena: Arena) -> gr.Blocks:
         def on_results() -> dict[Any, Any]:
             results = arena.results()
             return {
+                verdicts_md: presentation.verdicts_markdown(results),
                 detection_table: presentation.detection_rows(results),
                 chart: presentation.detection_chart(results),
                 picks_md: presentation.trio_picks(results),
@@ -369,7 +371,9 @@ def build_demo(arena: Arena) -> gr.Blocks:
             state, reveal_box, verdict, reveal_table, compare_with, slider, *images.values(),
             *answer_btns.values(), ready_btn, ready_note,
         ]  # fmt: skip
-        results_outputs = [detection_table, chart, picks_md, hardest_table, costs_table]
+        results_outputs = [
+            detection_table, chart, picks_md, hardest_table, costs_table, verdicts_md
+        ]  # fmt: skip
 
         demo.load(on_load, [state, mode], [ready_btn, ready_note], api_visibility="private")
         mode.change(on_load, [state, mode], [ready_btn, ready_note], api_visibility="private")
@@ -465,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--generations-per-minute", "generations_per_minute", "per player (0: unlimited)", type=int)
     add("--rounds-per-minute", "rounds_per_minute", "per player (0: unlimited)", type=int)
     add("--round-ttl", "round_ttl_seconds", "seconds a round may be answered", type=int)
+    add(
+        "--margin",
+        "margin_points",
+        "equivalence margin of the verdicts, in points of chance (indistinguishable within ±m)",
+        type=float,
+    )
     parser.add_argument(
         "--share",
         action=argparse.BooleanOptionalAction,
@@ -483,6 +493,7 @@ def settings_from_args(argv: list[str] | None = None) -> AppSettings:
     settings = AppSettings(**args)
     config.check_offload(settings.offload)
     config.check_max_gpu_memory(settings.max_gpu_memory_gb)
+    config.check_margin(settings.margin_points)
     for name in ("queue_size", "generations_per_minute", "rounds_per_minute"):
         if getattr(settings, name) < 0:
             raise config.InvalidSettingError(f"--{name.replace('_', '-')} must be >= 0")

@@ -441,6 +441,8 @@ class AppSettings:
     generations_per_minute: int = 3
     rounds_per_minute: int = 30
     round_ttl_seconds: int = 3600
+    # Equivalence margin of the verdicts, in points of chance: "indistinguishable within ±m".
+    margin_points: float = 5.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -458,6 +460,7 @@ ENV_VARS: dict[str, str] = {
     "generations_per_minute": "SPOT_GENERATIONS_PER_MINUTE",
     "rounds_per_minute": "SPOT_ROUNDS_PER_MINUTE",
     "round_ttl_seconds": "SPOT_ROUND_TTL",
+    "margin_points": "SPOT_MARGIN",
 }
 
 
@@ -480,3 +483,12 @@ def check_max_gpu_memory(value: float | None) -> float | None:
     if value is not None and not value > 0:
         raise InvalidSettingError(f"max GPU memory must be a positive number of GB, got {value}")
     return value
+
+
+def check_margin(points: float) -> float:
+    """The verdicts' equivalence margin, in points of chance: more than 0, less than 50."""
+    if not 0.0 < points < 50.0:
+        raise InvalidSettingError(
+            f"--margin must be more than 0 and less than 50 points of chance, got {points}"
+        )
+    return points

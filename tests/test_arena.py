@@ -174,6 +174,7 @@ def test_settings_from_environment_and_flags(monkeypatch, tmp_path):
         "SPOT_ROUNDS_PER_MINUTE": "10",
         "SPOT_ROUND_TTL": "60",
         "SPOT_SHARE": "true",
+        "SPOT_MARGIN": "2.5",
         "GRADIO_SERVER_NAME": "0.0.0.0",
     }
     for name, value in env.items():
@@ -186,6 +187,7 @@ def test_settings_from_environment_and_flags(monkeypatch, tmp_path):
     assert (settings.generations_per_minute, settings.rounds_per_minute) == (0, 10)
     assert settings.round_ttl_seconds == 60 and settings.share is True
     assert settings.host == "0.0.0.0"  # a Space sets GRADIO_SERVER_NAME
+    assert settings.margin_points == 2.5
     # A flag wins over its variable.
     flagged = app.settings_from_args(["--port", "9001", "--no-share", "--host", "127.0.0.2"])
     assert (flagged.port, flagged.share, flagged.host) == (9001, False, "127.0.0.2")
@@ -198,6 +200,8 @@ def test_settings_from_environment_and_flags(monkeypatch, tmp_path):
         (["--generations-per-minute", "-2"], "--generations-per-minute must be >= 0"),
         (["--round-ttl", "0"], "--round-ttl must be positive"),
         (["--max-gpu-memory", "0"], "max GPU memory must be a positive number"),
+        (["--margin", "0"], "--margin must be more than 0 and less than 50 points"),
+        (["--margin", "60"], "--margin must be more than 0 and less than 50 points"),
     ],
 )
 def test_bad_settings_are_named(monkeypatch, argv, message):

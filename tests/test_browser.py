@@ -115,7 +115,7 @@ def test_play_a_round_in_the_browser(browser_context, served, shots):
 
     page.get_by_role("tab", name="Results").click()
     page.get_by_role("button", name="Refresh").click()
-    page.get_by_text("Detection rate with 95% interval").first.wait_for()
+    page.get_by_text("Detection rate with its interval").first.wait_for()
     page.wait_for_timeout(1500)  # the chart is drawn after the tables arrive
     save(page, shots / "screenshot-results.png", full_page=True)
     page.close()

@@ -81,7 +81,12 @@ EXPECTED_SCHEMA = {
         "created_at": "REAL",
     },
 }
-NAMES = ["m001_initial", "m002_covering_indexes", "m003_memory_per_variant"]
+NAMES = [
+    "m001_initial",
+    "m002_covering_indexes",
+    "m003_memory_per_variant",
+    "m004_verdict_indexes",
+]
 INDEXES = {
     "guesses_round_id",
     "rounds_session_generation",
@@ -89,6 +94,7 @@ INDEXES = {
     "guesses_groups",
     "guesses_generation",
     "guesses_session",
+    "guesses_mode_session",
 }
 
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
 from core.config import MODELS, TINY_MODEL, GenerationSettings
 from core.game import presentation
+from core.game.inference import ClusterCounts
 from core.game.rounds import Reveal, RoundView, Score
+from core.game.verdicts import GroupCounts, assess
 
 STATS = {
     "bf16": {"seconds": 12.0, "weight_bytes": 2**34, "standalone_peak_bytes": 2**35, "psnr": None},
@@ -131,21 +135,30 @@ def test_tiny_warning_only_for_the_tiny_model():
     assert presentation.tiny_model_warning(MODELS["black-forest-labs/FLUX.1-dev"]) == ""
 
 
-def test_detection_rows_and_chart_with_and_without_answers():
+def test_detection_rows_verdicts_and_chart_with_and_without_answers():
     empty = {"detection": [], "trio_picks": {"answered": 0}, "hardest_prompts": {}}
     assert presentation.detection_rows(empty) == []
     assert "no answers yet" in presentation.trio_picks(empty)
     assert presentation.detection_chart(empty) is not None
-    row = {
-        "mode": "duel", "variant": "nf4", "answered": 10, "correct": 7, "cant_tell": 1,
-        "rate": 0.7, "ci_low": 0.4, "ci_high": 0.9, "chance": 0.5, "p_value": 0.17,
-        "verdict": "not distinguishable",
-    }  # fmt: skip
+    assert presentation.verdicts_markdown(empty) == "### Can people tell?"
+    [row] = [e.to_dict() for e in assess([_group(7, 10, cant_tell=1)])]
     rows = presentation.detection_rows({"detection": [row]})
-    assert rows == [
-        ["duel", "NF4", 10, 7, 1, "70.0%", "40.0% – 90.0%", "50.0%", "0.17", "not distinguishable"]
-    ]
+    assert rows[0][:6] == ["duel", "NF4", 11, 10, 7, "70.0%"]
+    assert rows[0][6].endswith("(0.95)") and rows[0][10] == "50.0%"
+    assert rows[0][13].startswith("9.1% (") and rows[0][14] == "63.6%"
+    assert rows[0][15] == "not enough data yet"
+    assert len(rows[0]) == len(presentation.DETECTION_HEADERS)
+    text = presentation.verdicts_markdown({"detection": [row]})
+    assert "NF4 — people spot the quantized image in 70% of decided duels" in text
+    assert "two-sided at 95%" in text
     assert presentation.detection_chart({"detection": [row]}).axes
+
+
+def _group(correct, decided, cant_tell=0):
+    labels = np.arange(decided)
+    right = labels < correct
+    counts = ClusterCounts.from_labels(labels, right)
+    return GroupCounts("duel", "nf4", decided + cant_tell, correct, cant_tell, counts, counts)
 
 
 def test_example_prompts_skip_comments_and_blank_lines(tmp_path):

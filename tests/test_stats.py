@@ -1,59 +1,28 @@
-"""core.game.stats against independently computed figures (formulas written out here)."""
+"""core.game.stats: the counts SQL returns, recounted in Python from the stored rows, and the
+summary, rankings and verdicts built on them."""
 
 from __future__ import annotations
 
+import itertools
 import json
-import math
+from collections import Counter, defaultdict
 
 import pytest
 
+from core.bench.simulate import build_parser, bulk_load
+from core.game.inference import exact_interval
 from core.game.rounds import CANT_TELL
 from core.game.stats import (
-    DISTINGUISHABLE,
     NO_DATA,
-    NOT_DISTINGUISHABLE,
-    detection,
     detection_table,
     hardest_prompts,
+    headline_groups,
     session_stats,
     summary,
+    top_players,
     trio_picks,
 )
-from core.store.storage import Tally
 from tests.data_helpers import make_game, make_generation, make_store
-
-Z95 = 1.959963984540054
-
-
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    p = k / n
-    center = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return center - half, center + half
-
-
-def p_greater(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p)."""
-    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
-
-
-@pytest.mark.parametrize(
-    ("k", "n", "chance"), [(20, 30, 0.5), (15, 30, 0.5), (0, 12, 1 / 3), (40, 40, 1 / 3)]
-)
-def test_detection_matches_the_formulas(k, n, chance):
-    mode = "duel" if chance == 0.5 else "trio"
-    d = detection(mode, "all", Tally(answered=n, correct=k, cant_tell=2))
-    low, high = wilson(k, n)
-    assert d.ci_low == pytest.approx(low, abs=1e-9)
-    assert d.ci_high == pytest.approx(high, abs=1e-9)
-    assert d.p_value == pytest.approx(p_greater(k, n, chance), rel=1e-9)
-    assert d.rate == k / n and d.decided == n - 2 and d.decided_rate == k / (n - 2)
-    assert d.verdict == (DISTINGUISHABLE if d.p_value < 0.05 else NOT_DISTINGUISHABLE)
-
-
-def test_no_answers():
-    d = detection("duel", "int8", Tally(0, 0, 0))
-    assert d.rate is None and d.p_value is None and d.verdict == NO_DATA
 
 
 def _play(game, store, session, mode, gid, outcome):
@@ -93,10 +62,11 @@ def test_tables_from_stored_guesses(tmp_path):
     table = {(d.mode, d.variant): d for d in detection_table(store)}
     for key, (n, k, c) in expected.items():
         d = table[key]
-        assert (d.answered, d.correct, d.cant_tell) == (n, k, c), key
-        assert (d.ci_low, d.ci_high) == pytest.approx(wilson(k, n))
-        chance = 0.5 if key[0] == "duel" else 1 / 3
-        assert d.p_value == pytest.approx(p_greater(k, n, chance))
+        assert (d.answered, d.correct, d.cant_tell, d.decided) == (n, k, c, n - c), key
+        assert d.rate == k / (n - c)
+        assert (d.binomial_ci_low, d.binomial_ci_high) == pytest.approx(
+            exact_interval(k, n - c, d.level)
+        )
 
     tp = trio_picks(store)
     assert tp["answered"] == sum(picks.values())
@@ -104,11 +74,11 @@ def test_tables_from_stored_guesses(tmp_path):
     for v in ("bf16", "int8", "nf4"):
         assert tp["picked_as_original"][v]["count"] == picks[v]
 
-    hardest = hardest_prompts(store, limit=5, min_answered=5, mode="duel")
+    hardest = hardest_prompts(store, limit=5, min_decided=5, mode="duel")
     assert [h["generation_id"] for h in hardest] == [hard, easy]
-    assert hardest[0]["correct"] == 2 and hardest[0]["answered"] == 10
-    assert hardest_prompts(store, limit=5, min_answered=11, mode="duel")[0]["generation_id"] == easy
-    assert hardest_prompts(store, min_answered=100) == []
+    assert hardest[0]["correct"] == 2 and hardest[0]["decided"] == 8
+    assert hardest_prompts(store, limit=5, min_decided=9, mode="duel")[0]["generation_id"] == easy
+    assert hardest_prompts(store, min_decided=100) == []
 
     score = session_stats(store, "s0")
     assert score["answered"] == sum(1 for i in range(22) if i % 3 == 0) * 2
@@ -117,8 +87,90 @@ def test_tables_from_stored_guesses(tmp_path):
     assert s["counts"]["guesses"] == 44 and s["counts"]["sessions"] == 3
 
 
+def _bulk(tmp_path, *argv):
+    store = make_store(tmp_path)
+    bulk_load(store, build_parser().parse_args(["--generations", "7", "--seed", "2", *argv]))
+    return store
+
+
+def _guess_rows(store):
+    with store.snapshot() as snap:
+        return [row for batch in snap.batches("guesses") for row in batch.to_pylist()]
+
+
+def test_cluster_counts_match_a_recount_of_the_rows(tmp_path):
+    store = _bulk(
+        tmp_path, "--bulk-guesses", "3000", "--mode", "both", "--cant-tell", "0.2",
+        "--accuracy", "bf16=0.5,int8=0.55,nf4=0.7",
+    )  # fmt: skip
+    rows = _guess_rows(store)
+    for column, clusters in (("session_id", "sessions"), ("generation_id", "generations")):
+        for g in headline_groups(store):
+            mine = [
+                r for r in rows
+                if r["mode"] == g.mode and g.variant in ("all", r["compared_variant"])
+            ]  # fmt: skip
+            assert g.answered == len(mine)
+            assert g.cant_tell == sum(r["cant_tell"] for r in mine)
+            per = defaultdict(lambda: [0, 0])
+            for r in mine:
+                if not r["cant_tell"]:
+                    per[r[column]][0] += r["correct"]
+                    per[r[column]][1] += 1
+            expected = Counter(tuple(v) for v in per.values())
+            counts = getattr(g, clusters)
+            got = {
+                (int(k), int(n)): int(c)
+                for k, n, c in zip(counts.correct, counts.decided, counts.clusters, strict=True)
+            }
+            assert got == dict(expected), (g.mode, g.variant, column)
+
+
+def test_rankings_are_by_interval_bound_with_deterministic_ties(tmp_path):
+    store = make_store(tmp_path)
+    game = make_game(store, seed=1)
+    gids = [store.save_generation(make_generation(i)) for i in range(5)]
+    # (generation, right, wrong): two exact ties, a tiny sample at 0%, a big one at 30%.
+    plan = {gids[0]: (3, 7), gids[1]: (3, 7), gids[2]: (0, 2), gids[3]: (30, 70), gids[4]: (6, 4)}
+    session = 0
+    for gid, (right, wrong) in plan.items():
+        for outcome in [True] * right + [False] * wrong:
+            _play(game, store, f"p{session % 7}", "duel", gid, outcome)
+            session += 1
+    hardest = hardest_prompts(store, limit=10, min_decided=1, mode="duel")
+    # 30/100 has the lowest upper bound; the two 3/10 tie on everything but their id; the
+    # 0/2 prompt, lowest rate of all, ranks behind them: its interval reaches 84%.
+    assert [h["generation_id"] for h in hardest] == [gids[3], gids[0], gids[1], gids[2], gids[4]]
+    bounds = [h["ci_high"] for h in hardest]
+    assert bounds == sorted(bounds)
+    assert summary(store)["hardest_prompts"]["duel"] == hardest_prompts(store, min_decided=5)
+
+    # Players with equal counts are ordered by session id; better lower bounds first.
+    top = top_players(store, limit=10, min_decided=1, mode="duel")
+    lows = [t["ci_low"] for t in top]
+    assert lows == sorted(lows, reverse=True)
+    for a, b in itertools.pairwise(top):
+        if (a["ci_low"], a["rate"], a["decided"]) == (b["ci_low"], b["rate"], b["decided"]):
+            assert a["session_id"] < b["session_id"]
+    assert top == top_players(store, limit=10, min_decided=1, mode="duel")
+
+
+def test_summary_reports_holm_and_the_margin(tmp_path):
+    store = _bulk(
+        tmp_path, "--bulk-guesses", "4000", "--mode", "both", "--accuracy", "bf16=0.6,nf4=0.75"
+    )
+    s = summary(store, margin=0.1)
+    assert s["definitions"]["margin"] == 0.1
+    assert s["holm"]["tests"] == ["trio all", "duel int8", "duel nf4", "duel all"]
+    assert all(a >= p for a, p in zip(s["holm"]["adjusted"], s["holm"]["p_values"], strict=True))
+    rows = {(d["mode"], d["variant"]): d for d in s["detection"]}
+    assert rows[("duel", "nf4")]["verdict"] == "distinguishable"
+    assert rows[("duel", "int8")]["margin"] == 0.1
+    assert s == summary(store, margin=0.1)  # seeded bootstraps: the same data, the same summary
+
+
 def test_summary_of_an_empty_database(tmp_path):
     s = summary(make_store(tmp_path))
     assert all(d["verdict"] == NO_DATA for d in s["detection"])
-    assert s["counts"]["guesses"] == 0
+    assert s["counts"]["guesses"] == 0 and s["holm"]["tests"] == []
     json.dumps(s)

@@ -12,6 +12,10 @@ must all be 0.
 
 ``--bulk-guesses N --time-stats-export`` instead bulk-loads N answered rounds (for
 timing statistics and export at scale; not through the Game API).
+
+``--validate [--studies S] [--fast] [--clustering-level A]`` instead checks the verdicts on
+simulated studies with known truth (core.bench.validate), prints the table and exits 1 if any
+figure misses; ``--clustering-level`` measures another level of the clustering pre-test.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 
 from PIL import Image
 
+from core.bench import validate
 from core.config import (
     MODE_SPECS,
     QUANTIZED_VARIANTS,
@@ -44,6 +49,7 @@ from core.config import (
 )
 from core.errors import DatabaseError, NoReadyRoundError
 from core.game import export, stats
+from core.game.inference import CLUSTERING_TEST_LEVEL
 from core.game.rounds import CANT_TELL, Game, RoundView
 from core.records import Generation, VariantResult
 from core.store.storage import Store, default_images_dir
@@ -354,6 +360,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="time core.game.stats.summary and a full export (all formats) after loading",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--validate",
+        action="store_true",
+        help="validate the verdicts on simulated studies with known truth; exit 1 on a miss",
+    )
+    parser.add_argument(
+        "--studies", type=_positive, default=500, help="--validate: studies per figure"
+    )
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="--validate: loosen each bound by 3 Monte-Carlo standard errors (for few studies)",
+    )
+    parser.add_argument(
+        "--clustering-level",
+        type=_level,
+        default=CLUSTERING_TEST_LEVEL,
+        help="--validate: level of Tarone's test at which a clustering widens the headline "
+        f"(default {CLUSTERING_TEST_LEVEL:g}, the app's; another level shows what it would cost)",
+    )
     return parser
 
 
@@ -367,12 +393,32 @@ def _positive(value: str) -> int:
     return n
 
 
+def _level(value: str) -> float:
+    try:
+        level = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 < level < 1.0:
+        raise argparse.ArgumentTypeError(f"{level} must be strictly between 0 and 1")
+    return level
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not 0.0 <= args.cant_tell <= 1.0:
         parser.error("--cant-tell must be in 0…1")
     logging.basicConfig(level=logging.WARNING)
+    if args.validate:
+        start = time.perf_counter()
+        rows = validate.figures(args.studies, args.seed, args.clustering_level)
+        sys.stdout.write(validate.table(rows, args.fast) + "\n")
+        sys.stdout.write(
+            f"{args.studies} studies per figure, seed {args.seed}, "
+            f"Tarone's test at {args.clustering_level:g}, "
+            f"{time.perf_counter() - start:.0f} s\n"
+        )
+        return 0 if all(row.holds(args.fast) for row in rows) else 1
     tmp = None
     if args.db is None:
         tmp = Path(tempfile.mkdtemp(prefix="spot-simulate-"))
@@ -400,11 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write("\n")
     else:
         lines = [f"{key}: {value}" for key, value in report.items() if key != "detection"]
-        lines += [
-            f"{d['mode']:5} {d['variant']:5} answered={d['answered']} rate={d['rate']} "
-            f"ci=({d['ci_low']}, {d['ci_high']}) p={d['p_value']} {d['verdict']}"
-            for d in report.get("detection", [])
-        ]
+        lines += [d["verdict_text"] for d in report.get("detection", [])]
         sys.stdout.write("\n".join(lines) + "\n")
     if not args.bulk_guesses and (report["lost"] or report["duplicated"] or report["failed"]):
         return 1

@@ -197,7 +197,7 @@ class Arena:
 
     def results(self) -> dict[str, Any]:
         """The statistics summary plus this deployment's measured cost per variant."""
-        summary = stats.summary(self.store)
+        summary = stats.summary(self.store, margin=self.settings.margin_points / 100)
         summary["costs"] = self.store.variant_costs(self.spec.name)
         return summary
 

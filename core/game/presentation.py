@@ -36,10 +36,14 @@ TAGLINE = (
 )
 NO_READY_ROUND = "No ready round left for you in this mode: generate one from a prompt."
 DETECTION_HELP = (
-    "**Detection rate** = correct answers / all answers (a *can't tell* counts as not "
-    "detected). The interval is the 95% Wilson interval; the p-value is an exact one-sided "
-    "binomial test against chance (trio 1/3, duel 1/2). A variant is *distinguishable* when "
-    "p < 0.05."
+    "**Rate** = correct / *decided* answers (a *can't tell* is not a decided answer; its share "
+    "has its own 95% interval), tested against chance (duel 50%, trio 33%) with an exact "
+    "two-sided binomial test. **Interval**: two-sided exact (Clopper–Pearson), widened when "
+    "answers cluster by player or prompt (bootstrap design effect, where Tarone's test finds "
+    "the clustering), at the Holm-corrected "
+    "level shown: a row is *distinguishable* exactly when its interval excludes chance, "
+    "*indistinguishable within ±m* when the interval lies inside chance ± m, otherwise "
+    "*not enough data yet*. *Spotted* = correct / all answers, descriptive only."
 )
 CSS = """
 .tiny-warning { border-left: 4px solid #d97706; padding-left: 8px; }
@@ -57,10 +61,19 @@ REVEAL_HEADERS = [
 ]  # fmt: skip
 REVEAL_BYTE_COLUMNS = (3, 4, 5, 6, 7)
 DETECTION_HEADERS = [
-    "Mode", "Variant", "Answered", "Correct", "Can't tell", "Detection rate", "95% interval",
-    "Chance", "p-value", "Verdict",
+    "Mode", "Variant", "Answered", "Decided", "Correct", "Rate (of decided)", "Interval",
+    "Binomial interval", "Bootstrap over players", "Bootstrap over prompts", "Chance",
+    "p (exact)", "p (Holm)", "Can't tell (95% interval)", "Spotted (of answered)", "Verdict",
 ]  # fmt: skip
-HARDEST_HEADERS = ["Mode", "Prompt", "Answered", "Detection rate", "95% interval", "Verdict"]
+HARDEST_HEADERS = [
+    "Mode", "Prompt", "Decided", "Rate (of decided)", "95% interval", "Chance"
+]  # fmt: skip
+VERDICT_WORDS = {
+    "distinguishable": "distinguishable",
+    "indistinguishable": "indistinguishable within ±m",
+    "not_enough_data": "not enough data yet",
+    "no_data": "no data yet",
+}
 COST_HEADERS = [
     "Variant", "Generations", "Median time (s)", "Own weights incl. quant state ({unit})",
     "Shared weights ({unit})", "Median activation peak ({unit})",
@@ -228,25 +241,66 @@ def slider_value(state: dict[str, Any], reveal: Reveal, variant: str) -> tuple[s
 # --- results ---------------------------------------------------------------------------------
 
 
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
+def _p(value: float | None) -> str:
+    return "" if value is None else f"{value:.3g}"
+
+
 def detection_rows(results: dict[str, Any]) -> list[list[Any]]:
+    """One row per headline group; intervals at the level in their own cell."""
     rows = []
     for d in results["detection"]:
         label = "all quantized" if d["variant"] == "all" else VARIANTS[d["variant"]].label
+        level = "" if d.get("level") is None else f" ({d['level']:.4g})"
+        cant_tell = _percent(d.get("cant_tell_share"))
+        if d.get("cant_tell_ci_low") is not None:
+            cant_tell += f" ({_interval(d['cant_tell_ci_low'], d['cant_tell_ci_high'])})"
+        verdict = VERDICT_WORDS.get(d["verdict"], d["verdict"])
+        if d["verdict"] == "distinguishable" and d.get("within_margin"):
+            verdict += ", but within ±m"
         rows.append(
             [
                 d["mode"],
                 label,
                 d["answered"],
+                d["decided"],
                 d["correct"],
-                d["cant_tell"],
-                "" if d["rate"] is None else f"{d['rate']:.1%}",
-                _interval(d["ci_low"], d["ci_high"]),
+                _percent(d["rate"]),
+                _interval(d["ci_low"], d["ci_high"]) + ("" if d["ci_low"] is None else level),
+                _interval(d.get("binomial_ci_low"), d.get("binomial_ci_high")),
+                _interval(d.get("session_ci_low"), d.get("session_ci_high")),
+                _interval(d.get("generation_ci_low"), d.get("generation_ci_high")),
                 f"{d['chance']:.1%}",
-                "" if d["p_value"] is None else f"{d['p_value']:.3g}",
-                d["verdict"],
+                _p(d.get("p_value")),
+                _p(d.get("p_holm")),
+                cant_tell,
+                _percent(d.get("spotted_rate")),
+                verdict,
             ]
         )
     return rows
+
+
+def verdicts_markdown(results: dict[str, Any]) -> str:
+    """The verdicts in plain words with n, one bullet per headline group, and how
+    clustering changed each interval."""
+    lines = ["### Can people tell?"]
+    for d in results["detection"]:
+        lines.append(f"- {d['verdict_text']}")
+        if d.get("clustering_note"):
+            lines.append(f"  *{d['clustering_note']}*")
+    level = next((d["level"] for d in results["detection"] if d.get("level")), None)
+    tests = sum(d.get("p_value") is not None for d in results["detection"])
+    if level is not None:
+        lines.append(
+            f"\nIntervals are two-sided at {100 * level:.4g}%: the level at which Holm's "
+            f"correction across these {tests} tests keeps the chance of any false "
+            "*distinguishable* at 5%."
+        )
+    return "\n".join(lines)
 
 
 def trio_picks(results: dict[str, Any]) -> str:
@@ -265,6 +319,7 @@ def trio_picks(results: dict[str, Any]) -> str:
 
 
 def hardest_rows(results: dict[str, Any]) -> list[list[Any]]:
+    """Hardest prompts first: ranked by the upper bound of their 95% interval."""
     rows = []
     for mode, entries in results["hardest_prompts"].items():
         for e in entries:
@@ -272,10 +327,10 @@ def hardest_rows(results: dict[str, Any]) -> list[list[Any]]:
                 [
                     mode,
                     e["prompt"],
-                    e["answered"],
-                    "" if e["rate"] is None else f"{e['rate']:.1%}",
+                    e["decided"],
+                    _percent(e["rate"]),
                     _interval(e["ci_low"], e["ci_high"]),
-                    e["verdict"],
+                    f"{e['chance']:.1%}",
                 ]
             )
     return rows
@@ -318,11 +373,14 @@ def reference_rows() -> list[list[Any]]:
 
 
 def detection_chart(results: dict[str, Any]) -> Figure:
-    """Detection rate per mode and variant with its 95% interval and the chance level."""
+    """Rate of decided answers per mode and variant with its headline interval, chance and
+    the equivalence band chance ± m."""
     rows = [d for d in results["detection"] if d["rate"] is not None]
     fig, ax = plt.subplots(figsize=(7, 3.2), layout="constrained")
     if not rows:
-        ax.text(0.5, 0.5, "no answers yet", ha="center", va="center", transform=ax.transAxes)
+        ax.text(
+            0.5, 0.5, "no decided answers yet", ha="center", va="center", transform=ax.transAxes
+        )
         ax.set_axis_off()
         return fig
     labels, rates, low, high = [], [], [], []
@@ -336,11 +394,26 @@ def detection_chart(results: dict[str, Any]) -> Figure:
     ax.bar(xs, rates, color="#4f46e5", alpha=0.8)
     ax.errorbar(xs, rates, yerr=[low, high], fmt="none", ecolor="black", capsize=4)
     for x, d in zip(xs, rows, strict=True):
+        margin = d.get("margin") or 0.0
+        ax.fill_between(
+            [x - 0.4, x + 0.4],
+            d["chance"] - margin,
+            d["chance"] + margin,
+            color="#dc2626",
+            alpha=0.12,
+        )
         ax.hlines(d["chance"], x - 0.4, x + 0.4, colors="#dc2626", linestyles="dashed")
     ax.set_xticks(list(xs), labels)
     ax.set_ylim(0, 1)
-    ax.set_ylabel("detection rate")
-    ax.set_title("Detection rate (bars), 95% Wilson interval, chance (red dashes)", fontsize=9)
+    ax.set_ylabel("correct / decided")
+    level = rows[0].get("level")
+    ax.set_title(
+        f"Rate of decided answers, {100 * level:.4g}% interval (bars), chance (red dashes) "
+        "± margin (band)"
+        if level
+        else "Rate of decided answers",
+        fontsize=9,
+    )
     plt.close(fig)
     return fig
 
@@ -374,7 +447,8 @@ SSIM compare each quantized image with the BF16 one.
 
 ## How you play
 {modes}
-- **Can't tell** is always a valid answer; it is recorded and counted as *not detected*.
+- **Can't tell** is always a valid answer; it is recorded, left out of the tested rate
+  (correct / decided) and reported as its own share.
 - Images are shuffled on the server; which image is which is kept on the server until you
   answer. One answer per round.
 

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 TABLES: tuple[str, ...] = DATA_TABLES
 
+
 # --- Records read back ---------------------------------------------------------------
 
 
@@ -432,30 +433,31 @@ class Store(Database):
         )
         return [(r[0], r[1], r[2], Tally(r[3], r[4], r[5])) for r in rows]
 
-    def hardest_generations(
-        self, mode: str, min_answered: int, limit: int
-    ) -> list[tuple[int, str, Tally]]:
-        """(generation id, prompt, tally) of the generations least often answered
-        correctly in ``mode``, among those with at least ``min_answered`` guesses."""
-        rows = self._conn().execute(
-            "SELECT t.generation_id, g.prompt, t.answered, t.correct, t.cant_tell FROM "
-            "(SELECT generation_id, count(*) AS answered, coalesce(sum(correct), 0) AS correct, "
-            "sum(cant_tell) AS cant_tell FROM guesses WHERE mode = ? GROUP BY generation_id "
-            "HAVING count(*) >= ?) t JOIN generations g ON g.id = t.generation_id "
-            "ORDER BY CAST(t.correct AS REAL) / t.answered, t.answered DESC, t.generation_id "
-            "LIMIT ?",
-            (mode, min_answered, limit),
-        )
-        return [(r[0], r[1], Tally(r[2], r[3], r[4])) for r in rows]
+    # Counts of decided answers for the verdicts (core.game.stats), per player and per
+    # prompt. A decided answer is one that is not "can't tell".
 
-    def top_sessions(self, limit: int) -> list[tuple[str, Tally]]:
+    def decided_by_session(self) -> list[tuple[str, str, str | None, int, int, int]]:
+        """(mode, session id, compared variant, answered, decided, correct) per session, mode
+        and duel variant (None in a trio): one scan of a covering index."""
         rows = self._conn().execute(
-            "SELECT session_id, count(*), coalesce(sum(correct), 0), sum(cant_tell) "
-            "FROM guesses GROUP BY session_id ORDER BY sum(correct) DESC, count(*) "
-            "LIMIT ?",
-            (limit,),
+            "SELECT mode, session_id, compared_variant, count(*), count(*) - sum(cant_tell), "
+            "coalesce(sum(correct), 0) FROM guesses "
+            "GROUP BY mode, session_id, compared_variant"
         )
-        return [(r[0], Tally(r[1], r[2], r[3])) for r in rows]
+        return [(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5])) for r in rows]
+
+    def decided_by_generation(self) -> list[tuple[str, int, str, str | None, int, int, int]]:
+        """(mode, generation id, prompt, compared variant, answered, decided, correct) per
+        generation, mode and duel variant (None in a trio): one scan of a covering index."""
+        rows = self._conn().execute(
+            "SELECT t.mode, t.generation_id, g.prompt, t.compared_variant, t.answered, "
+            "t.decided, t.correct FROM (SELECT mode, generation_id, compared_variant, "
+            "count(*) AS answered, count(*) - sum(cant_tell) AS decided, "
+            "coalesce(sum(correct), 0) AS correct FROM guesses "
+            "GROUP BY mode, generation_id, compared_variant) t "
+            "JOIN generations g ON g.id = t.generation_id"
+        )
+        return [(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), int(r[6])) for r in rows]
 
     def counts(self) -> dict[str, int]:
         """Rows per table, plus distinct sessions that guessed."""
