@@ -58,6 +58,15 @@ def describe_device(device: torch.device) -> str:
     return str(device)
 
 
+def guidance_arguments(spec: ModelSpec, guidance: float) -> dict[str, object]:
+    """FluxPipeline keyword arguments for ``guidance``: the guidance embedding's scale, or,
+    for a model that declares ``guidance_kind="true_cfg"``, true classifier-free guidance
+    against an empty negative prompt (two transformer passes per step when above 1)."""
+    if spec.guidance_kind == "true_cfg":
+        return {"true_cfg_scale": guidance, "negative_prompt": ""}
+    return {"guidance_scale": guidance}
+
+
 class Engine:
     """Generates one image per variant from a prompt, measuring each variant honestly."""
 
@@ -163,12 +172,13 @@ class Engine:
                 progress(variant, step + 1, settings.steps)
             return kwargs
 
+        guidance = guidance_arguments(self.spec, settings.guidance)
         try:
             with measure(device) as measured, torch.inference_mode():
                 image = pipe(
                     prompt,
                     num_inference_steps=settings.steps,
-                    guidance_scale=settings.guidance,
+                    **guidance,
                     width=settings.width,
                     height=settings.height,
                     max_sequence_length=settings.max_sequence_length,

@@ -135,3 +135,13 @@ def draw(scene: Scene, rng: random.Random | None = None, size: int = IMAGE_SIZE)
         else:
             pen.polygon(points, fill=COLOURS[shape.colour])
     return image.resize((size, size), Image.Resampling.BOX)
+
+
+def held_out_pairs(count: int, seed: int = 0) -> list[tuple[Scene, int]]:
+    """``count`` (held-out scene, generation seed) pairs: the first half one-shape scenes,
+    the rest two-shape scenes; a function of ``seed`` only."""
+    rng = random.Random(f"evaluation:{seed}")
+    ones = count - count // 2
+    scenes = [sample_shape_scene(rng, 1, held_out=True) for _ in range(ones)]
+    scenes += [sample_shape_scene(rng, 2, held_out=True) for _ in range(count // 2)]
+    return [(scene, rng.randrange(2**32)) for scene in scenes]

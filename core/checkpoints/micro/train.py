@@ -64,13 +64,14 @@ class Budget:
 
 
 BUDGETS: dict[str, Budget] = {
-    # About an hour on one CPU thread of the 2-core dev machine (AVX-512 + AMX).
+    # About 45 minutes of one CPU thread of the 2-core dev machine (AVX-512 + AMX); longer
+    # in wall time when other work shares the core.
     "full": Budget(
-        vae_steps=700,
+        vae_steps=520,
         vae_batch=16,
         vae_lr=1.5e-3,
         scenes=16_000,
-        steps=3000,
+        steps=2600,
         batch=32,
         lr=8e-4,
         warmup=150,
