@@ -12,7 +12,8 @@ default ``<out>.state``; a rerun with the same arguments continues where it stop
 2. the transformer with both text encoders, by rectified flow on those cached latents
    (logit-normal noise levels, 10% empty prompts for classifier-free guidance, bf16
    autocast, AdamW with warmup and cosine decay, an exponential moving average of the
-   weights, which is what gets written).
+   weights, which is what gets written);
+3. the VAE decoder alone, encoder frozen, so the latents phase 2 learned stay valid.
 
 Everything random comes from ``--seed``: scene ``i`` from a generator named by
 (seed, i), every step's batch and noise from a generator seeded by (seed, phase, step),
@@ -61,6 +62,7 @@ class Budget:
     warmup: int
     ema: float
     save_every_seconds: float
+    decoder_steps: int = 0
 
 
 BUDGETS: dict[str, Budget] = {
@@ -71,12 +73,13 @@ BUDGETS: dict[str, Budget] = {
         vae_batch=16,
         vae_lr=1.5e-3,
         scenes=16_000,
-        steps=2600,
+        steps=3200,
         batch=32,
         lr=8e-4,
         warmup=150,
         ema=0.998,
         save_every_seconds=240.0,
+        decoder_steps=300,
     ),
     # Seconds: for tests and smoke runs; the model it writes is untrained.
     "smoke": Budget(
@@ -90,6 +93,7 @@ BUDGETS: dict[str, Budget] = {
         warmup=1,
         ema=0.9,
         save_every_seconds=0.0,
+        decoder_steps=2,
     ),
 }
 
@@ -325,6 +329,72 @@ def train_denoiser(
     return parts, {"denoiser_seconds": round(time.perf_counter() - began, 1), "loss": running}
 
 
+# --- Phase 3: the decoder alone ---------------------------------------------------------------
+
+
+def finetune_decoder(vae: Any, seed: int, budget: Budget, state_dir: Path) -> dict[str, float]:
+    """Fine-tune the VAE decoder with the encoder frozen (the latents the transformer
+    learned stay valid), on fresh scenes with a little latent noise, as in phase 1."""
+    path = state_dir / "decoder.pt"
+    decoder = [*vae.decoder.parameters()]
+    for p in decoder:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(decoder, lr=budget.vae_lr / 3, weight_decay=0.0)
+    start, seconds = 0, 0.0
+    if path.is_file():
+        state = torch.load(path, weights_only=False)
+        vae.decoder.load_state_dict(state["decoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, seconds = state["step"], state["seconds"]
+    vae.decoder.train()
+    began, last_save = time.perf_counter() - seconds, time.perf_counter()
+    offset = budget.vae_steps * budget.vae_batch  # scenes phase 1 never drew
+    bar = tqdm(
+        range(start, budget.decoder_steps),
+        desc="decoder",
+        initial=start,
+        total=budget.decoder_steps,
+        mininterval=15,
+    )
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = budget.vae_lr / 3 * _lr_factor(step, budget.decoder_steps, 10)
+        first = offset + step * budget.vae_batch
+        x = training_images(seed, range(first, first + budget.vae_batch))
+        with torch.autocast("cpu", dtype=AUTOCAST):
+            with torch.no_grad():
+                z = vae.encode(x).latent_dist.mode()
+                noise = torch.randn(z.shape, generator=_generator(seed, 3, step))
+                z = z + 0.1 * z.float().std() * noise.to(z.dtype)
+            y = vae.decode(z).sample.float()
+        loss = F.mse_loss(y, x) + 0.5 * F.l1_loss(y, x)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(decoder, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        done = step + 1
+        if (
+            done == budget.decoder_steps
+            or time.perf_counter() - last_save > budget.save_every_seconds
+        ):
+            _save(
+                path,
+                {
+                    "decoder": vae.decoder.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": done,
+                    "seconds": time.perf_counter() - began,
+                },
+            )
+            last_save = time.perf_counter()
+    bar.close()
+    vae.eval()
+    for p in decoder:
+        p.requires_grad_(False)
+    return {"decoder_seconds": round(time.perf_counter() - began, 1)}
+
+
 # --- The command ---------------------------------------------------------------------------
 
 
@@ -344,6 +414,7 @@ def train(out: Path, seed: int, budget: Budget, state_dir: Path, command: str) -
 
     prompts = [training_scene(seed, i)[0].prompt() for i in range(budget.scenes)]
     parts, figures = train_denoiser(scaled, prompts, seed, budget, state_dir)
+    figures.update(finetune_decoder(vae, seed, budget, state_dir))
     provenance = {
         "command": command,
         "seed": seed,
@@ -379,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="full")
     parser.add_argument("--steps", type=int, help="denoiser steps (default: the budget's)")
     parser.add_argument("--vae-steps", type=int, help="VAE steps (default: the budget's)")
+    parser.add_argument(
+        "--decoder-steps", type=int, help="decoder fine-tune steps (default: the budget's)"
+    )
     parser.add_argument("--state", type=Path, help="resume folder (default: <out>.state)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     return parser
@@ -392,7 +466,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     torch.set_num_threads(args.threads)
     budget = BUDGETS[args.budget]
-    overrides = {"steps": args.steps, "vae_steps": args.vae_steps}
+    overrides = {
+        "steps": args.steps,
+        "vae_steps": args.vae_steps,
+        "decoder_steps": args.decoder_steps,
+    }
     budget = replace(budget, **{k: v for k, v in overrides.items() if v is not None})
     state = args.state or args.out.with_name(args.out.name + ".state")
     command = "python -m core.checkpoints.micro.train " + " ".join(argv)
