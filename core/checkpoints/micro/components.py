@@ -106,7 +106,11 @@ def vae() -> AutoencoderKL:
         up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=(16, 32, 64, 64),
         layers_per_block=1,
-        norm_num_groups=8,
+        # One group: GroupNorm then keeps each pixel's channel pattern (its colour) and
+        # removes only a global shift and scale. With 8 groups of 2 channels, each group's
+        # own mean over a flat-coloured image was normalized away, and the first training
+        # run's VAE confused red, green, blue, purple and black.
+        norm_num_groups=1,
         latent_channels=LATENT_CHANNELS,
         sample_size=128,
         use_quant_conv=False,
