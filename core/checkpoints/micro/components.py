@@ -2,8 +2,8 @@
 
 - ``FluxTransformer2DModel``: hidden 256 (4 heads x 64), 2 double + 4 single blocks, no
   guidance embedding (classifier-free guidance runs through ``true_cfg_scale``);
-- ``AutoencoderKL``: 8x down (channels 16/32/64/64), 16 latent channels, so a 128-pixel
-  picture is 16x16 latents and 8x8 = 64 image tokens;
+- ``AutoencoderKL``: 8x down (channels 16/32/64/64, one GroupNorm group), 16 latent
+  channels, so a 128-pixel picture is 16x16 latents and 8x8 = 64 image tokens;
 - a T5 encoder (d_model 128, 2 layers) whose tokenizer has one piece per vocabulary word,
   so every colour, shape and position is one token;
 - a CLIP text model (hidden 64, 2 layers) over the tiny model's byte-level tokenizer,

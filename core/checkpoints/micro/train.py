@@ -14,7 +14,7 @@ default ``<out>.state``; a rerun with the same arguments continues where it stop
    (logit-normal noise levels, 10% empty prompts for classifier-free guidance, bf16
    autocast, AdamW with warmup and cosine decay, an exponential moving average of the
    weights, which is what gets written);
-3. optionally (``decoder_steps``, 0 in the full budget), the VAE decoder alone, encoder
+3. the VAE decoder alone (``decoder_steps``), encoder
    frozen, so the latents phase 2 learned stay valid.
 
 Everything random comes from ``--seed``: scene ``i`` from a generator named by
@@ -81,7 +81,7 @@ BUDGETS: dict[str, Budget] = {
         warmup=150,
         ema=0.998,
         save_every_seconds=240.0,
-        decoder_steps=0,
+        decoder_steps=400,
     ),
     # Seconds: for tests and smoke runs; the model it writes is untrained.
     "smoke": Budget(
@@ -351,7 +351,8 @@ def finetune_decoder(vae: Any, seed: int, budget: Budget, state_dir: Path) -> di
     decoder = [*vae.decoder.parameters()]
     for p in decoder:
         p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(decoder, lr=budget.vae_lr, weight_decay=0.0)
+    lr = budget.vae_lr / 5  # a fresh optimizer at phase 1's rate first undoes phase 1
+    optimizer = torch.optim.AdamW(decoder, lr=lr, weight_decay=0.0)
     start, seconds = 0, 0.0
     if path.is_file():
         state = torch.load(path, weights_only=False)
@@ -370,7 +371,7 @@ def finetune_decoder(vae: Any, seed: int, budget: Budget, state_dir: Path) -> di
     )
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = budget.vae_lr * _lr_factor(step, budget.decoder_steps, 10)
+            group["lr"] = lr * _lr_factor(step, budget.decoder_steps, 30)
         first = offset + step * budget.vae_batch
         x = training_images(seed, range(first, first + budget.vae_batch))
         with torch.autocast("cpu", dtype=AUTOCAST):
