@@ -5,7 +5,7 @@ to a handler of a few lines that calls ``core.game.arena.Arena`` and turns the p
 named errors into ``gr.Error``; ``main()`` parses flags (or environment variables, for
 a Hugging Face Space), loads the services and launches.
 
-    python app.py                       # tiny model on a CPU, FLUX.1-dev on a GPU
+    python app.py                       # the micro model on a CPU, FLUX.1-dev on a GPU
     python app.py --model black-forest-labs/FLUX.1-schnell --offload model
 """
 
@@ -26,6 +26,7 @@ from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
 from core import config
+from core.checkpoints.micro import vocabulary
 from core.config import AppSettings
 from core.errors import SpotError, StorageFullError
 from core.game import presentation
@@ -105,8 +106,14 @@ def build_demo(arena: Arena) -> gr.Blocks:
     """The whole UI over ``arena``; nothing here holds state beyond gr.State."""
     spec = arena.spec
     defaults = arena.engine.default_settings()
-    examples = presentation.example_prompts(ASSETS / "prompts.txt")
+    micro = spec.kind == "micro"
+    examples = (
+        list(vocabulary.EXAMPLE_PROMPTS)
+        if micro
+        else presentation.example_prompts(ASSETS / "prompts.txt")
+    )
     warning = presentation.tiny_model_warning(spec)
+    size_min, size_max = spec.size_limits
 
     with Blocks(title="Spot the Quantized Model") as demo:
         state = gr.State(None)
@@ -129,6 +136,30 @@ def build_demo(arena: Arena) -> gr.Blocks:
                     scale=2,
                 )
             gr.Examples(examples=[[p] for p in examples], inputs=[prompt], label="Examples")
+            if micro:
+                with (
+                    gr.Accordion("Prompt builder (the words the micro model knows)", open=True),
+                    gr.Row(),
+                ):
+                    pick = {
+                        name: gr.Dropdown(list(choices), value=choices[0], label=name.title())
+                        for name, choices in (
+                            ("size", vocabulary.SIZES),
+                            ("colour", tuple(vocabulary.COLOURS)),
+                            ("shape", vocabulary.SHAPES),
+                            ("position", tuple(vocabulary.POSITIONS)),
+                            ("background", tuple(vocabulary.COLOURS)[::-1]),
+                        )
+                    }
+                    build_btn = gr.Button("Use this prompt", variant="secondary")
+                build_btn.click(
+                    lambda size, colour, shape, position, background: vocabulary.describe(
+                        colour, shape, position, size, background
+                    ),
+                    list(pick.values()),
+                    [prompt],
+                    api_visibility="private",
+                )
             with gr.Accordion("Advanced settings", open=False):
                 with gr.Row():
                     random_seed = gr.Checkbox(value=True, label="Random seed")
@@ -153,8 +184,8 @@ def build_demo(arena: Arena) -> gr.Blocks:
                 with gr.Row():
                     width, height = (
                         gr.Slider(
-                            config.SIZE_MIN,
-                            config.SIZE_MAX,
+                            size_min,
+                            size_max,
                             value=defaults.width,
                             step=config.SIZE_MULTIPLE,
                             label=axis,
@@ -294,6 +325,10 @@ def build_demo(arena: Arena) -> gr.Blocks:
             width_value, height_value, progress=gr.Progress(),  # noqa: B008
         ) -> dict[Any, Any]:  # fmt: skip
             st = st or new_state(arena)
+            if micro and isinstance(prompt_value, str):
+                unknown = vocabulary.unknown_words(prompt_value)
+                if unknown:
+                    gr.Warning(presentation.unknown_words_notice(unknown))
             settings = arena.settings_from_request(
                 seed=seed_value, random_seed=random_value, steps=steps_value,
                 guidance=guidance_value, width=width_value, height=height_value,
@@ -447,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--model",
         "model",
-        "auto (FLUX.1-dev on a GPU, tiny otherwise), tiny, a hub id or a local folder",
+        "auto (FLUX.1-dev on a GPU, micro otherwise), micro, tiny, a hub id or a local folder",
     )
     add("--db", "db", "SQLite database file", type=Path)
     add(

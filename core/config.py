@@ -37,6 +37,8 @@ from core.errors import (
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 MODELS_DIR = PROJECT_DIR / "data" / "models"
 """The tiny and synthetic checkpoints are built into this folder (git-ignored)."""
+MICRO_DIR = PROJECT_DIR / "assets" / "micro-flux"
+"""The micro model trained by the project (``python -m core.checkpoints.micro.train``)."""
 
 # --- Units -------------------------------------------------------------------------
 
@@ -132,6 +134,7 @@ SEED_REFERENCE: tuple[ReferenceFigure, ...] = (
 # --- Models ----------------------------------------------------------------------------
 
 TINY_MODEL = "tiny"
+MICRO_MODEL = "micro"
 AUTO_MODEL = "auto"
 FLUX_DEV = "black-forest-labs/FLUX.1-dev"
 FLUX_SCHNELL = "black-forest-labs/FLUX.1-schnell"
@@ -148,7 +151,7 @@ class ModelSpec:
 
     name: str
     source: str
-    kind: Literal["hub", "local", "tiny", "synthetic"]
+    kind: Literal["hub", "local", "tiny", "synthetic", "micro"]
     default_steps: int
     default_guidance: float
     default_max_sequence_length: int
@@ -156,10 +159,21 @@ class ModelSpec:
     default_size: int
     gated: bool = False
     guidance_embeds: bool = True
+    # "embedded": guidance is the transformer's guidance embedding (FLUX.1-dev);
+    # "true_cfg": guidance is FluxPipeline's true_cfg_scale against an empty negative prompt
+    # (two transformer passes per step), for models trained with prompt dropout.
+    guidance_kind: Literal["embedded", "true_cfg"] = "embedded"
+    size_min: int | None = None  # pixels; None: SIZE_MIN
+    size_max: int | None = None  # pixels; None: SIZE_MAX
 
     @property
     def is_tiny(self) -> bool:
         return self.kind == "tiny"
+
+    @property
+    def size_limits(self) -> tuple[int, int]:
+        """The smallest and largest width or height (pixels) this model accepts."""
+        return (self.size_min or SIZE_MIN, self.size_max or SIZE_MAX)
 
 
 _DEV_DEFAULTS = dict(
@@ -196,6 +210,20 @@ MODELS: dict[str, ModelSpec] = {
             max_sequence_length_limit=128,
             default_size=256,
         ),
+        ModelSpec(
+            MICRO_MODEL,
+            str(MICRO_DIR),
+            "micro",
+            default_steps=12,
+            default_guidance=4.0,
+            default_max_sequence_length=32,
+            max_sequence_length_limit=64,
+            default_size=128,
+            guidance_embeds=False,
+            guidance_kind="true_cfg",
+            size_min=128,
+            size_max=256,
+        ),
     )
 }
 
@@ -203,7 +231,8 @@ MODELS: dict[str, ModelSpec] = {
 def resolve_model(name: str, *, cuda_available: bool) -> ModelSpec:
     """Turn a ``--model`` value into a ModelSpec.
 
-    ``auto`` is FLUX.1-dev where CUDA is available and the built-in tiny model otherwise;
+    ``auto`` is FLUX.1-dev where CUDA is available and the project's micro model (trained
+    on drawn shapes, shipped in assets/) otherwise;
     a known name comes from the registry; an existing folder is a local diffusers
     pipeline (schnell-like defaults when its transformer has no guidance embedding);
     anything else is taken as a hub id with FLUX.1-dev's defaults.
@@ -212,7 +241,7 @@ def resolve_model(name: str, *, cuda_available: bool) -> ModelSpec:
     if not name:
         raise InvalidSettingError("--model must not be empty")
     if name == AUTO_MODEL:
-        return MODELS[FLUX_DEV if cuda_available else TINY_MODEL]
+        return MODELS[FLUX_DEV if cuda_available else MICRO_MODEL]
     if name in MODELS:
         return MODELS[name]
     path = Path(name).expanduser()
@@ -352,11 +381,12 @@ class GenerationSettings:
             raise SeedOutOfRangeError(
                 f"seed must be an integer in 0…{SEED_MAX}, got {excerpt(self.seed)}"
             )
+        size_min, size_max = model.size_limits
         for axis in ("width", "height"):
             value = getattr(self, axis)
-            if not _is_int(value) or not SIZE_MIN <= value <= SIZE_MAX:
+            if not _is_int(value) or not size_min <= value <= size_max:
                 raise InvalidSizeError(
-                    f"{axis} must be an integer in {SIZE_MIN}…{SIZE_MAX}, got {excerpt(value)}"
+                    f"{axis} must be an integer in {size_min}…{size_max}, got {excerpt(value)}"
                 )
             if value % SIZE_MULTIPLE:
                 raise InvalidSizeError(f"{axis} must be a multiple of {SIZE_MULTIPLE}, got {value}")

@@ -304,8 +304,8 @@ def test_a_folder_that_is_not_a_pipeline_is_rejected(tmp_path):
         resolve_model(str(tmp_path), cuda_available=False)
 
 
-def test_auto_model_is_tiny_without_cuda_and_dev_with_it():
-    assert resolve_model("auto", cuda_available=False).name == "tiny"
+def test_auto_model_is_micro_without_cuda_and_dev_with_it():
+    assert resolve_model("auto", cuda_available=False).name == "micro"
     assert resolve_model("auto", cuda_available=True).name == "black-forest-labs/FLUX.1-dev"
 
 

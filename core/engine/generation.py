@@ -53,10 +53,17 @@ def pipeline_arguments(spec: ModelSpec, settings: GenerationSettings) -> dict[st
 
     Everything that shapes the image comes from the settings (and, for what a model
     declares in its spec, from the spec): a model that needs more arguments adds them here.
+    Guidance is the guidance embedding's scale, or, for a model that declares
+    ``guidance_kind="true_cfg"``, true classifier-free guidance against an empty negative
+    prompt (two transformer passes per step when above 1).
     """
+    if spec.guidance_kind == "true_cfg":
+        guidance: dict[str, Any] = {"true_cfg_scale": settings.guidance, "negative_prompt": ""}
+    else:
+        guidance = {"guidance_scale": settings.guidance}
     return {
         "num_inference_steps": settings.steps,
-        "guidance_scale": settings.guidance,
+        **guidance,
         "width": settings.width,
         "height": settings.height,
         "max_sequence_length": settings.max_sequence_length,
@@ -133,12 +140,14 @@ class Engine:
         with self._lock:
             results: dict[str, VariantResult] = {}
             shared_bytes = self.models.shared_weight_bytes()
-            # Everything loaded, on the device between calls: the resident trio's figure.
-            resident_bytes = self.models.device_bytes()
             for variant in self.models.variants:
                 results[variant] = self._run_variant(
                     variant, prompt, settings, shared_bytes, progress
                 )
+            # Everything loaded, on the device between calls: the resident trio's figure.
+            # Read after the calls, like each variant's weight bytes: on the CPU,
+            # bitsandbytes repacks NF4's quantization state at its first forward.
+            resident_bytes = self.models.device_bytes()
             reference = results.get(REFERENCE_VARIANT)
             if reference is not None:
                 for variant, result in results.items():

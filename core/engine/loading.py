@@ -138,6 +138,14 @@ def resolve_source(spec: ModelSpec) -> Path:
         return ensure_tiny_checkpoint()
     if spec.kind == "local":
         return Path(spec.source)
+    if spec.kind == "micro":
+        folder = Path(spec.source)
+        if not (folder / "model_index.json").is_file():
+            raise ModelUnavailableError(
+                f"the micro model is missing from {folder}: it ships with the repository; "
+                f"retrain it with python -m core.checkpoints.micro.train --out {folder}"
+            )
+        return folder
     if spec.kind == "synthetic":
         # Built on first use into $SPOT_CACHE_DIR or data/models (GPU-sized: build it with
         # python -m core.checkpoints.synthetic on the machine that will run it).

@@ -92,7 +92,28 @@ def example_prompts(path: Path) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
+def unknown_words_notice(words: list[str]) -> str:
+    """The notice naming prompt words the micro model was never trained on."""
+    quoted = ", ".join(f"“{w}”" for w in words)
+    return (
+        f"The micro model does not know {quoted}: it ignores "
+        f"{'it' if len(words) == 1 else 'them'}. It knows colours, shapes, positions and "
+        "sizes (see the prompt builder)."
+    )
+
+
 def tiny_model_warning(spec: ModelSpec) -> str:
+    """The demo-mode banner for a model that is not FLUX.1 (empty for FLUX.1 itself)."""
+    if spec.kind == "micro":
+        return (
+            "ℹ️ **Demo mode: no GPU here.** Images come from the project's *micro* model: "
+            "FLUX's own architecture (transformer, T5, CLIP, VAE; 10.6 M parameters) trained "
+            "on this project's drawings of coloured shapes. It knows 8 colours, 4 shapes "
+            "(circle, square, triangle, star), 5 positions and 2 sizes, on a coloured "
+            "background — use the prompt builder. Its BF16, LLM.int8 and NF4 variants differ "
+            "as quantization really makes them differ; it is a stand-in for FLUX.1-dev, "
+            "not FLUX.1-dev."
+        )
     if not spec.is_tiny:
         return ""
     return (

@@ -1,0 +1,8 @@
+"""The micro model: FLUX's architecture trained by the project on shapes it draws itself.
+
+One job per module: ``vocabulary`` (the words and prompts it knows; torch-free, used by the
+app), ``scenes`` (drawing), ``checker`` (judging a picture against its prompt),
+``components`` (the architecture and tokenizers), ``dataset``, ``train`` (the command) and
+``writer`` (the FluxPipeline folder). This package's ``__init__`` imports nothing, so the
+app can read the vocabulary without torch.
+"""

@@ -1,0 +1,509 @@
+"""Train the micro model from scratch on drawn scenes and write a FluxPipeline folder.
+
+    python -m core.checkpoints.micro.train --out assets/micro-flux --seed 14
+
+Two phases, each resumable from the state it saves every few minutes (``--state``,
+default ``<out>.state``; a rerun with the same arguments continues where it stopped):
+
+1. the VAE, on freshly drawn 128-pixel scenes (MSE + L1 on pixels, shape pixels weighted
+   4x; in the second half, a little noise on the latents so the decoder forgives the
+   transformer's errors);
+   then every training scene is encoded once, and the latent mean and spread become the
+   VAE's ``shift_factor`` and ``scaling_factor``;
+2. the transformer with both text encoders, by rectified flow on those cached latents
+   (noise levels weighted towards pure noise, 10% empty prompts for classifier-free guidance, bf16
+   autocast, AdamW with warmup and cosine decay, an exponential moving average of the
+   weights, which is what gets written);
+3. the VAE decoder alone (``decoder_steps``), encoder
+   frozen, so the latents phase 2 learned stay valid.
+
+Everything random comes from ``--seed``: scene ``i`` from a generator named by
+(seed, i), every step's batch and noise from a generator seeded by (seed, phase, step),
+so a resumed run takes the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import FluxPipeline
+from tqdm import tqdm
+
+from core.checkpoints.micro import components
+from core.checkpoints.micro.dataset import token_ids, training_images
+from core.checkpoints.micro.writer import write_pipeline
+
+logger = logging.getLogger(__name__)
+
+CLIP_LENGTH = 77  # FluxPipeline pads CLIP prompts to the tokenizer's model_max_length
+CFG_DROPOUT = 0.1
+AUTOCAST = torch.bfloat16
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much training: steps and batch sizes of both phases, and the scene count."""
+
+    vae_steps: int
+    vae_batch: int
+    vae_lr: float
+    scenes: int
+    steps: int
+    batch: int
+    lr: float
+    warmup: int
+    ema: float
+    save_every_seconds: float
+    decoder_steps: int = 0
+
+
+BUDGETS: dict[str, Budget] = {
+    # About 45 minutes of one CPU thread of the 2-core dev machine (AVX-512 + AMX); longer
+    # in wall time when other work shares the core.
+    "full": Budget(
+        vae_steps=520,
+        vae_batch=16,
+        vae_lr=2e-3,
+        scenes=16_000,
+        steps=2000,
+        batch=32,
+        lr=8e-4,
+        warmup=150,
+        ema=0.998,
+        save_every_seconds=240.0,
+        decoder_steps=400,
+    ),
+    # Seconds: for tests and smoke runs; the model it writes is untrained.
+    "smoke": Budget(
+        vae_steps=2,
+        vae_batch=2,
+        vae_lr=1e-3,
+        scenes=8,
+        steps=2,
+        batch=2,
+        lr=6e-4,
+        warmup=1,
+        ema=0.9,
+        save_every_seconds=0.0,
+        decoder_steps=2,
+    ),
+}
+
+
+def _generator(seed: int, phase: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + phase * 100_000 + step)
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean PSNR in dB of two image batches in [-1, 1] (computed on 0-255 values)."""
+    a = ((a.float().clamp(-1, 1) + 1) * 127.5).round()
+    b = ((b.float().clamp(-1, 1) + 1) * 127.5).round()
+    mse = (a - b).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return float((10 * torch.log10(255.0**2 / mse)).mean())
+
+
+# --- Phase 1: the VAE --------------------------------------------------------------------
+
+
+def train_vae(seed: int, budget: Budget, state_dir: Path) -> tuple[Any, dict[str, float]]:
+    """Train (or resume) the VAE; return it with its figures."""
+    vae = components.vae().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=budget.vae_lr, weight_decay=0.0)
+    path = state_dir / "vae.pt"
+    start, seconds = 0, 0.0
+    if path.is_file():
+        state = torch.load(path, weights_only=False)
+        vae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, seconds = state["step"], state["seconds"]
+        logger.info("VAE: resuming at step %d", start)
+    vae.train()
+    began, last_save = time.perf_counter() - seconds, time.perf_counter()
+    bar = tqdm(
+        range(start, budget.vae_steps),
+        desc="VAE",
+        initial=start,
+        total=budget.vae_steps,
+        mininterval=15,
+    )
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = budget.vae_lr * _lr_factor(step, budget.vae_steps, 20)
+        first = step * budget.vae_batch
+        x = training_images(seed, range(first, first + budget.vae_batch))
+        with torch.autocast("cpu", dtype=AUTOCAST):
+            z = vae.encode(x).latent_dist.mode()
+            if step >= budget.vae_steps // 2:
+                noise = torch.randn(z.shape, generator=_generator(seed, 1, step))
+                z = z + 0.02 * z.detach().float().std() * noise.to(z.dtype)
+            y = vae.decode(z).sample.float()
+        weights = _foreground_weights(x)
+        per_pixel = ((y - x) ** 2 + 0.5 * (y - x).abs()).mean(1, keepdim=True)
+        loss = (weights * per_pixel).mean() / weights.mean() + 1e-4 * z.float().pow(2).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        done = step + 1
+        if done == budget.vae_steps or time.perf_counter() - last_save > budget.save_every_seconds:
+            _save(
+                path,
+                {
+                    "model": vae.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": done,
+                    "seconds": time.perf_counter() - began,
+                },
+            )
+            last_save = time.perf_counter()
+    bar.close()
+    vae.eval()
+    figures = {"vae_seconds": round(time.perf_counter() - began, 1)}
+    return vae, figures
+
+
+@torch.no_grad()
+def encode_scenes(vae: Any, seed: int, budget: Budget, state_dir: Path) -> torch.Tensor:
+    """Latent means (N, C, h, w) of the ``budget.scenes`` training scenes, cached on disk."""
+    path = state_dir / "latents.pt"
+    if path.is_file():
+        return torch.load(path)
+    chunks = []
+    for first in tqdm(range(0, budget.scenes, 64), desc="encode"):
+        x = training_images(seed, range(first, min(budget.scenes, first + 64)))
+        with torch.autocast("cpu", dtype=AUTOCAST):
+            chunks.append(vae.encode(x).latent_dist.mode().float())
+    latents = torch.cat(chunks)
+    _save(path, latents)
+    return latents
+
+
+# --- Phase 2: transformer and text encoders -----------------------------------------------
+
+
+def _noise_levels(count: int, generator: torch.Generator) -> torch.Tensor:
+    """Noise levels in (0, 1): a logit-normal shifted towards noise (mean logit ln 3, as
+    SD3's shift 3), mixed with 30% uniform levels. An 8x8-token picture shows its colours
+    through much of the noise, so only levels near 1 teach the model to read the prompt;
+    the plain logit-normal (0.2% above 0.95) left the first run ignoring it."""
+    shifted = torch.sigmoid(torch.randn(count, generator=generator) + math.log(3.0))
+    uniform = torch.rand(count, generator=generator)
+    pick = torch.rand(count, generator=generator) < 0.3
+    return torch.where(pick, uniform, shifted).clamp(1e-3, 1.0 - 1e-4)
+
+
+class _Ema:
+    """An exponential moving average of some parameters, kept in fp32."""
+
+    def __init__(self, modules: list[torch.nn.Module], decay: float) -> None:
+        self.params = [p for m in modules for p in m.parameters()]
+        self.shadow = [p.detach().clone().float() for p in self.params]
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for s, p in zip(self.shadow, self.params, strict=True):
+            s.lerp_(p.detach().float(), 1 - decay)
+
+    @torch.no_grad()
+    def copy_to_params(self) -> None:
+        for s, p in zip(self.shadow, self.params, strict=True):
+            p.copy_(s)
+
+
+def train_denoiser(
+    latents: torch.Tensor,
+    prompts: list[str],
+    seed: int,
+    budget: Budget,
+    state_dir: Path,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Train (or resume) transformer + T5 + CLIP on cached latents (already scaled)."""
+    torch.manual_seed(seed)
+    tokenizer, tokenizer_2 = components.clip_tokenizer(), components.t5_tokenizer()
+    transformer = components.transformer()
+    text_encoder = components.text_encoder(len(tokenizer))
+    text_encoder_2 = components.text_encoder_2(len(tokenizer_2))
+    modules = [transformer, text_encoder, text_encoder_2]
+    params = [p for m in modules for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=budget.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    ema = _Ema(modules, budget.ema)
+
+    clip_ids = token_ids(tokenizer, prompts, CLIP_LENGTH)
+    t5_ids = token_ids(tokenizer_2, prompts, components.MAX_SEQUENCE_LENGTH)
+    empty_clip = token_ids(tokenizer, [""], CLIP_LENGTH)
+    empty_t5 = token_ids(tokenizer_2, [""], components.MAX_SEQUENCE_LENGTH)
+    n, c, h, w = latents.shape
+    packed = FluxPipeline._pack_latents(latents, n, c, h, w)
+    img_ids = FluxPipeline._prepare_latent_image_ids(n, h // 2, w // 2, "cpu", torch.float32)
+    txt_ids = torch.zeros(components.MAX_SEQUENCE_LENGTH, 3)
+
+    path = state_dir / "denoiser.pt"
+    start, seconds = 0, 0.0
+    if path.is_file():
+        state = torch.load(path, weights_only=False)
+        for module, sd in zip(modules, state["models"], strict=True):
+            module.load_state_dict(sd)
+        optimizer.load_state_dict(state["optimizer"])
+        ema.shadow = state["ema"]
+        start, seconds = state["step"], state["seconds"]
+        logger.info("denoiser: resuming at step %d", start)
+    for m in modules:
+        m.train()
+    began, last_save = time.perf_counter() - seconds, time.perf_counter()
+    bar = tqdm(
+        range(start, budget.steps),
+        desc="denoiser",
+        initial=start,
+        total=budget.steps,
+        mininterval=15,
+    )
+    running = None
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = budget.lr * _lr_factor(step, budget.steps, budget.warmup)
+        g = _generator(seed, 2, step)
+        idx = torch.randint(n, (budget.batch,), generator=g)
+        drop = torch.rand(budget.batch, generator=g) < CFG_DROPOUT
+        clip_batch = torch.where(drop[:, None], empty_clip, clip_ids[idx])
+        t5_batch = torch.where(drop[:, None], empty_t5, t5_ids[idx])
+        x0 = packed[idx]
+        noise = torch.randn(x0.shape, generator=g)
+        sigma = _noise_levels(budget.batch, g)
+        xt = (1 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
+        with torch.autocast("cpu", dtype=AUTOCAST):
+            pooled = text_encoder(clip_batch).pooler_output
+            encoded = text_encoder_2(t5_batch)[0]
+            v = transformer(
+                hidden_states=xt,
+                encoder_hidden_states=encoded,
+                pooled_projections=pooled,
+                timestep=sigma,
+                img_ids=img_ids,
+                txt_ids=txt_ids,
+                return_dict=False,
+            )[0]
+        loss = F.mse_loss(v.float(), noise - x0)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.update(step)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        bar.set_postfix(loss=f"{running:.4f}")
+        done = step + 1
+        if done == budget.steps or time.perf_counter() - last_save > budget.save_every_seconds:
+            _save(
+                path,
+                {
+                    "models": [m.state_dict() for m in modules],
+                    "optimizer": optimizer.state_dict(),
+                    "ema": ema.shadow,
+                    "step": done,
+                    "seconds": time.perf_counter() - began,
+                },
+            )
+            last_save = time.perf_counter()
+            logger.info("denoiser step %d, loss %.4f", done, running)
+    bar.close()
+    ema.copy_to_params()
+    for m in modules:
+        m.eval()
+    parts = {
+        "transformer": transformer,
+        "text_encoder": text_encoder,
+        "text_encoder_2": text_encoder_2,
+        "tokenizer": tokenizer,
+        "tokenizer_2": tokenizer_2,
+    }
+    return parts, {"denoiser_seconds": round(time.perf_counter() - began, 1), "loss": running}
+
+
+# --- Phase 3: the decoder alone ---------------------------------------------------------------
+
+
+def _foreground_weights(x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel loss weights: 4 on shapes, 1 on the background (the corner pixel's colour,
+    which no shape ever reaches), so the few shape pixels are not drowned by flat colour."""
+    corner = x[:, :, :1, :1]
+    return 1.0 + 3.0 * ((x - corner).abs().sum(1, keepdim=True) > 0.1).float()
+
+
+def finetune_decoder(vae: Any, seed: int, budget: Budget, state_dir: Path) -> dict[str, float]:
+    """Fine-tune the VAE decoder with the encoder frozen (the latents the transformer
+    learned stay valid), on fresh scenes, weighting shape pixels 4x, with slight latent
+    noise (2% of the latents' spread) so the decoder forgives small transformer errors."""
+    path = state_dir / "decoder.pt"
+    decoder = [*vae.decoder.parameters()]
+    for p in decoder:
+        p.requires_grad_(True)
+    lr = budget.vae_lr / 5  # a fresh optimizer at phase 1's rate first undoes phase 1
+    optimizer = torch.optim.AdamW(decoder, lr=lr, weight_decay=0.0)
+    start, seconds = 0, 0.0
+    if path.is_file():
+        state = torch.load(path, weights_only=False)
+        vae.decoder.load_state_dict(state["decoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, seconds = state["step"], state["seconds"]
+    vae.decoder.train()
+    began, last_save = time.perf_counter() - seconds, time.perf_counter()
+    offset = budget.vae_steps * budget.vae_batch  # scenes phase 1 never drew
+    bar = tqdm(
+        range(start, budget.decoder_steps),
+        desc="decoder",
+        initial=start,
+        total=budget.decoder_steps,
+        mininterval=15,
+    )
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = lr * _lr_factor(step, budget.decoder_steps, 30)
+        first = offset + step * budget.vae_batch
+        x = training_images(seed, range(first, first + budget.vae_batch))
+        with torch.autocast("cpu", dtype=AUTOCAST):
+            with torch.no_grad():
+                z = vae.encode(x).latent_dist.mode()
+                noise = torch.randn(z.shape, generator=_generator(seed, 3, step))
+                z = z + 0.02 * z.float().std() * noise.to(z.dtype)
+            y = vae.decode(z).sample.float()
+        weights = _foreground_weights(x)
+        per_pixel = ((y - x) ** 2 + 0.5 * (y - x).abs()).mean(1, keepdim=True)
+        loss = (weights * per_pixel).mean() / weights.mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(decoder, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr(y.detach(), x):.1f}")
+        done = step + 1
+        if (
+            done == budget.decoder_steps
+            or time.perf_counter() - last_save > budget.save_every_seconds
+        ):
+            _save(
+                path,
+                {
+                    "decoder": vae.decoder.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": done,
+                    "seconds": time.perf_counter() - began,
+                },
+            )
+            last_save = time.perf_counter()
+    bar.close()
+    vae.eval()
+    for p in decoder:
+        p.requires_grad_(False)
+    return {"decoder_seconds": round(time.perf_counter() - began, 1)}
+
+
+# --- The command ---------------------------------------------------------------------------
+
+
+def train(out: Path, seed: int, budget: Budget, state_dir: Path, command: str) -> Path:
+    """Run both phases (resuming from ``state_dir``) and write the pipeline to ``out``."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    vae, vae_figures = train_vae(seed, budget, state_dir)
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    latents = encode_scenes(vae, seed, budget, state_dir)
+    shift = float(latents.mean())
+    scale = float(1.0 / latents.std())
+    vae.register_to_config(shift_factor=shift, scaling_factor=scale)
+    scaled = (latents - shift) * scale
+    from core.checkpoints.micro.dataset import training_scene
+
+    prompts = [training_scene(seed, i)[0].prompt() for i in range(budget.scenes)]
+    parts, figures = train_denoiser(scaled, prompts, seed, budget, state_dir)
+    figures.update(finetune_decoder(vae, seed, budget, state_dir))
+    provenance = {
+        "command": command,
+        "seed": seed,
+        "budget": asdict(budget),
+        **vae_figures,
+        **figures,
+        "latent_shift": shift,
+        "latent_scale": scale,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "wall_seconds_this_run": round(time.perf_counter() - began, 1),
+    }
+    write_pipeline(
+        out,
+        {
+            **parts,
+            "vae": vae.to(memory_format=torch.contiguous_format),
+            "scheduler": components.scheduler(),
+        },
+        provenance,
+    )
+    logger.info("wrote the micro pipeline to %s", out)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m core.checkpoints.micro.train",
+        description="Train the micro FLUX model on drawn scenes; write a FluxPipeline folder.",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="pipeline folder to write")
+    parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="full")
+    parser.add_argument("--steps", type=int, help="denoiser steps (default: the budget's)")
+    parser.add_argument("--vae-steps", type=int, help="VAE steps (default: the budget's)")
+    parser.add_argument(
+        "--decoder-steps", type=int, help="decoder fine-tune steps (default: the budget's)"
+    )
+    parser.add_argument("--state", type=Path, help="resume folder (default: <out>.state)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    torch.set_num_threads(args.threads)
+    budget = BUDGETS[args.budget]
+    overrides = {
+        "steps": args.steps,
+        "vae_steps": args.vae_steps,
+        "decoder_steps": args.decoder_steps,
+    }
+    budget = replace(budget, **{k: v for k, v in overrides.items() if v is not None})
+    state = args.state or args.out.with_name(args.out.name + ".state")
+    command = "python -m core.checkpoints.micro.train " + " ".join(argv)
+    train(args.out, args.seed, budget, state, command)
+    sys.stdout.write(json.dumps({"out": str(args.out)}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

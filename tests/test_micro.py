@@ -1,0 +1,197 @@
+"""The micro model: its vocabulary and judge, the shipped checkpoint through the engine,
+its prompt following, its quantized variants, the training command and the app default."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from core.checkpoints.micro.checker import judge
+from core.checkpoints.micro.scenes import draw, held_out_pairs, is_held_out, sample_shape_scene
+from core.checkpoints.micro.vocabulary import (
+    EXAMPLE_PROMPTS,
+    describe,
+    unknown_words,
+)
+from core.config import MICRO_DIR, MICRO_MODEL, MODELS, resolve_model
+
+# BF16 prompt following on fixed held-out pairs (seed 1 of held_out_pairs, not the
+# evaluation's seed 0). On these 16 pairs the shipped model gets the background right in 12
+# (python -m core.bench.micro_quality: one-shape prompts fully right in 26% of 100 pairs,
+# two-shape binding 8%); the bound is loose enough for other torch builds, yet a model that
+# ignores the prompt (chance: 1 in 8, so about 2 of 16) fails it.
+FOLLOW_PAIRS = 16
+BACKGROUND_BOUND = 8
+
+
+def test_vocabulary_names_unknown_words_once_and_in_order():
+    assert unknown_words("A Red dragon, a red DRAGON and a castle!") == ["dragon", "castle"]
+    assert unknown_words("a large red circle on the left, on a blue background") == []
+    assert all(unknown_words(p) == [] for p in EXAMPLE_PROMPTS)
+
+
+def test_notice_names_the_unknown_words():
+    from core.game.presentation import tiny_model_warning, unknown_words_notice
+
+    notice = unknown_words_notice(["dragon", "castle"])
+    assert "“dragon”" in notice and "“castle”" in notice
+    banner = tiny_model_warning(MODELS[MICRO_MODEL])
+    assert "trained" in banner and "not FLUX.1-dev" in banner and "noise" not in banner
+
+
+def test_prompt_builder_writes_training_prompts_and_rejects_unknown_words():
+    assert (
+        describe("red", "star", "top", "small", "blue")
+        == "a small red star at the top, on a blue background"
+    )
+    with pytest.raises(ValueError, match="'pink'"):
+        describe("pink", "star", "top", "small", "blue")
+
+
+def test_the_judge_passes_every_drawn_scene_and_fails_a_wrong_one():
+    rng = random.Random(5)
+    for count in (1, 2):
+        for _ in range(40):
+            scene = sample_shape_scene(rng, count, held_out=True)
+            assert is_held_out(scene)
+            verdict = judge(draw(scene, rng), scene)
+            assert verdict.right and verdict.shape, scene.prompt()
+    scene = sample_shape_scene(rng, 1)
+    other = sample_shape_scene(random.Random(6), 1)
+    while other.background == scene.background:
+        other = sample_shape_scene(rng, 1)
+    assert not judge(draw(other), scene).right
+
+
+def test_held_out_pairs_are_fixed_and_held_out():
+    pairs = held_out_pairs(10, seed=0)
+    assert pairs == held_out_pairs(10, seed=0)
+    assert [len(s.shapes) for s, _ in pairs] == [1] * 5 + [2] * 5
+    assert all(is_held_out(s) for s, _ in pairs)
+
+
+def test_auto_is_micro_without_cuda():
+    assert resolve_model("auto", cuda_available=False).name == MICRO_MODEL
+    spec = MODELS[MICRO_MODEL]
+    assert spec.guidance_kind == "true_cfg" and spec.size_limits[0] <= spec.default_size
+
+
+# --- The shipped checkpoint through the engine ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def micro_engine():
+    from core.engine.generation import Engine
+
+    return Engine.load(MICRO_MODEL, device="cpu")
+
+
+def test_shipped_checkpoint_is_small_and_says_how_it_was_made():
+    files = [p for p in MICRO_DIR.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 24 * 10**6
+    assert max(p.stat().st_size for p in files) <= 20 * 10**6
+    provenance = json.loads((MICRO_DIR / "micro.json").read_text())
+    assert provenance["command"].startswith("python -m core.checkpoints.micro.train")
+    assert isinstance(provenance["seed"], int)
+
+
+def test_shipped_checkpoint_loads_through_the_engine_with_shared_parts(micro_engine):
+    models = micro_engine.models
+    assert models.source == MICRO_DIR and micro_engine.spec.name == MICRO_MODEL
+    pipes = list(models.pipelines.values())
+    for name in ("text_encoder", "vae", "tokenizer", "tokenizer_2"):
+        assert all(getattr(p, name) is models.shared[name] for p in pipes)
+    assert pipes[0].transformer is not pipes[1].transformer
+
+
+def test_quantized_variants_are_real_bitsandbytes_layers(micro_engine):
+    import bitsandbytes as bnb
+
+    expected = {"int8": bnb.nn.Linear8bitLt, "nf4": bnb.nn.Linear4bit}
+    for variant, layer in expected.items():
+        pipe = micro_engine.models.pipelines[variant]
+        for module in (pipe.transformer, pipe.text_encoder_2):
+            assert any(isinstance(m, layer) for m in module.modules()), (variant, module)
+    bf16 = micro_engine.models.pipelines["bf16"].transformer
+    assert not any(isinstance(m, bnb.nn.Linear8bitLt | bnb.nn.Linear4bit) for m in bf16.modules())
+
+
+def test_bf16_images_follow_prompts_and_quantized_ones_differ(micro_engine):
+    defaults = micro_engine.default_settings()
+    backgrounds = 0
+    for scene, seed in held_out_pairs(FOLLOW_PAIRS, seed=1):
+        generation = micro_engine.generate(scene.prompt(), defaults.with_(seed=seed))
+        backgrounds += judge(generation.results["bf16"].image, scene).background
+        reference = np.asarray(generation.results["bf16"].image)
+        for variant in ("int8", "nf4"):
+            assert generation.results[variant].image.size == (128, 128)
+            assert not np.array_equal(reference, np.asarray(generation.results[variant].image))
+            assert generation.results[variant].psnr < 100
+    assert backgrounds >= BACKGROUND_BOUND, f"{backgrounds}/{FOLLOW_PAIRS} backgrounds right"
+
+
+# --- The training command -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_training_command_writes_a_loadable_pipeline_and_resumes(tmp_path):
+    from diffusers import FluxPipeline
+
+    from core.checkpoints.micro import train
+
+    out, state = tmp_path / "micro", tmp_path / "state"
+    args = ["--out", str(out), "--budget", "smoke", "--state", str(state), "--seed", "3"]
+    assert train.main(args) == 0
+    assert (state / "vae.pt").is_file() and (state / "denoiser.pt").is_file()
+    pipe = FluxPipeline.from_pretrained(out, dtype=torch.bfloat16)
+    assert pipe.tokenizer_2.tokenize("a red star") == ["\u2581a", "\u2581red", "\u2581star"]
+    image = pipe(
+        "a red star",
+        height=128,
+        width=128,
+        num_inference_steps=1,
+        true_cfg_scale=2.0,
+        negative_prompt="",
+        max_sequence_length=32,
+    ).images[0]
+    assert image.size == (128, 128)
+    provenance = json.loads((out / "micro.json").read_text())
+    assert provenance["seed"] == 3 and "--budget smoke" in provenance["command"]
+    # A second run finds both phases finished and only rewrites the same weights.
+    before = (out / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert train.main(args) == 0
+    assert (out / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes() == before
+
+
+# --- The app's default on a CPU ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="auto is FLUX.1-dev on a GPU")
+def test_app_on_auto_serves_the_micro_model(tmp_path):
+    from gradio_client import Client
+
+    import app
+    from tests.app_server import free_port
+
+    settings = app.settings_from_args(
+        ["--model", "auto", "--db", str(tmp_path / "arena.db"), "--port", str(free_port())]
+    )
+    arena = app.load_arena(settings)
+    assert arena.engine.spec.name == MICRO_MODEL
+    demo = app.launch(arena, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{settings.port}/", verbose=False, download_files=False)
+        out = client.predict(
+            EXAMPLE_PROMPTS[0], "trio", 7, False, 12, 4.0, 128, 128, api_name="/generate"
+        )
+        shown = [o for o in out if isinstance(o, dict) and o.get("visible")]
+        assert len([o for o in shown if str(o.get("label", "")).startswith(("A", "B", "C"))]) == 3
+        assert arena.store.counts()["generations"] == 1
+    finally:
+        demo.close()
+        arena.store.close()
