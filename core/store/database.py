@@ -267,10 +267,8 @@ class Database:
                     lock.execute("BEGIN IMMEDIATE")
                     conn.execute("BEGIN")
                     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                    cursor = reader.cursor()
-                    cursor.execute("SELECT count(*) FROM sqlite_master")
-                    cursor.fetchall()
-                    cursor.close()
+                    for _ in reader.query("SELECT count(*) FROM sqlite_master"):
+                        pass
                 finally:
                     lock.close()  # ends its transaction: writers may go on
             declared = {
