@@ -18,20 +18,12 @@ CLI only) exports every table whole.
 
 from __future__ import annotations
 
-import sys
-
-if __name__ == "__main__":
-    # The export command never uses pandas, but sqlite-utils imports it whenever it can
-    # (for its optional DataFrame support): marked absent before anything imports it, it
-    # costs nothing instead of 0.25 s of CPU per run. Only the command: an import (the
-    # app, the tests) leaves pandas alone.
-    sys.modules.setdefault("pandas", None)  # type: ignore[assignment]
-
 import argparse
 import gc
 import importlib
 import json
 import logging
+import sys
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
