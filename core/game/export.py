@@ -373,9 +373,11 @@ if __name__ == "__main__":
     # This one-shot command makes no reference cycles worth collecting (rows never become
     # Python objects), so Python's cyclic collector would only walk the imported modules'
     # objects, again and again during the imports and once more at exit: about 0.4 s of
-    # CPU on the 2-core dev machine (py-spy). Off for the process's life, and what exists
-    # at the end is frozen so the exit's collection skips it. The command only: main()
-    # and export() called in a process (the app, the tests) leave the collector alone.
+    # CPU per CSV export of 1M guesses + 1M rounds on the 2-core dev machine (user time
+    # from /usr/bin/time, 2 runs each way; py-spy shows the collector). Off for the
+    # process's life, and what exists at the end is frozen so the exit's collection
+    # skips it. The command only: main() and export() called in a process (the app,
+    # the tests) leave the collector alone.
     gc.disable()
     code = main()
     gc.freeze()

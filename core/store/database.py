@@ -267,8 +267,10 @@ class Database:
                     lock.execute("BEGIN IMMEDIATE")
                     conn.execute("BEGIN")
                     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                    for _ in reader.query("SELECT count(*) FROM sqlite_master"):
-                        pass
+                    cursor = reader.cursor()
+                    cursor.execute("SELECT count(*) FROM sqlite_master")
+                    cursor.fetchall()
+                    cursor.close()
                 finally:
                     lock.close()  # ends its transaction: writers may go on
             declared = {

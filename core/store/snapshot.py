@@ -2,9 +2,7 @@
 
 Rows go from SQLite to Arrow through ADBC's SQLite driver (``adbc-driver-sqlite``): C
 code fills Arrow buffers directly, with no Python object per value (handing rows to
-Python through ``sqlite3`` cost most of the old export's time). It is driven through
-ADBC's low-level API (``Reader``), not its DB-API module, which imports ``pyarrow.dataset``
-and with it pandas (0.17 s of CPU per export command, for nothing used here). Column types come from
+Python through ``sqlite3`` cost most of the old export's time). Column types come from
 the live schema (declared types, by SQLite's affinity rules), not from a list restated
 here. Opened by ``Store.snapshot()``, which pins this view and the store's own reads to
 the same state.
@@ -14,8 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-import adbc_driver_manager
-import adbc_driver_sqlite
+import adbc_driver_sqlite.dbapi as adbc
 import pyarrow as pa
 
 from core.store.migrations import DATA_TABLES
@@ -45,7 +42,7 @@ class Snapshot:
     in the same state (table -> {column: declared type}, in schema order).
     """
 
-    def __init__(self, reader: Reader, declared: dict[str, dict[str, str]]) -> None:
+    def __init__(self, reader: adbc.Connection, declared: dict[str, dict[str, str]]) -> None:
         self._reader = reader
         self._columns = {
             table: {name: arrow_type(decl) for name, decl in columns.items()}
@@ -80,58 +77,20 @@ class Snapshot:
             f"SELECT {placeholders} UNION ALL "
             f"SELECT * FROM (SELECT {', '.join(quoted)} FROM {table} ORDER BY rowid)"
         )
-        rows = self._reader.query(sql, batch_rows=BATCH_ROWS)
+        options = {"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)}
+        cursor = self._reader.cursor(adbc_stmt_kwargs=options)
         try:
+            cursor.execute(sql)
             first = True
-            for batch in rows:
+            for batch in cursor.fetch_record_batch():
                 if first:
                     batch, first = batch.slice(1), False
                 if batch.num_rows:
                     yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
         finally:
-            rows.close()  # closes the statement now, even when the caller stops early
+            cursor.close()
 
 
-class Reader:
-    """An ADBC SQLite connection with autocommit off: its first query starts a read
-    transaction, which lasts until ``close()``. Not shared between threads at once."""
-
-    def __init__(self, uri: str) -> None:
-        self._db = adbc_driver_sqlite.connect(uri)
-        try:
-            self._conn = adbc_driver_manager.AdbcConnection(self._db)
-        except BaseException:
-            self._db.close()
-            raise
-        try:
-            self._conn.set_autocommit(False)
-        except BaseException:
-            self.close()
-            raise
-
-    def query(self, sql: str, batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
-        """The rows of ``sql`` as Arrow batches (of ``batch_rows`` rows: the driver's
-        default if None), read as they are consumed; the statement is closed when the
-        iterator ends or is closed."""
-        statement = adbc_driver_manager.AdbcStatement(self._conn)
-        try:
-            if batch_rows is not None:
-                statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
-            statement.set_sql_query(sql)
-            stream, _ = statement.execute_query()
-            with pa.RecordBatchReader.from_stream(stream) as reader:
-                yield from reader
-        finally:
-            statement.close()
-
-    def close(self) -> None:
-        """Close the connection (ending its transaction) and the database handle."""
-        try:
-            self._conn.close()
-        finally:
-            self._db.close()
-
-
-def open_reader(uri: str) -> Reader:
+def open_reader(uri: str) -> adbc.Connection:
     """An ADBC connection on ``uri`` (read-only), not yet in a transaction."""
-    return Reader(uri)
+    return adbc.connect(uri)
