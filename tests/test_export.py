@@ -129,6 +129,21 @@ def test_cli(played, tmp_path, capsys):
         main(["--db", str(tmp_path / "arena.db")])  # --out is required
 
 
+def test_export_command_as_its_own_process(played, tmp_path):
+    """``python -m core.game.export`` runs code of its own (the collector off, then
+    frozen): as a child process it writes every format, and the same as export()."""
+    store, _, pending = played
+    subprocess.run(
+        [sys.executable, "-m", "core.game.export", "--db", str(store.db_path), "--out",
+         str(tmp_path / "cmd")],
+        cwd=REPO, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    export(store, tmp_path / "api")
+    for fmt in FORMATS:
+        assert _rounds_by_id(tmp_path / "cmd", fmt) == _rounds_by_id(tmp_path / "api", fmt)
+        assert _rounds_by_id(tmp_path / "cmd", fmt)[pending]["answer_key"] is None
+
+
 def test_public_export_leaves_out_what_ties_a_file_to_its_variant(played, tmp_path):
     store, _, pending = played
     export(store, tmp_path / "public")
