@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import inspect
 import logging
 import os
 import random
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,358 +99,621 @@ def _input_name(block: Any) -> str:
     return str(getattr(block, "label", None) or type(block).__name__.lower())
 
 
-def new_state(arena: Arena) -> dict[str, Any]:
-    """Per-player state kept on the server: the session id and the current round only."""
-    return {"session": arena.new_session_id(), "round": None, "paths": {}, "revealed": None}
+@dataclass(frozen=True)
+class PlayerState:
+    """What the server keeps for one player (a gr.State, never sent to the browser): the
+    session id, the round being played with its image files by slot, and its reveal once
+    the player has guessed. Core code never sees this object, only its fields."""
+
+    session: str
+    round_id: str | None = None
+    slot_paths: tuple[tuple[str, str], ...] = ()
+    reveal: Reveal | None = None
+
+    @property
+    def paths(self) -> dict[str, str]:
+        """Slot letter → the round's served image file."""
+        return dict(self.slot_paths)
 
 
-def build_demo(arena: Arena) -> gr.Blocks:
-    """The whole UI over ``arena``; nothing here holds state beyond gr.State."""
+def player_state(arena: Arena, st: PlayerState | None) -> PlayerState:
+    """The player's state, or a fresh one with a new session for a first visit."""
+    return st if isinstance(st, PlayerState) else PlayerState(session=arena.new_session_id())
+
+
+def bind(handler: Callable[..., Any], /, *args: Any) -> Callable[..., Any]:
+    """``handler`` with its first arguments bound, as ``functools.partial`` does, but with
+    the signature and type hints Gradio reads to pass gr.SelectData and gr.Progress (a bare
+    partial object hides the hints)."""
+    bound = functools.partial(handler, *args)
+
+    @functools.wraps(handler)
+    def call(*rest: Any, **kwargs: Any) -> Any:
+        return bound(*rest, **kwargs)
+
+    call.__signature__ = inspect.signature(bound)  # type: ignore[attr-defined]
+    return call
+
+
+# --- the tabs: components only ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlayTab:
+    """The Play tab's components that events read or update."""
+
+    prompt: gr.Textbox
+    mode: gr.Radio
+    generate_btn: gr.Button
+    ready_btn: gr.Button
+    status: gr.Markdown
+    seed: gr.Number
+    random_seed: gr.Checkbox
+    steps: gr.Slider
+    guidance: gr.Slider
+    width: gr.Slider
+    height: gr.Slider
+    builder: dict[str, gr.Dropdown]
+    builder_btn: gr.Button | None
+    round_box: gr.Column
+    question: gr.Markdown
+    round_prompt: gr.Textbox
+    slot_columns: dict[str, gr.Column]
+    images: dict[str, gr.Image]
+    answer_btns: dict[str, gr.Button]
+    detail_box: gr.Column
+    detail_note: gr.Markdown
+    details: dict[str, gr.Image]
+    reveal_box: gr.Column
+    verdict: gr.Markdown
+    reveal_table: gr.Dataframe
+    compare_with: gr.Radio
+    slider: gr.ImageSlider
+    next_btn: gr.Button
+    api_answer: gr.Textbox
+    api_guess_btn: gr.Button
+
+
+@dataclass(frozen=True)
+class ResultsTab:
+    """The Results tab's components that events update."""
+
+    tab: gr.Tab
+    refresh_btn: gr.Button
+    verdicts_md: gr.Markdown
+    detection_table: gr.Dataframe
+    chart: gr.Plot
+    picks_md: gr.Markdown
+    hardest_table: gr.Dataframe
+    costs_table: gr.Dataframe
+    export_btn: gr.Button
+    download_btn: gr.DownloadButton
+
+    @property
+    def outputs(self) -> list[Any]:
+        return [
+            self.verdicts_md, self.detection_table, self.chart, self.picks_md,
+            self.hardest_table, self.costs_table,
+        ]  # fmt: skip
+
+
+def build_play_tab(arena: Arena) -> PlayTab:
+    """The Play tab: prompt and Generate first (visible on a phone's first screen), then
+    the round: one column per slot, each image with its answer button under it, the
+    detail view, and the reveal."""
     spec = arena.spec
     defaults = arena.engine.default_settings()
     micro = spec.kind == "micro"
+    warning = presentation.tiny_model_warning(spec)
     examples = (
         list(vocabulary.EXAMPLE_PROMPTS)
         if micro
         else presentation.example_prompts(ASSETS / "prompts.txt")
     )
-    warning = presentation.tiny_model_warning(spec)
     size_min, size_max = spec.size_limits
-
-    with Blocks(title="Spot the Quantized Model") as demo:
-        state = gr.State(None)
-        gr.Markdown("# Spot the Quantized Model\n" + presentation.TAGLINE)
-
-        with gr.Tab("Play"):
-            if warning:
-                gr.Markdown(warning, elem_classes=["tiny-warning"])
-            with gr.Row():
-                prompt = gr.Textbox(
-                    label="Prompt",
-                    placeholder="Describe an image…",
-                    max_length=config.PROMPT_MAX_CHARS,
-                    scale=4,
-                )
-                mode = gr.Radio(
-                    [(label, name) for name, label in MODE_LABELS.items()],
-                    value="trio",
-                    label="Mode",
-                    scale=2,
-                )
-            gr.Examples(examples=[[p] for p in examples], inputs=[prompt], label="Examples")
-            if micro:
-                with (
-                    gr.Accordion("Prompt builder (the words the micro model knows)", open=True),
-                    gr.Row(),
-                ):
-                    pick = {
-                        name: gr.Dropdown(list(choices), value=choices[0], label=name.title())
-                        for name, choices in (
-                            ("size", vocabulary.SIZES),
-                            ("colour", tuple(vocabulary.COLOURS)),
-                            ("shape", vocabulary.SHAPES),
-                            ("position", tuple(vocabulary.POSITIONS)),
-                            ("background", tuple(vocabulary.COLOURS)[::-1]),
-                        )
-                    }
-                    build_btn = gr.Button("Use this prompt", variant="secondary")
-                build_btn.click(
-                    lambda size, colour, shape, position, background: vocabulary.describe(
-                        colour, shape, position, size, background
-                    ),
-                    list(pick.values()),
-                    [prompt],
-                    api_visibility="private",
-                )
-            with gr.Accordion("Advanced settings", open=False):
-                with gr.Row():
-                    random_seed = gr.Checkbox(value=True, label="Random seed")
-                    seed = gr.Number(
-                        value=0, label="Seed", precision=0, minimum=0, maximum=config.SEED_MAX
-                    )
-                with gr.Row():
-                    steps = gr.Slider(
-                        config.STEPS_MIN,
-                        config.STEPS_MAX,
-                        value=defaults.steps,
-                        step=1,
-                        label="Steps",
-                    )
-                    guidance = gr.Slider(
-                        config.GUIDANCE_MIN,
-                        config.GUIDANCE_MAX,
-                        value=defaults.guidance,
-                        step=0.1,
-                        label="Guidance",
-                    )
-                with gr.Row():
-                    width, height = (
-                        gr.Slider(
-                            size_min,
-                            size_max,
-                            value=defaults.width,
-                            step=config.SIZE_MULTIPLE,
-                            label=axis,
-                        )
-                        for axis in ("Width", "Height")
-                    )
-            with gr.Row():
-                generate_btn = gr.Button("Generate", variant="primary")
-                ready_btn = gr.Button("Play a ready round", variant="secondary")
-            ready_note = gr.Markdown("")
-            question = gr.Markdown("")
-            # The round's prompt was typed by a player: a Textbox shows it as plain text
-            # (in Markdown, "![](http://…)" would load a remote image in every later
-            # player's browser, and "# Hint: …" would become a heading).
-            round_prompt = gr.Textbox(label="This round's prompt", interactive=False, visible=False)
-            with gr.Row(equal_height=True):
-                images = {
-                    slot: gr.Image(
+    if warning:
+        gr.Markdown(warning, elem_classes=["tiny-warning"])
+    with gr.Row(equal_height=True):
+        prompt = gr.Textbox(
+            label="Prompt",
+            placeholder="Describe an image…",
+            max_length=config.PROMPT_MAX_CHARS,
+            scale=4,
+            min_width=240,
+        )
+        with gr.Column(scale=1, min_width=160):
+            generate_btn = gr.Button("Generate", variant="primary")
+            ready_btn = gr.Button("Play a ready round", variant="secondary", interactive=False)
+    mode = gr.Radio(
+        [(label, name) for name, label in MODE_LABELS.items()], value="trio", label="Mode"
+    )
+    status = gr.Markdown("", elem_classes=["play-status"])
+    with gr.Column(visible=False, elem_classes=["round"]) as round_box:
+        question = gr.Markdown("")
+        # The round's prompt was typed by a player: a Textbox shows it as plain text (in
+        # Markdown, "![](http://…)" would load a remote image in every later player's
+        # browser, and "# Hint: …" would become a heading).
+        round_prompt = gr.Textbox(label="This round's prompt", interactive=False)
+        slot_columns, images, answer_btns = {}, {}, {}
+        with gr.Row(equal_height=False, elem_classes=["round-images"]):
+            for slot in SLOT_LABELS:
+                with gr.Column(min_width=240, elem_classes=["slot"]) as column:
+                    images[slot] = gr.Image(
                         label=slot,
                         type="filepath",
                         interactive=False,
                         buttons=["fullscreen"],
-                        height=512,
-                        visible=slot != "C",
+                        elem_classes=["round-image"],
                     )
-                    for slot in SLOT_LABELS
-                }
+                    answer_btns[slot] = gr.Button(slot, interactive=False, variant="primary")
+                slot_columns[slot] = column
+        answer_btns[CANT_TELL] = gr.Button(CANT_TELL_LABEL, interactive=False)
+        gr.Markdown(presentation.DETAIL_HINT, elem_classes=["detail-hint"])
+        with gr.Column(visible=False) as detail_box:
+            detail_note = gr.Markdown("")
+            details = {}
+            with gr.Row(equal_height=False):
+                for slot in SLOT_LABELS:
+                    details[slot] = gr.Image(
+                        label=f"{slot} (detail)",
+                        type="filepath",
+                        interactive=False,
+                        buttons=["fullscreen"],
+                        elem_classes=["round-image", "detail-image"],
+                        min_width=120,
+                    )
+        with gr.Column(visible=False) as reveal_box:
+            verdict = gr.Markdown("")
+            reveal_table = gr.Dataframe(
+                headers=[h.format(unit="GiB") for h in presentation.REVEAL_HEADERS],
+                interactive=False,
+                label="Measured cost",
+                elem_classes=["scroll-table"],
+            )
+            compare_with = gr.Radio(config.QUANTIZED_VARIANTS, label="Compare BF16 with")
+            slider = gr.ImageSlider(
+                label="BF16 ⟷ quantized", type="filepath", elem_classes=["round-image"]
+            )
+            next_btn = gr.Button("Next ready round", variant="primary", interactive=False)
+    gr.Examples(examples=[[p] for p in examples], inputs=[prompt], label="Examples")
+    builder: dict[str, gr.Dropdown] = {}
+    builder_btn = None
+    if micro:
+        with gr.Accordion("Prompt builder (the words the micro model knows)", open=False):
             with gr.Row():
-                answer_btns = {
-                    slot: gr.Button(slot, interactive=False, visible=slot != "C")
-                    for slot in SLOT_LABELS
-                }
-                answer_btns[CANT_TELL] = gr.Button(CANT_TELL_LABEL, interactive=False)
-            api_answer = gr.Textbox(visible=False)
-            api_guess_btn = gr.Button(visible=False)
-            with gr.Group(visible=False) as reveal_box:
-                verdict = gr.Markdown("")
-                reveal_table = gr.Dataframe(
-                    headers=[h.format(unit="GiB") for h in presentation.REVEAL_HEADERS],
-                    interactive=False,
-                    label="Measured cost",
+                for name, choices in (
+                    ("size", vocabulary.SIZES),
+                    ("colour", tuple(vocabulary.COLOURS)),
+                    ("shape", vocabulary.SHAPES),
+                    ("position", tuple(vocabulary.POSITIONS)),
+                    ("background", tuple(vocabulary.COLOURS)[::-1]),
+                ):
+                    builder[name] = gr.Dropdown(
+                        list(choices), value=choices[0], label=name.title(), min_width=120
+                    )
+            builder_btn = gr.Button("Use this prompt", variant="secondary")
+    with gr.Accordion("Advanced settings", open=False):
+        with gr.Row():
+            random_seed = gr.Checkbox(value=True, label="Random seed")
+            seed = gr.Number(value=0, label="Seed", precision=0, minimum=0, maximum=config.SEED_MAX)
+        with gr.Row():
+            steps = gr.Slider(
+                config.STEPS_MIN, config.STEPS_MAX, value=defaults.steps, step=1, label="Steps"
+            )
+            guidance = gr.Slider(
+                config.GUIDANCE_MIN,
+                config.GUIDANCE_MAX,
+                value=defaults.guidance,
+                step=0.1,
+                label="Guidance",
+            )
+        with gr.Row():
+            width, height = (
+                gr.Slider(
+                    size_min, size_max, value=defaults.width, step=config.SIZE_MULTIPLE, label=axis
                 )
-                with gr.Row():
-                    compare_with = gr.Radio(
-                        config.QUANTIZED_VARIANTS, label="Compare BF16 with", scale=1
-                    )
-                slider = gr.ImageSlider(label="BF16 ⟷ quantized", type="filepath", max_height=512)
-                next_btn = gr.Button("Next ready round", variant="primary")
-
-        with gr.Tab("Results"):
-            if warning:
-                gr.Markdown(warning)
-            refresh_btn = gr.Button("Refresh", variant="secondary")
-            verdicts_md = gr.Markdown("")
-            gr.Markdown(presentation.DETECTION_HELP)
-            detection_table = gr.Dataframe(
-                headers=presentation.DETECTION_HEADERS, interactive=False, label="Detection"
-            )
-            chart = gr.Plot(label="Detection rate with its interval")
-            picks_md = gr.Markdown("")
-            hardest_table = gr.Dataframe(
-                headers=presentation.HARDEST_HEADERS,
-                datatype="str",  # players' prompts: plain text, never "markdown" or "html"
-                interactive=False,
-                label="Hardest prompts",
-            )
-            costs_table = gr.Dataframe(
-                headers=[h.format(unit="GiB") for h in presentation.COST_HEADERS],
-                interactive=False,
-                label=f"Memory and time per variant here ({arena.engine.device_label})",
-            )
-            gr.Dataframe(
-                value=presentation.reference_rows(),
-                headers=presentation.REFERENCE_HEADERS,
-                interactive=False,
-                label=f"Reference: {config.SEED_REFERENCE_SOURCE}",
-            )
-            with gr.Row():
-                export_btn = gr.Button("Export the data (zip)", variant="secondary")
-                # A DownloadButton downloads the value it already holds, so the export is
-                # made first and then offered.
-                download_btn = gr.DownloadButton("Download the zip", visible=False)
-
-        with gr.Tab("About"):
-            if warning:
-                gr.Markdown(warning)
-            gr.Markdown(
-                presentation.about(arena.spec, arena.engine.device_label, arena.engine.versions)
+                for axis in ("Width", "Height")
             )
 
-        # --- handlers (a few lines each) ---------------------------------------------------
+    # The API's /guess: a player's answer as text (the buttons above send their own).
+    api_answer = gr.Textbox(visible=False)
+    api_guess_btn = gr.Button(visible=False)
+    return PlayTab(
+        prompt=prompt, mode=mode, generate_btn=generate_btn, ready_btn=ready_btn,
+        status=status, seed=seed, random_seed=random_seed, steps=steps, guidance=guidance,
+        width=width, height=height, builder=builder, builder_btn=builder_btn,
+        round_box=round_box, question=question, round_prompt=round_prompt,
+        slot_columns=slot_columns, images=images, answer_btns=answer_btns,
+        detail_box=detail_box, detail_note=detail_note, details=details,
+        reveal_box=reveal_box, verdict=verdict, reveal_table=reveal_table,
+        compare_with=compare_with, slider=slider, next_btn=next_btn,
+        api_answer=api_answer, api_guess_btn=api_guess_btn,
+    )  # fmt: skip
 
-        round_outputs = [
-            state, question, round_prompt, *images.values(), *answer_btns.values(), reveal_box,
-            ready_btn, ready_note, seed,
-        ]  # fmt: skip
 
-        def show_round(st: dict[str, Any], view: RoundView) -> dict[Any, Any]:
-            st = {
-                **st,
-                "round": view.round_id,
-                "paths": dict(zip(view.slots, map(str, view.image_paths), strict=True)),
-                "revealed": None,
-            }
-            out: dict[Any, Any] = {
-                state: st,
-                question: presentation.question(view),
-                round_prompt: gr.Textbox(value=view.prompt, visible=True),
-                reveal_box: gr.Group(visible=False),
-                seed: view.settings.seed,
-            }
-            for slot in SLOT_LABELS:
-                shown = slot in view.slots
-                out[images[slot]] = gr.Image(value=st["paths"].get(slot), label=slot, visible=shown)
-                out[answer_btns[slot]] = gr.Button(interactive=shown, visible=shown)
-            out[answer_btns[CANT_TELL]] = gr.Button(interactive=True)
-            return out | ready_updates(st, view.mode)
+def build_results_tab(arena: Arena) -> ResultsTab:
+    """The Results tab: verdicts, detection table and chart, hardest prompts, costs here
+    and the reference figures, and the export. Filled when the tab opens."""
+    warning = presentation.tiny_model_warning(arena.spec)
+    with gr.Tab("Results") as tab:
+        if warning:
+            gr.Markdown(warning, elem_classes=["tiny-warning"])
+        refresh_btn = gr.Button("Refresh", variant="secondary", size="sm")
+        verdicts_md = gr.Markdown("")
+        gr.Markdown(presentation.DETECTION_HELP)
+        detection_table = gr.Dataframe(
+            headers=presentation.DETECTION_HEADERS,
+            interactive=False,
+            label="Detection",
+            elem_classes=["scroll-table"],
+        )
+        chart = gr.Plot(label="Detection rate with its interval")
+        picks_md = gr.Markdown("")
+        hardest_table = gr.Dataframe(
+            headers=presentation.HARDEST_HEADERS,
+            datatype="str",  # players' prompts: plain text, never "markdown" or "html"
+            interactive=False,
+            label="Hardest prompts",
+            elem_classes=["scroll-table"],
+        )
+        costs_table = gr.Dataframe(
+            headers=[h.format(unit="GiB") for h in presentation.COST_HEADERS],
+            interactive=False,
+            label=f"Memory and time per variant here ({arena.engine.device_label})",
+            elem_classes=["scroll-table"],
+        )
+        gr.Dataframe(
+            value=presentation.reference_rows(),
+            headers=presentation.REFERENCE_HEADERS,
+            interactive=False,
+            label=f"Reference: {config.SEED_REFERENCE_SOURCE}",
+            elem_classes=["scroll-table"],
+        )
+        with gr.Row():
+            export_btn = gr.Button("Export the data (zip)", variant="secondary")
+            # A DownloadButton downloads the value it already holds, so the export is made
+            # first and then offered.
+            download_btn = gr.DownloadButton("Download the zip", visible=False)
+    return ResultsTab(
+        tab=tab, refresh_btn=refresh_btn, verdicts_md=verdicts_md,
+        detection_table=detection_table, chart=chart, picks_md=picks_md,
+        hardest_table=hardest_table, costs_table=costs_table, export_btn=export_btn,
+        download_btn=download_btn,
+    )  # fmt: skip
 
-        def ready_updates(st: dict[str, Any] | None, mode_value: str) -> dict[Any, Any]:
-            # A visitor without a session yet has seen nothing: ask for a fresh one.
-            session = st["session"] if st else arena.new_session_id()
-            ready = arena.has_ready_round(session, mode_value)
-            note = "" if ready else presentation.NO_READY_ROUND
-            return {ready_btn: gr.Button(interactive=ready), ready_note: note}
 
-        @user_errors
-        def on_load(st: dict[str, Any] | None, mode_value: str) -> dict[Any, Any]:
-            # Never writes the state: a round started while this runs (a click right after
-            # the page shows) would otherwise be replaced by the fresh empty state this
-            # handler began with, and its answer refused ("Start a round first"). The
-            # session is created by the first handler that needs one.
-            return ready_updates(st, mode_value)
+def build_about_tab(arena: Arena) -> None:
+    """The About tab: what the app does, the model and device, the library versions."""
+    warning = presentation.tiny_model_warning(arena.spec)
+    with gr.Tab("About"):
+        if warning:
+            gr.Markdown(warning, elem_classes=["tiny-warning"])
+        engine = arena.engine
+        gr.Markdown(presentation.about(arena.spec, engine.device_label, engine.versions))
 
-        @user_errors
-        def on_generate(
-            st, prompt_value, mode_value, seed_value, random_value, steps_value, guidance_value,
-            width_value, height_value, progress=gr.Progress(),  # noqa: B008
-        ) -> dict[Any, Any]:  # fmt: skip
-            st = st or new_state(arena)
-            if micro and isinstance(prompt_value, str):
-                unknown = vocabulary.unknown_words(prompt_value)
-                if unknown:
-                    gr.Warning(presentation.unknown_words_notice(unknown))
-            settings = arena.settings_from_request(
-                seed=seed_value, random_seed=random_value, steps=steps_value,
-                guidance=guidance_value, width=width_value, height=height_value,
-            )  # fmt: skip
-            progress(0, desc="waiting for the GPU")
-            view = arena.generate_round(
-                st["session"], prompt_value, settings, mode_value,
-                presentation.progress_reporter(progress, arena.engine.variants, settings.steps),
-            )  # fmt: skip
-            return show_round(st, view)
 
-        @user_errors
-        def on_ready_round(st: dict[str, Any] | None, mode_value: str) -> dict[Any, Any]:
-            st = st or new_state(arena)
-            return show_round(st, arena.ready_round(st["session"], mode_value))
+# --- handlers: module-level, bound to the arena and the tab with bind() -----------------------
 
-        @user_errors
-        def on_guess(answer: str, st: dict[str, Any] | None, mode_value: str) -> dict[Any, Any]:
-            check_mode(mode_value)  # before the guess is recorded: a bad mode must write nothing
-            if not st or not st.get("round"):
-                raise gr.Error("Start a round first: generate images or play a ready round.")
-            try:
-                reveal = arena.guess(st["session"], st["round"], answer)
-            except StorageFullError:
-                raise gr.Error(
-                    "Your vote was NOT recorded: the server's storage is full. "
-                    "Please try again later.",
-                    print_exception=False,
-                ) from None
-            st = {**st, "revealed": reveal}
-            return reveal_updates(st, reveal) | ready_updates(st, mode_value)
 
-        def reveal_updates(st: dict[str, Any], reveal: Reveal) -> dict[Any, Any]:
-            quantized = presentation.compare_default(reveal)
-            out: dict[Any, Any] = {
-                state: st,
-                reveal_box: gr.Group(visible=True),
-                verdict: presentation.verdict(reveal),
-                reveal_table: presentation.reveal_table(reveal),
-                compare_with: gr.Radio(
-                    choices=presentation.compare_choices(reveal), value=quantized
-                ),
-                slider: presentation.slider_value(st, reveal, quantized),
-            }
-            for slot, variant in reveal.slot_variants.items():
-                out[images[slot]] = gr.Image(label=f"{slot}: {config.VARIANTS[variant].label}")
-            for btn in answer_btns.values():
-                out[btn] = gr.Button(interactive=False)
-            return out
+def ready_updates(arena: Arena, play: PlayTab, st: PlayerState, mode: str) -> dict[Any, Any]:
+    """The ready-round buttons enabled exactly when a ready round is waiting for this
+    player in ``mode``, and the status line saying so when none is."""
+    ready = arena.has_ready_round(st.session, mode)
+    return {
+        play.ready_btn: gr.Button(interactive=ready),
+        play.next_btn: gr.Button(interactive=ready),
+        play.status: "" if ready else presentation.NO_READY_ROUND,
+    }
 
-        @user_errors
-        def on_compare(st: dict[str, Any] | None, variant: str) -> Any:
-            if not st or not st.get("revealed"):
-                raise gr.Error("The comparison opens after your guess.")
-            return presentation.slider_value(st, st["revealed"], variant)
 
-        @user_errors
-        def on_results() -> dict[Any, Any]:
-            results = arena.results()
-            return {
-                verdicts_md: presentation.verdicts_markdown(results),
-                detection_table: presentation.detection_rows(results),
-                chart: presentation.detection_chart(results),
-                picks_md: presentation.trio_picks(results),
-                hardest_table: presentation.hardest_rows(results),
-                costs_table: presentation.cost_table(results),
-            }
+def round_updates(
+    arena: Arena, play: PlayTab, st: PlayerState, view: RoundView, state: gr.State
+) -> dict[Any, Any]:
+    """Show a new round: its images (one column per slot shown), enabled answers, no detail
+    and no reveal yet."""
+    st = replace(
+        st,
+        round_id=view.round_id,
+        slot_paths=tuple(zip(view.slots, map(str, view.image_paths), strict=True)),
+        reveal=None,
+    )
+    paths = st.paths
+    out: dict[Any, Any] = {
+        state: st,
+        play.round_box: gr.Column(visible=True),
+        play.question: presentation.question(view),
+        play.round_prompt: view.prompt,
+        play.detail_box: gr.Column(visible=False),
+        play.reveal_box: gr.Column(visible=False),
+        play.seed: view.settings.seed,
+    }
+    for slot in SLOT_LABELS:
+        shown = slot in paths
+        out[play.slot_columns[slot]] = gr.Column(visible=shown)
+        out[play.images[slot]] = gr.Image(value=paths.get(slot), label=slot)
+        out[play.answer_btns[slot]] = gr.Button(interactive=shown)
+        out[play.details[slot]] = gr.Image(value=None, label=f"{slot} (detail)", visible=shown)
+    out[play.answer_btns[CANT_TELL]] = gr.Button(interactive=True)
+    return out | ready_updates(arena, play, st, view.mode)
 
-        @user_errors
-        def on_export() -> gr.DownloadButton:
-            path = arena.export_zip(Path(arena.settings.db).parent / "exports")
-            return gr.DownloadButton(f"Download {path.name}", value=str(path), visible=True)
 
-        reveal_outputs = [
-            state, reveal_box, verdict, reveal_table, compare_with, slider, *images.values(),
-            *answer_btns.values(), ready_btn, ready_note,
-        ]  # fmt: skip
-        results_outputs = [
-            detection_table, chart, picks_md, hardest_table, costs_table, verdicts_md
-        ]  # fmt: skip
+@user_errors
+def on_load(arena: Arena, play: PlayTab, st: PlayerState | None, mode: str) -> dict[Any, Any]:
+    """Page load and mode change: only the ready-round buttons and the status line.
 
-        demo.load(on_load, [state, mode], [ready_btn, ready_note], api_visibility="private")
-        mode.change(on_load, [state, mode], [ready_btn, ready_note], api_visibility="private")
-        generate_btn.click(
-            on_generate,
-            [state, prompt, mode, seed, random_seed, steps, guidance, width, height],
+    Never writes the state: a round started while this runs (a click right after the page
+    shows) would otherwise be replaced by the empty state this handler began with. The
+    session is created by the first handler that needs one.
+    """
+    return ready_updates(arena, play, player_state(arena, st), mode)
+
+
+@user_errors
+def on_generate(
+    arena: Arena, play: PlayTab, state: gr.State, st: PlayerState | None, prompt: object,
+    mode: str, seed: object, random_seed: object, steps: object, guidance: object,
+    width: object, height: object, progress: gr.Progress = gr.Progress(),  # noqa: B008
+) -> dict[Any, Any]:  # fmt: skip
+    """Generate a new round from the player's prompt; every value is validated in core."""
+    st = player_state(arena, st)
+    if arena.spec.kind == "micro" and isinstance(prompt, str):
+        unknown = vocabulary.unknown_words(prompt)
+        if unknown:
+            gr.Warning(presentation.unknown_words_notice(unknown))
+    settings = arena.settings_from_request(
+        seed=seed, random_seed=random_seed, steps=steps, guidance=guidance, width=width,
+        height=height,
+    )  # fmt: skip
+    progress(0, desc=waiting_text(arena.engine.device_label))
+    view = arena.generate_round(
+        st.session, prompt, settings, mode,
+        presentation.progress_reporter(progress, arena.engine.variants, settings.steps),
+    )  # fmt: skip
+    return round_updates(arena, play, st, view, state)
+
+
+@user_errors
+def on_ready_round(
+    arena: Arena, play: PlayTab, state: gr.State, st: PlayerState | None, mode: str
+) -> dict[Any, Any]:
+    """Start a round of a ready generation this player has not seen."""
+    st = player_state(arena, st)
+    return round_updates(arena, play, st, arena.ready_round(st.session, mode), state)
+
+
+@user_errors
+def on_guess(
+    arena: Arena, play: PlayTab, state: gr.State, answer: str, st: PlayerState | None,
+    mode: str,
+) -> dict[Any, Any]:  # fmt: skip
+    """Record the answer, then reveal: labels, verdict, costs and the comparison."""
+    check_mode(mode)  # before the guess is recorded: a bad mode must write nothing
+    if not isinstance(st, PlayerState) or st.round_id is None:
+        raise gr.Error("Start a round first: generate images or play a ready round.")
+    try:
+        reveal = arena.guess(st.session, st.round_id, answer)
+    except StorageFullError:
+        raise gr.Error(
+            "Your vote was NOT recorded: the server's storage is full. Please try again later.",
+            print_exception=False,
+        ) from None
+    st = replace(st, reveal=reveal)
+    return reveal_updates(play, st, reveal, state) | ready_updates(arena, play, st, mode)
+
+
+def reveal_updates(
+    play: PlayTab, st: PlayerState, reveal: Reveal, state: gr.State
+) -> dict[Any, Any]:
+    """Labels every image (and detail) with its variant and opens the reveal."""
+    quantized = presentation.compare_default(reveal)
+    choices = presentation.compare_choices(reveal)
+    out: dict[Any, Any] = {
+        state: st,
+        play.reveal_box: gr.Column(visible=True),
+        play.verdict: presentation.verdict(reveal),
+        play.reveal_table: presentation.reveal_table(reveal),
+        # A duel shows one quantized variant: nothing to choose between.
+        play.compare_with: gr.Radio(choices=choices, value=quantized, visible=len(choices) > 1),
+        play.slider: presentation.slider_value(st.paths, reveal, quantized),
+    }
+    for slot, variant in reveal.slot_variants.items():
+        label = f"{slot}: {config.VARIANTS[variant].label}"
+        out[play.images[slot]] = gr.Image(label=label)
+        out[play.details[slot]] = gr.Image(label=f"{label} (detail)")
+    for btn in play.answer_btns.values():
+        out[btn] = gr.Button(interactive=False)
+    return out
+
+
+@user_errors
+def on_compare(st: PlayerState | None, variant: str) -> Any:
+    """The slider's quantized side, chosen after the guess."""
+    if not isinstance(st, PlayerState) or st.reveal is None:
+        raise gr.Error("The comparison opens after your guess.")
+    return presentation.slider_value(st.paths, st.reveal, variant)
+
+
+@user_errors
+def on_detail(
+    arena: Arena, play: PlayTab, st: PlayerState | None, evt: gr.SelectData
+) -> dict[Any, Any]:
+    """The spot the player pointed at, cut from every image of the round at the same
+    pixels and magnified; labelled by slot, and by variant only after the guess."""
+    if not isinstance(st, PlayerState) or not st.slot_paths:
+        raise gr.Error("Start a round first: generate images or play a ready round.")
+    slots, paths = zip(*st.slot_paths, strict=True)
+    region, served = arena.detail([Path(p) for p in paths], evt.index)
+    variants = st.reveal.slot_variants if st.reveal else {}
+    out: dict[Any, Any] = {
+        play.detail_box: gr.Column(visible=True),
+        play.detail_note: presentation.detail_caption(region.describe()),
+    }
+    for slot, path in zip(slots, served, strict=True):
+        name = f"{slot}: {config.VARIANTS[variants[slot]].label}" if slot in variants else slot
+        out[play.details[slot]] = gr.Image(value=str(path), label=f"{name} (detail)")
+    return out
+
+
+@user_errors
+def on_results(arena: Arena, results: ResultsTab) -> dict[Any, Any]:
+    """Every Results table and the chart, from the database as it is now."""
+    summary = arena.results()
+    return {
+        results.verdicts_md: presentation.verdicts_markdown(summary),
+        results.detection_table: presentation.detection_rows(summary),
+        results.chart: presentation.detection_chart(summary),
+        results.picks_md: presentation.trio_picks(summary),
+        results.hardest_table: presentation.hardest_rows(summary),
+        results.costs_table: presentation.cost_table(summary),
+    }
+
+
+@user_errors
+def on_export(arena: Arena) -> gr.DownloadButton:
+    """Write the export zip and offer it for download."""
+    path = arena.export_zip(Path(arena.settings.db).parent / "exports")
+    return gr.DownloadButton(f"Download {path.name}", value=str(path), visible=True)
+
+
+def waiting_text(device_label: str) -> str:
+    """The progress line before the first step: the truth about this device."""
+    return "waiting for the GPU" if "cuda" in device_label.lower() else "generating on the CPU"
+
+
+def set_button(label: str, interactive: bool) -> gr.Button:
+    """A button's label and whether it can be clicked (e.g. "Generating…" while busy)."""
+    return gr.Button(value=label, interactive=interactive)
+
+
+# --- wiring ------------------------------------------------------------------------------------
+
+
+def wire_play(arena: Arena, demo: gr.Blocks, state: gr.State, play: PlayTab,
+              results: ResultsTab) -> None:  # fmt: skip
+    """Connect the Play tab's events to their handlers.
+
+    Errors show as a notice (gr.Error's toast) and, through ``show_progress_on``, as a
+    badge on the status line only: the round's images and reveal stay as they were.
+    """
+    round_outputs = [
+        state, play.round_box, play.question, play.round_prompt, play.detail_box,
+        play.reveal_box, play.seed, *play.slot_columns.values(), *play.images.values(),
+        *play.answer_btns.values(), *play.details.values(), play.ready_btn, play.next_btn,
+        play.status,
+    ]  # fmt: skip
+    reveal_outputs = [
+        state, play.reveal_box, play.verdict, play.reveal_table, play.compare_with,
+        play.slider, *play.images.values(), *play.details.values(),
+        *play.answer_btns.values(), play.ready_btn, play.next_btn, play.status,
+    ]  # fmt: skip
+    ready_outputs = [play.ready_btn, play.next_btn, play.status]
+    status = [play.status]
+
+    load = bind(on_load, arena, play)
+    demo.load(load, [state, play.mode], ready_outputs, api_visibility="private")
+    play.mode.change(load, [state, play.mode], ready_outputs, api_visibility="private")
+
+    busy = play.generate_btn.click(
+        bind(set_button, "Generating…", False), None, play.generate_btn, queue=False,
+        api_visibility="private",
+    )  # fmt: skip
+    generated = busy.then(
+        bind(on_generate, arena, play, state),
+        [
+            state,
+            play.prompt,
+            play.mode,
+            play.seed,
+            play.random_seed,
+            play.steps,
+            play.guidance,
+            play.width,
+            play.height,
+        ],
+        round_outputs,
+        api_name="generate",
+        concurrency_id="generate",
+        # The arena bounds the queue and answers "busy" at once, so let every request in.
+        concurrency_limit=None,
+        # The raw values reach the handler: core validates them and names the field in its
+        # message (Gradio's own checks say "Value 250 is less than minimum value 256." or,
+        # for a string, only "the upstream app raised an exception").
+        preprocess=False,
+        show_progress_on=status,
+    )
+    # Gradio's frontend skips a .then() after a failed event, so both outcomes re-enable.
+    for outcome in (generated.success, generated.failure):
+        outcome(
+            bind(set_button, "Generate", True), None, play.generate_btn, queue=False,
+            api_visibility="private",
+        )  # fmt: skip
+
+    ready = bind(on_ready_round, arena, play, state)
+    for trigger in (play.ready_btn, play.next_btn):
+        trigger.click(
+            ready,
+            [state, play.mode],
             round_outputs,
-            api_name="generate",
-            concurrency_id="generate",
-            # The arena bounds the queue and answers "busy" at once, so let every request in.
-            concurrency_limit=None,
-            # The raw values reach the handler: core validates them and names the field in its
-            # message (Gradio's own checks say "Value 250 is less than minimum value 256." or,
-            # for a string, only "the upstream app raised an exception").
+            api_name="ready_round" if trigger is play.ready_btn else None,
+            api_visibility="public" if trigger is play.ready_btn else "private",
             preprocess=False,
+            show_progress_on=status,
         )
-        for trigger in (ready_btn, next_btn):
-            trigger.click(
-                on_ready_round,
-                [state, mode],
-                round_outputs,
-                api_name="ready_round" if trigger is ready_btn else None,
-                api_visibility="public" if trigger is ready_btn else "private",
-                preprocess=False,
-            )
-        for answer, btn in answer_btns.items():
-            btn.click(
-                functools.partial(on_guess, answer),
-                [state, mode],
-                reveal_outputs,
-                api_visibility="private",
-                preprocess=False,
-            )
-        api_guess_btn.click(
-            on_guess, [api_answer, state, mode], reveal_outputs, api_name="guess", preprocess=False
+    guess = bind(on_guess, arena, play, state)
+    refresh = bind(on_results, arena, results)
+    for answer, btn in play.answer_btns.items():
+        btn.click(
+            bind(guess, answer), [state, play.mode], reveal_outputs,
+            api_visibility="private", preprocess=False, show_progress_on=status,
+        ).success(refresh, None, results.outputs, api_visibility="private",
+                  show_progress="hidden")  # fmt: skip
+    play.api_guess_btn.click(
+        guess, [play.api_answer, state, play.mode], reveal_outputs, api_name="guess",
+        preprocess=False,
+    )  # fmt: skip
+    play.compare_with.input(
+        on_compare, [state, play.compare_with], play.slider, api_visibility="private"
+    )
+    detail = bind(on_detail, arena, play)
+    detail_outputs = [play.detail_box, play.detail_note, *play.details.values()]
+    for image in play.images.values():
+        image.select(
+            detail, [state], detail_outputs, api_visibility="private",
+            show_progress_on=[play.detail_note],
+        )  # fmt: skip
+    if play.builder_btn is not None:
+        play.builder_btn.click(
+            describe_prompt, list(play.builder.values()), [play.prompt], api_visibility="private"
         )
-        compare_with.input(on_compare, [state, compare_with], slider, api_visibility="private")
-        refresh_btn.click(on_results, None, results_outputs, api_name="results")
-        demo.load(on_results, None, results_outputs, api_visibility="private")
-        export_btn.click(on_export, None, download_btn, api_visibility="private")
+
+
+def describe_prompt(size: str, colour: str, shape: str, position: str, background: str) -> str:
+    """The prompt builder's sentence, in the micro model's own words."""
+    return vocabulary.describe(colour, shape, position, size, background)
+
+
+def wire_results(arena: Arena, demo: gr.Blocks, results: ResultsTab) -> None:
+    """Results fill when the page loads, when the tab opens and on Refresh."""
+    refresh = bind(on_results, arena, results)
+    results.refresh_btn.click(refresh, None, results.outputs, api_name="results")
+    demo.load(refresh, None, results.outputs, api_visibility="private")
+    results.tab.select(refresh, None, results.outputs, api_visibility="private")
+    results.export_btn.click(
+        bind(on_export, arena), None, results.download_btn, api_visibility="private"
+    )
+
+
+def build_demo(arena: Arena) -> gr.Blocks:
+    """The whole UI over ``arena``; nothing here holds state beyond gr.State."""
+    with Blocks(title="Spot the Quantized Model") as demo:
+        state = gr.State(None)
+        gr.Markdown("# Spot the Quantized Model\n" + presentation.TAGLINE)
+        with gr.Tab("Play"):
+            play = build_play_tab(arena)
+        results = build_results_tab(arena)
+        build_about_tab(arena)
+        wire_play(arena, demo, state, play, results)
+        wire_results(arena, demo, results)
     return demo
 
 
@@ -601,7 +866,7 @@ def launch(arena: Arena, **kwargs: Any) -> gr.Blocks:
         # No allowed_paths: the stored images are never served by name, only each round's
         # own copies from Gradio's cache folder (core.store.round_images).
         max_file_size="1kb",  # belt and braces: RequestLimits refuses every upload first
-        css=presentation.CSS,
+        css_paths=[ASSETS / "app.css"],
         app_kwargs={
             "middleware": [Middleware(RequestLimits, max_body_bytes=config.REQUEST_MAX_BYTES)]
         },

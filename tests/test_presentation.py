@@ -104,10 +104,10 @@ def test_compare_default_is_the_most_different_variant():
 
 
 def test_slider_value_pairs_bf16_with_the_chosen_variant():
-    state = {"paths": {"A": "/a.png", "B": "/b.png", "C": "/c.png"}}
-    assert presentation.slider_value(state, reveal(), "int8") == ("/a.png", "/c.png")
+    paths = {"A": "/a.png", "B": "/b.png", "C": "/c.png"}
+    assert presentation.slider_value(paths, reveal(), "int8") == ("/a.png", "/c.png")
     duel = reveal("duel", {"A": "nf4", "B": "bf16"})
-    assert presentation.slider_value(state, duel, "int8") is None
+    assert presentation.slider_value(paths, duel, "int8") is None
 
 
 def test_question_names_no_variant_but_the_modes_target():

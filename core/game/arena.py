@@ -13,7 +13,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +27,7 @@ from core.config import (
 )
 from core.errors import BusyError, InvalidSettingError, RateLimitedError, excerpt
 from core.game import stats
+from core.game.detail import Region, magnified_crops
 from core.game.export import export_zip
 from core.game.rounds import Game, Reveal, RoundView, check_mode, check_session_id
 from core.records import Generation, ProgressCallback
@@ -159,9 +160,14 @@ class Arena:
         prompt = validate_prompt(prompt)
         settings = settings.validate(self.spec)
         if not self._generation_limiter.take(session_id):
+            hint = (
+                "play a ready round while you wait"
+                if self.game.has_ready_round(session_id, mode)
+                else "try again in a minute"
+            )
             raise RateLimitedError(
                 f"at most {_count(self.settings.generations_per_minute, 'generation')} a minute "
-                "per player; play a ready round while you wait"
+                f"per player; {hint}"
             )
         if not self._queue.acquire(blocking=False):
             self._generation_limiter.give_back(session_id)
@@ -192,6 +198,17 @@ class Arena:
 
     def guess(self, session_id: str, round_id: object, answer: object) -> Reveal:
         return self.game.guess(session_id, round_id, answer)  # type: ignore[arg-type]
+
+    def detail(
+        self, image_paths: Sequence[Path], point: Sequence[object]
+    ) -> tuple[Region, tuple[Path, ...]]:
+        """The region at ``point`` (x, y in pixels) of every image of a round, magnified
+        (core.game.detail), in the order of ``image_paths``, and served the way the round's
+        images are: one length, one mtime, random names (RoundImages.serve_pngs)."""
+        if self.game.round_images is None:
+            raise InvalidSettingError("the detail view needs the served round images")
+        region, crops = magnified_crops(image_paths, point)
+        return region, self.game.round_images.serve_pngs(crops)
 
     # --- results -------------------------------------------------------------------------
 

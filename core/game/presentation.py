@@ -7,7 +7,7 @@ every displayed figure is testable without a browser. Units are in every header.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +45,10 @@ DETECTION_HELP = (
     "*indistinguishable within ±m* when the interval lies inside chance ± m, otherwise "
     "*not enough data yet*. *Spotted* = correct / all answers, descriptive only."
 )
-CSS = """
-.tiny-warning { border-left: 4px solid #d97706; padding-left: 8px; }
-"""
+DETAIL_HINT = (
+    "**Look closer:** click or tap a spot in any image to see that region of every image "
+    "side by side, magnified. The full-screen button of an image shows it at its own pixels."
+)
 
 # "{unit}" is GiB, or MiB when every figure of the table is under 1 GiB (see byte_table).
 # Memory columns (README "Memory figures"): own weights with bitsandbytes' quantization
@@ -250,12 +251,12 @@ def compare_default(reveal: Reveal) -> str:
     return min(shown, key=psnr)
 
 
-def slider_value(state: dict[str, Any], reveal: Reveal, variant: str) -> tuple[str, str] | None:
-    """(BF16 image path, ``variant``'s image path) of the revealed round, for gr.ImageSlider."""
+def slider_value(paths: Mapping[str, str], reveal: Reveal, variant: str) -> tuple[str, str] | None:
+    """(BF16 image path, ``variant``'s image path) of the revealed round, for gr.ImageSlider;
+    ``paths`` maps each slot shown to its image file."""
     slot_of = {v: slot for slot, v in reveal.slot_variants.items()}
     if variant not in slot_of or REFERENCE_VARIANT not in slot_of:
         return None
-    paths = state["paths"]
     return paths[slot_of[REFERENCE_VARIANT]], paths[slot_of[variant]]
 
 
@@ -482,3 +483,8 @@ SSIM compare each quantized image with the BF16 one.
 - Data: every generation, round and guess is stored in SQLite; download it all from the
   Results tab (*Export the data*), or run `python -m core.game.export`.
 """
+
+
+def detail_caption(region: str) -> str:
+    """The detail view's caption: which region of every image is shown, how magnified."""
+    return f"**The same region of every image:** {region}. Click another spot to move it."

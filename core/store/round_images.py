@@ -160,14 +160,24 @@ class RoundImages:
             served.append(target)
         return tuple(served)
 
-    def _padded(self, stored: Path, size: int) -> Path:
-        """The padded copy of ``stored`` at ``size`` bytes, made once and then reused."""
-        path = self._padded_dir / f"{stored.stem}-{size}.png"
-        if path.exists():
-            return path
-        self._padded_dir.mkdir(parents=True, exist_ok=True)
-        data = pad_png(stored.read_bytes(), size)
-        fd, staging = tempfile.mkstemp(dir=self._padded_dir, prefix=".", suffix=".png")
+    def serve_pngs(self, pngs: Sequence[bytes]) -> tuple[Path, ...]:
+        """Serve freshly made PNGs (e.g. the detail view's crops) the way ``serve`` serves
+        a round: all padded to one length, one fixed mtime, random names in a fresh random
+        folder. Paths come back in the order of ``pngs``; nothing is cached or reused."""
+        self._prune()
+        size = max(len(data) for data in pngs) + MIN_PADDING
+        folder = self._rounds_dir / secrets.token_hex(16)
+        folder.mkdir(parents=True)
+        served = []
+        for data in pngs:
+            target = folder / f"{secrets.token_hex(16)}.png"
+            self._write(target, pad_png(data, size))
+            served.append(target)
+        return tuple(served)
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """Write ``data`` to ``path`` atomically, with the served mtime."""
+        fd, staging = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".png")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -176,6 +186,14 @@ class RoundImages:
         except BaseException:
             Path(staging).unlink(missing_ok=True)
             raise
+
+    def _padded(self, stored: Path, size: int) -> Path:
+        """The padded copy of ``stored`` at ``size`` bytes, made once and then reused."""
+        path = self._padded_dir / f"{stored.stem}-{size}.png"
+        if path.exists():
+            return path
+        self._padded_dir.mkdir(parents=True, exist_ok=True)
+        self._write(path, pad_png(stored.read_bytes(), size))
         return path
 
     def _prune(self) -> None:
