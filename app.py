@@ -191,9 +191,10 @@ class ResultsTab:
 
     @property
     def outputs(self) -> list[Any]:
+        # The API's /results returns these in this order.
         return [
-            self.verdicts_md, self.detection_table, self.chart, self.picks_md,
-            self.hardest_table, self.costs_table,
+            self.detection_table, self.chart, self.picks_md, self.hardest_table,
+            self.costs_table, self.verdicts_md,
         ]  # fmt: skip
 
 
@@ -250,7 +251,7 @@ def build_play_tab(arena: Arena) -> PlayTab:
         answer_btns[CANT_TELL] = gr.Button(CANT_TELL_LABEL, interactive=False)
         gr.Markdown(presentation.DETAIL_HINT, elem_classes=["detail-hint"])
         with gr.Column(visible=False) as detail_box:
-            detail_note = gr.Markdown("")
+            detail_note = gr.Markdown("", elem_classes=["detail-note"])
             details = {}
             with gr.Row(equal_height=False):
                 for slot in SLOT_LABELS:
@@ -272,7 +273,9 @@ def build_play_tab(arena: Arena) -> PlayTab:
             )
             compare_with = gr.Radio(config.QUANTIZED_VARIANTS, label="Compare BF16 with")
             slider = gr.ImageSlider(
-                label="BF16 ⟷ quantized", type="filepath", elem_classes=["round-image"]
+                label="BF16 ⟷ quantized",
+                type="filepath",
+                elem_classes=["round-image", "compare-slider"],
             )
             next_btn = gr.Button("Next ready round", variant="primary", interactive=False)
     gr.Examples(examples=[[p] for p in examples], inputs=[prompt], label="Examples")
@@ -422,7 +425,7 @@ def round_updates(
         state: st,
         play.round_box: gr.Column(visible=True),
         play.question: presentation.question(view),
-        play.round_prompt: view.prompt,
+        play.round_prompt: gr.Textbox(value=view.prompt),
         play.detail_box: gr.Column(visible=False),
         play.reveal_box: gr.Column(visible=False),
         play.seed: view.settings.seed,
@@ -430,7 +433,7 @@ def round_updates(
     for slot in SLOT_LABELS:
         shown = slot in paths
         out[play.slot_columns[slot]] = gr.Column(visible=shown)
-        out[play.images[slot]] = gr.Image(value=paths.get(slot), label=slot)
+        out[play.images[slot]] = gr.Image(value=paths.get(slot), label=slot, visible=shown)
         out[play.answer_btns[slot]] = gr.Button(interactive=shown)
         out[play.details[slot]] = gr.Image(value=None, label=f"{slot} (detail)", visible=shown)
     out[play.answer_btns[CANT_TELL]] = gr.Button(interactive=True)
@@ -595,11 +598,13 @@ def wire_play(arena: Arena, demo: gr.Blocks, state: gr.State, play: PlayTab,
     Errors show as a notice (gr.Error's toast) and, through ``show_progress_on``, as a
     badge on the status line only: the round's images and reveal stay as they were.
     """
+    # The API returns these in order (gr.State and layout blocks left out): what a client
+    # reads first comes first.
     round_outputs = [
-        state, play.round_box, play.question, play.round_prompt, play.detail_box,
-        play.reveal_box, play.seed, *play.slot_columns.values(), *play.images.values(),
-        *play.answer_btns.values(), *play.details.values(), play.ready_btn, play.next_btn,
-        play.status,
+        state, play.question, play.round_prompt, *play.images.values(),
+        *play.answer_btns.values(), play.round_box, play.detail_box, play.reveal_box,
+        *play.slot_columns.values(), *play.details.values(), play.ready_btn, play.next_btn,
+        play.status, play.seed,
     ]  # fmt: skip
     reveal_outputs = [
         state, play.reveal_box, play.verdict, play.reveal_table, play.compare_with,

@@ -28,7 +28,13 @@ def client(served) -> Client:
 
 def image_updates(output: tuple) -> list[dict]:
     """The image updates of a round or reveal output, in slot order."""
-    return [o for o in output if isinstance(o, dict) and str(o.get("label", "")).startswith(SLOTS)]
+    return [
+        o
+        for o in output
+        if isinstance(o, dict)
+        and str(o.get("label", "")).startswith(SLOTS)
+        and not str(o.get("label")).endswith("(detail)")
+    ]
 
 
 def reveal_parts(output: tuple) -> tuple[str, dict, list[dict]]:
