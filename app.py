@@ -171,7 +171,6 @@ class PlayTab:
     slider: gr.ImageSlider
     next_btn: gr.Button
     api_answer: gr.Textbox
-    api_guess_btn: gr.Button
 
 
 @dataclass(frozen=True)
@@ -318,9 +317,8 @@ def build_play_tab(arena: Arena) -> PlayTab:
                 for axis in ("Width", "Height")
             )
 
-    # The API's /guess: a player's answer as text (the buttons above send their own).
-    api_answer = gr.Textbox(visible=False)
-    api_guess_btn = gr.Button(visible=False)
+    # The API's /guess takes the answer as text (the buttons above send their own).
+    api_answer = gr.Textbox(label="answer", visible=False)
     return PlayTab(
         prompt=prompt, mode=mode, generate_btn=generate_btn, ready_btn=ready_btn,
         status=status, seed=seed, random_seed=random_seed, steps=steps, guidance=guidance,
@@ -330,7 +328,7 @@ def build_play_tab(arena: Arena) -> PlayTab:
         detail_box=detail_box, detail_note=detail_note, details=details,
         reveal_box=reveal_box, verdict=verdict, reveal_table=reveal_table,
         compare_with=compare_with, slider=slider, next_btn=next_btn,
-        api_answer=api_answer, api_guess_btn=api_guess_btn,
+        api_answer=api_answer,
     )  # fmt: skip
 
 
@@ -672,9 +670,11 @@ def wire_play(arena: Arena, demo: gr.Blocks, state: gr.State, play: PlayTab,
             api_visibility="private", preprocess=False, show_progress_on=status,
         ).success(refresh, None, results.outputs, api_visibility="private",
                   show_progress="hidden")  # fmt: skip
-    play.api_guess_btn.click(
-        guess, [play.api_answer, state, play.mode], reveal_outputs, api_name="guess",
-        preprocess=False,
+    # An API-only event (no trigger on the page). Not gr.api: its endpoints take no
+    # gr.State, and /guess answers the round held in the caller's session state.
+    gr.on(
+        triggers=[], fn=guess, inputs=[play.api_answer, state, play.mode],
+        outputs=reveal_outputs, api_name="guess", preprocess=False,
     )  # fmt: skip
     play.compare_with.input(
         on_compare, [state, play.compare_with], play.slider, api_visibility="private"
