@@ -79,9 +79,12 @@ def test_rate_limited_before_the_engine_is_touched(tiny_engine, tmp_path):
     store = make_store(tmp_path)
     arena = Arena(tiny_engine, store, make_game(store), AppSettings(generations_per_minute=1))
     arena._generation_limiter.take("s")
-    with pytest.raises(errors.RateLimitedError, match="at most 1 generation a minute"):
+    with pytest.raises(errors.RateLimitedError, match="at most 1 generation a minute") as limited:
         arena.generate_round("s", "a fox", small(arena), "trio")
     assert store.counts()["generations"] == 0
+    # Nothing is ready to play: the message does not offer a ready round.
+    assert "try again in a minute" in str(limited.value)
+    assert "ready round" not in str(limited.value)
 
 
 def test_invalid_request_is_rejected_before_the_limit_counts(arena):

@@ -174,6 +174,26 @@ def play(page, served, shots: Path, name: str) -> None:
         assert 0 <= image["button_top"] - image["bottom"] < 80, image
     save(page, shots / f"{name}-play.png", full_page=True)
 
+    # Full screen: the image's box fills the window, the image at its own pixels.
+    first = page.locator(".round-images .round-image").first
+    toggle = first.locator("button[aria-label*='creen' i]")
+    toggle.click()
+    page.wait_for_function(
+        "(w) => document.querySelector('.round-images .round-image')"
+        ".getBoundingClientRect().width >= w - 2",
+        arg=page.viewport_size["width"],
+    )
+    shown, natural = first.locator("img").evaluate(
+        "img => [img.getBoundingClientRect().width, img.naturalWidth]"
+    )
+    assert abs(shown - natural) <= 1
+    toggle.click()
+    page.wait_for_function(
+        "(w) => document.querySelector('.round-images .round-image')"
+        ".getBoundingClientRect().width < w - 30",
+        arg=page.viewport_size["width"],
+    )
+
     check_detail_view(page, images)
     save(page, shots / f"{name}-detail.png", full_page=True)
 

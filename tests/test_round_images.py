@@ -89,3 +89,17 @@ def test_old_round_folders_are_pruned(stored, tmp_path):
     assert not old[0].parent.exists()
     assert all(p.exists() for p in fresh)
     assert all(p.exists() for p in stored.values())
+
+
+def test_fresh_pngs_are_served_like_a_round(tmp_path):
+    """The detail view's crops: one length, one mtime, fresh random names, same pixels."""
+    images = RoundImages(tmp_path / "serve", keep_seconds=60)
+    crops = [png(i, noise=noise) for i, noise in enumerate((255, 60, 3))]
+    first = images.serve_pngs(crops)
+    again = images.serve_pngs(crops)
+    assert len({os.stat(p).st_size for p in (*first, *again)}) == 1
+    assert {os.stat(p).st_mtime for p in (*first, *again)} == {SERVED_MTIME}
+    assert len({p.name for p in (*first, *again)}) == 6
+    assert first[0].parent != again[0].parent
+    for data, path in zip(crops, first, strict=True):
+        assert (pixels(path.read_bytes()) == pixels(data)).all()
