@@ -13,7 +13,7 @@ import app
 from core import errors
 from core.config import AppSettings
 from core.game.arena import Arena, SlidingWindowLimiter
-from tests.app_server import SIZE, STEPS, GatedEngine
+from tests.app_server import DEADLINE_SECONDS, SIZE, STEPS, GatedEngine
 from tests.data_helpers import Clock, make_game, make_store
 
 
@@ -62,14 +62,14 @@ def test_busy_when_the_queue_is_full_and_the_slot_is_given_back(arena):
     )
     holder.start()
     try:
-        assert arena.engine.waiting.acquire(timeout=30)
+        assert arena.engine.waiting.acquire(timeout=DEADLINE_SECONDS)
         before = arena.store.counts()
         with pytest.raises(errors.BusyError, match=r"busy \(0 prompts already waiting\)"):
             arena.generate_round("s2", "a cat", small(arena), "trio")
         assert arena.store.counts() == before
     finally:
         arena.engine.gate.set()
-        holder.join(60)
+        holder.join(DEADLINE_SECONDS)
     assert done and done[0].slots == ("A", "B", "C")
     # The refused request did not count against its player.
     assert not arena._generation_limiter._events.get("s2")
