@@ -11,14 +11,12 @@ a Hugging Face Space), loads the services and launches.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import inspect
 import logging
-import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -725,88 +723,6 @@ def build_demo(arena: Arena) -> gr.Blocks:
 # --- launching ---------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    env = config.env_default
-    parser = argparse.ArgumentParser(
-        prog="python app.py",
-        description="Spot the Quantized Model: can people tell BF16 FLUX from LLM.int8 and NF4?",
-        epilog="Every flag can also be set with the environment variable in brackets.",
-    )
-
-    def add(flag: str, name: str, help_text: str, **kwargs: Any) -> None:
-        variable = config.ENV_VARS[name]
-        default = env(name)
-        if default is None:
-            default = getattr(AppSettings(), name)
-        elif kwargs.get("type") is not None:
-            try:
-                default = kwargs["type"](default)
-            except ValueError:
-                raise config.InvalidSettingError(
-                    f"{variable}={default!r} is not a valid {flag} value"
-                ) from None
-        parser.add_argument(
-            flag, dest=name, default=default, help=f"{help_text} [{variable}]", **kwargs
-        )
-
-    add(
-        "--model",
-        "model",
-        "auto (FLUX.1-dev on a GPU, micro otherwise), micro, tiny, a hub id or a local folder",
-    )
-    add("--db", "db", "SQLite database file", type=Path)
-    add(
-        "--images-dir",
-        "images_dir",
-        "folder for the generated images (default: beside --db)",
-        type=Path,
-    )
-    add("--host", "host", "address to serve on (0.0.0.0 for every interface)")
-    add("--port", "port", "port to serve on", type=int)
-    add(
-        "--offload",
-        "offload",
-        "placement: auto, none, model or group",
-        choices=config.OFFLOAD_CHOICES,
-    )
-    add("--max-gpu-memory", "max_gpu_memory_gb", "cap on GPU memory, in GB", type=float)
-    add("--queue-size", "queue_size", "prompts that may wait for the GPU", type=int)
-    add("--generations-per-minute", "generations_per_minute", "per player (0: unlimited)", type=int)
-    add("--rounds-per-minute", "rounds_per_minute", "per player (0: unlimited)", type=int)
-    add("--round-ttl", "round_ttl_seconds", "seconds a round may be answered", type=int)
-    add(
-        "--margin",
-        "margin_points",
-        "equivalence margin of the verdicts, in points of chance (indistinguishable within ±m)",
-        type=float,
-    )
-    parser.add_argument(
-        "--share",
-        action=argparse.BooleanOptionalAction,
-        default=(env("share") or "").lower() in {"1", "true", "yes"},
-        help=f"create a public gradio.live link [{config.ENV_VARS['share']}]",
-    )
-    return parser
-
-
-def settings_from_args(argv: list[str] | None = None) -> AppSettings:
-    args = vars(build_parser().parse_args(argv))
-    if args["host"] == AppSettings().host and os.environ.get("GRADIO_SERVER_NAME"):
-        args["host"] = os.environ["GRADIO_SERVER_NAME"]  # set by Hugging Face Spaces
-    if args["images_dir"] == AppSettings().images_dir and args["db"] != AppSettings().db:
-        args["images_dir"] = Path(args["db"]).parent / "images"
-    settings = AppSettings(**args)
-    config.check_offload(settings.offload)
-    config.check_max_gpu_memory(settings.max_gpu_memory_gb)
-    config.check_margin(settings.margin_points)
-    for name in ("queue_size", "generations_per_minute", "rounds_per_minute"):
-        if getattr(settings, name) < 0:
-            raise config.InvalidSettingError(f"--{name.replace('_', '-')} must be >= 0")
-    if settings.round_ttl_seconds <= 0:
-        raise config.InvalidSettingError("--round-ttl must be positive")
-    return settings
-
-
 def on_zero_gpu(engine: Any, seconds: int = 120) -> Any:
     """On a ZeroGPU Space, attach a GPU to each generation with ``spaces.GPU``; elsewhere a
     no-op (``spaces`` is installed on Hugging Face Spaces only).
@@ -880,10 +796,13 @@ def launch(arena: Arena, **kwargs: Any) -> gr.Blocks:
     return demo
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Serve the app with the settings of ``argv`` and ``environ`` (default: this process's
+    flags and environment); 2 for a bad setting or a model that cannot load, 0 when the
+    server stops. argparse's own errors print the usage and exit with status 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        settings = settings_from_args(argv)
+        settings = AppSettings.from_argv(argv, environ)
         arena = load_arena(settings)
     except SpotError as exc:
         logger.error("%s", exc)

@@ -30,6 +30,9 @@ from core.store.storage import Store
 STEPS = 2
 SIZE = 256
 GUIDANCE = 3.5
+# How long a test waits for something that must happen: a deadline for a hang on a loaded
+# machine, never a measure of speed.
+DEADLINE_SECONDS = 120
 
 
 def generate_args(prompt: str = "a red fox in snow", mode: str = "trio", seed: int = 1) -> tuple:
@@ -62,7 +65,8 @@ class GatedEngine:
     def generate(self, prompt: str, settings: GenerationSettings, progress=None) -> Generation:
         if not self.gate.is_set():
             self.waiting.release()
-        if not self.gate.wait(timeout=60):
+        # Longer than any test's deadline: a held generation outlives what waits beside it.
+        if not self.gate.wait(timeout=3 * DEADLINE_SECONDS):
             raise TimeoutError("the test never opened the gate")
         return self._engine.generate(prompt, settings, progress)
 

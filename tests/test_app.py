@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 
 from core.config import VARIANTS
 from core.game.presentation import NO_READY_ROUND
@@ -73,13 +74,13 @@ def test_replayed_guess_is_rejected_and_writes_nothing(served):
     c.predict(*generate_args("a teapot on a table"), api_name="/generate")
     c.predict("cant_tell", api_name="/guess")
     guesses = served.counts()["guesses"]
-    with pytest.raises(Exception, match="this round was already answered"):
+    with pytest.raises(AppError, match="this round was already answered"):
         c.predict("B", api_name="/guess")
     assert served.counts()["guesses"] == guesses
 
 
 def test_guess_before_any_round_explains(served):
-    with pytest.raises(Exception, match="Start a round first"):
+    with pytest.raises(AppError, match="Start a round first"):
         client(served).predict("A", api_name="/guess")
 
 
@@ -95,5 +96,5 @@ def test_ready_round_plays_another_sessions_generation(served):
     assert any("a paper boat on a pond" in p for p in prompts)
     assert len(set(prompts)) == len(prompts)  # never the same generation twice
     assert last_note == NO_READY_ROUND
-    with pytest.raises(Exception, match="no new duel round is ready"):
+    with pytest.raises(AppError, match="no new duel round is ready"):
         player.predict("duel", api_name="/ready_round")

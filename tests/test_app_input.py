@@ -11,6 +11,7 @@ import json
 import httpx
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 
 from core.config import REQUEST_MAX_BYTES
 from tests.app_server import GUIDANCE, SIZE, STEPS, generate_args, launched_app
@@ -84,7 +85,7 @@ BAD_REQUESTS = {
 def test_bad_generate_request_is_rejected(served, name):
     inputs, message = BAD_REQUESTS[name]
     c = Client(served.url, verbose=False, download_files=False)
-    with pytest.raises(Exception, match=message):
+    with pytest.raises(AppError, match=message):
         c.predict(*inputs, api_name="/generate")
 
 
@@ -107,20 +108,20 @@ def duel_client(served):
     ],
 )
 def test_bad_guess_is_rejected(duel_client, answer, message):
-    with pytest.raises(Exception, match=message):
+    with pytest.raises(AppError, match=message):
         duel_client.predict(answer, api_name="/guess")
 
 
 @pytest.mark.usefixtures("unchanged")
 def test_guess_with_a_bad_mode_records_nothing(duel_client):
-    with pytest.raises(Exception, match="mode must be one of trio, duel"):
+    with pytest.raises(AppError, match="mode must be one of trio, duel"):
         duel_client.predict("A", "quartet", api_name="/guess")
 
 
 @pytest.mark.usefixtures("unchanged")
 def test_ready_round_with_a_bad_mode_is_rejected(served):
     c = Client(served.url, verbose=False, download_files=False)
-    with pytest.raises(Exception, match="mode must be one of trio, duel, got 'solo'"):
+    with pytest.raises(AppError, match="mode must be one of trio, duel, got 'solo'"):
         c.predict("solo", api_name="/ready_round")
 
 
@@ -138,7 +139,7 @@ LONG = "x" * 1_000_000
 )
 def test_a_long_bad_value_yields_a_short_error(served, inputs, api_name):
     c = Client(served.url, verbose=False, download_files=False)
-    with pytest.raises(Exception) as error:
+    with pytest.raises(AppError) as error:
         c.predict(*inputs, api_name=api_name)
     message = str(error.value)
     assert "characters)" in message and len(message) < 300, message[:400]
@@ -146,7 +147,7 @@ def test_a_long_bad_value_yields_a_short_error(served, inputs, api_name):
 
 @pytest.mark.usefixtures("unchanged")
 def test_a_long_bad_answer_yields_a_short_error(duel_client):
-    with pytest.raises(Exception) as error:
+    with pytest.raises(AppError) as error:
         duel_client.predict(LONG[:200_000], api_name="/guess")
     assert "answer must be one of A, B" in str(error.value) and len(str(error.value)) < 300
 

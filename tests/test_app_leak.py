@@ -30,10 +30,11 @@ from pathlib import PurePosixPath
 import httpx
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 from scipy.stats import binomtest, chisquare
 
 from core.config import MODE_SPECS, VARIANTS
-from tests.app_server import SIZE, STEPS, generate_args, launched_app
+from tests.app_server import DEADLINE_SECONDS, SIZE, STEPS, generate_args, launched_app
 
 pytestmark = pytest.mark.slow
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class Scanner:
 
     def __init__(self, served) -> None:
         self.served = served
-        self.http = httpx.Client(base_url=served.url, timeout=30)
+        self.http = httpx.Client(base_url=served.url, timeout=DEADLINE_SECONDS)
         self.pool = ThreadPoolExecutor(max_workers=3)
         self.rounds: list[dict[str, dict]] = []  # per round: slot -> what was served
         self.open_images: list[dict] = []  # images of the round being played
@@ -242,7 +243,7 @@ def test_no_channel_tells_the_slots_apart(served, tiny_engine, tmp_path):
             check_export_during_an_open_round(served, scanner, tmp_path)
         player.predict("cant_tell", api_name="/guess")
         if i % generations == generations - 1:
-            with pytest.raises(Exception, match="no new trio round is ready"):
+            with pytest.raises(AppError, match="no new trio round is ready"):
                 player.predict("trio", api_name="/ready_round")
     scanner.close()
     assert planted_seen == SESSIONS  # every other player saw the planted prompt as text

@@ -1,18 +1,15 @@
-"""Limits of the launched app: a full generation queue answers "busy" at once while votes
-and results stay prompt, and the per-player generation limit holds."""
+"""Limits of the launched app: a full generation queue answers "busy" while votes and
+results are still answered, and the per-player generation limit holds."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 
-from tests.app_server import GatedEngine, generate_args, launched_app
+from tests.app_server import DEADLINE_SECONDS, GatedEngine, generate_args, launched_app
 
 pytestmark = pytest.mark.slow
-
-PROMPT_SECONDS = 1.0  # "promptly": well under the seconds a generation takes
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +30,13 @@ def new_client(served) -> Client:
     return Client(served.url, verbose=False, download_files=False)
 
 
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start
+def answer(client: Client, *args, api_name: str):
+    """The endpoint's answer, within DEADLINE_SECONDS (a call that waited behind a held
+    generation would never come: the gate stays closed longer)."""
+    return client.submit(*args, api_name=api_name).result(timeout=DEADLINE_SECONDS)
 
 
-def test_full_queue_answers_busy_while_votes_and_results_stay_prompt(served, gated):
+def test_full_queue_answers_busy_while_votes_and_results_are_answered(served, gated):
     voter = new_client(served)
     voter.predict(*generate_args("a quiet harbour"), api_name="/generate")
 
@@ -50,37 +47,35 @@ def test_full_queue_answers_busy_while_votes_and_results_stay_prompt(served, gat
     ]
     try:
         for _ in jobs:  # both reached the engine: one "running", one waiting for it
-            assert gated.waiting.acquire(timeout=30)
+            assert gated.waiting.acquire(timeout=DEADLINE_SECONDS)
         counts = served.counts()
 
         late = new_client(served)
         for prompt in ("one too many", "and another"):
-            start = time.perf_counter()
-            with pytest.raises(Exception, match="the generator is busy") as busy:
-                late.predict(*generate_args(prompt), api_name="/generate")
-            assert time.perf_counter() - start < PROMPT_SECONDS, "a busy answer must come at once"
+            with pytest.raises(AppError, match="the generator is busy") as busy:
+                answer(late, *generate_args(prompt), api_name="/generate")
         assert "(1 prompt already waiting)" in str(busy.value)
 
-        reveal, seconds = timed(voter.predict, "A", api_name="/guess")
-        assert seconds < PROMPT_SECONDS, f"a guess took {seconds:.2f} s behind generation"
+        reveal = answer(voter, "A", api_name="/guess")
         assert "A" in reveal[0]
-        results, seconds = timed(voter.predict, api_name="/results")
-        assert seconds < 2 * PROMPT_SECONDS, f"/results took {seconds:.2f} s behind generation"
+        results = answer(voter, api_name="/results")
         assert results[0]["data"][0][2] == 1  # trio, all quantized: answered once
-        _, seconds = timed(new_client(served).predict, "trio", api_name="/ready_round")
-        assert seconds < PROMPT_SECONDS
+        ready = answer(new_client(served), "trio", api_name="/ready_round")
+        assert ready[0].startswith("### Which one is the original")
+        # All of it was answered while both generations were held: the queue was full.
+        assert not any(job.done() for job in jobs)
         assert counts["guesses"] + 1 == served.counts()["guesses"]
     finally:
         gated.gate.set()
     for job in jobs:
-        assert job.result(timeout=60)[0].startswith("### Which one is the original")
+        assert job.result(timeout=DEADLINE_SECONDS)[0].startswith("### Which one is the original")
 
 
 def test_generation_rate_limit_per_player(served):
     player, other = new_client(served), new_client(served)
     player.predict(*generate_args("limited 0"), api_name="/generate")
     counts = served.counts()
-    with pytest.raises(Exception, match="at most 1 generation a minute per player"):
+    with pytest.raises(AppError, match="at most 1 generation a minute per player"):
         player.predict(*generate_args("limited 1"), api_name="/generate")
     assert served.counts() == counts
     # The limit is per player: another session still generates, and the limited player
@@ -92,7 +87,7 @@ def test_generation_rate_limit_per_player(served):
 def test_refused_prompts_do_not_count_against_the_limit(served):
     player = new_client(served)
     for bad in ("\u200b\ufeff", "a \u202efox", "\x07"):
-        with pytest.raises(Exception, match="prompt"):
+        with pytest.raises(AppError, match="prompt"):
             player.predict(*generate_args(bad), api_name="/generate")
     # The limit is one generation a minute: it is still unused.
     player.predict(*generate_args("after three refusals"), api_name="/generate")

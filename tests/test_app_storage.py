@@ -8,6 +8,7 @@ import time
 
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 
 from core.errors import StorageFullError
 from core.game.rounds import Game
@@ -38,6 +39,6 @@ def test_full_storage_tells_the_player_their_vote_was_not_recorded(tiny_engine, 
             for session, round_id in fillers:
                 game.guess(session, round_id, "A")
         before = served.counts()["guesses"]
-        with pytest.raises(Exception, match="Your vote was NOT recorded"):
+        with pytest.raises(AppError, match="Your vote was NOT recorded"):
             c.predict("A", api_name="/guess")
         assert served.counts()["guesses"] == before

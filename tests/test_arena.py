@@ -1,11 +1,11 @@
-"""core.game.arena and app settings without a server: the limiter, the bounded queue, request
-coercion, the images' modification times, and flags / environment variables."""
+"""core.game.arena without a server: the limiter, the bounded queue, request coercion, the
+images' modification times; and app.on_zero_gpu. (Flags and environment variables:
+tests/test_config.py.)"""
 
 from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -13,7 +13,7 @@ import app
 from core import errors
 from core.config import AppSettings
 from core.game.arena import Arena, SlidingWindowLimiter
-from tests.app_server import SIZE, STEPS, GatedEngine
+from tests.app_server import DEADLINE_SECONDS, SIZE, STEPS, GatedEngine
 from tests.data_helpers import Clock, make_game, make_store
 
 
@@ -62,14 +62,14 @@ def test_busy_when_the_queue_is_full_and_the_slot_is_given_back(arena):
     )
     holder.start()
     try:
-        assert arena.engine.waiting.acquire(timeout=30)
+        assert arena.engine.waiting.acquire(timeout=DEADLINE_SECONDS)
         before = arena.store.counts()
         with pytest.raises(errors.BusyError, match=r"busy \(0 prompts already waiting\)"):
             arena.generate_round("s2", "a cat", small(arena), "trio")
         assert arena.store.counts() == before
     finally:
         arena.engine.gate.set()
-        holder.join(60)
+        holder.join(DEADLINE_SECONDS)
     assert done and done[0].slots == ("A", "B", "C")
     # The refused request did not count against its player.
     assert not arena._generation_limiter._events.get("s2")
@@ -156,85 +156,12 @@ def test_settings_from_request_coerces_whole_floats_and_draws_a_seed(arena):
     assert 0 <= drawn.seed < 2**32
 
 
-# --- flags and environment ------------------------------------------------------------
-
-
-def test_settings_from_args_defaults(monkeypatch):
-    for variable in (*app.config.ENV_VARS.values(), "GRADIO_SERVER_NAME"):
-        monkeypatch.delenv(variable, raising=False)
-    assert app.settings_from_args([]) == AppSettings()
-
-
-def test_settings_from_environment_and_flags(monkeypatch, tmp_path):
-    env = {
-        "SPOT_MODEL": "tiny",
-        "SPOT_DB": str(tmp_path / "x.db"),
-        "SPOT_PORT": "9000",
-        "SPOT_OFFLOAD": "model",
-        "SPOT_MAX_GPU_MEMORY": "24",
-        "SPOT_QUEUE_SIZE": "2",
-        "SPOT_GENERATIONS_PER_MINUTE": "0",
-        "SPOT_ROUNDS_PER_MINUTE": "10",
-        "SPOT_ROUND_TTL": "60",
-        "SPOT_SHARE": "true",
-        "SPOT_MARGIN": "2.5",
-        "GRADIO_SERVER_NAME": "0.0.0.0",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    settings = app.settings_from_args([])
-    assert settings.model == "tiny" and settings.port == 9000 and settings.offload == "model"
-    assert settings.db == tmp_path / "x.db"
-    assert settings.images_dir == tmp_path / "images"  # beside --db unless given
-    assert settings.max_gpu_memory_gb == 24.0 and settings.queue_size == 2
-    assert (settings.generations_per_minute, settings.rounds_per_minute) == (0, 10)
-    assert settings.round_ttl_seconds == 60 and settings.share is True
-    assert settings.host == "0.0.0.0"  # a Space sets GRADIO_SERVER_NAME
-    assert settings.margin_points == 2.5
-    # A flag wins over its variable.
-    flagged = app.settings_from_args(["--port", "9001", "--no-share", "--host", "127.0.0.2"])
-    assert (flagged.port, flagged.share, flagged.host) == (9001, False, "127.0.0.2")
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--queue-size", "-1"], "--queue-size must be >= 0"),
-        (["--generations-per-minute", "-2"], "--generations-per-minute must be >= 0"),
-        (["--round-ttl", "0"], "--round-ttl must be positive"),
-        (["--max-gpu-memory", "0"], "max GPU memory must be a positive number"),
-        (["--margin", "0"], "--margin must be more than 0 and less than 50 points"),
-        (["--margin", "60"], "--margin must be more than 0 and less than 50 points"),
-    ],
-)
-def test_bad_settings_are_named(monkeypatch, argv, message):
-    for variable in app.config.ENV_VARS.values():
-        monkeypatch.delenv(variable, raising=False)
-    with pytest.raises(errors.InvalidSettingError, match=message):
-        app.settings_from_args(argv)
-
-
-def test_malformed_environment_variable_is_named(monkeypatch):
-    monkeypatch.setenv("SPOT_PORT", "abc")
-    with pytest.raises(errors.InvalidSettingError, match="SPOT_PORT='abc' is not a valid --port"):
-        app.settings_from_args([])
-
-
-def test_bad_flag_value_exits_with_usage(capsys):
-    with pytest.raises(SystemExit):
-        app.settings_from_args(["--offload", "sometimes"])
-    assert "invalid choice" in capsys.readouterr().err
+# --- launching -------------------------------------------------------------------------
 
 
 def test_zero_gpu_wrapper_is_a_no_op_without_spaces(tiny_engine):
     assert app.on_zero_gpu(tiny_engine) is tiny_engine
     assert "generate" not in vars(tiny_engine)
-
-
-def test_main_reports_a_bad_setting_without_a_trace(monkeypatch, tmp_path, caplog):
-    monkeypatch.delenv("SPOT_MODEL", raising=False)
-    assert app.main(["--model", "no-such-thing", "--db", str(Path(tmp_path) / "a.db")]) == 2
-    assert "neither 'auto', 'tiny'" in caplog.text
 
 
 def test_export_zips_are_pruned_after_an_hour(arena, tmp_path):

@@ -12,11 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -155,16 +153,13 @@ def test_same_seed_same_images_other_seed_other_images():
     assert other.results["bf16"].image.tobytes() != first.results["bf16"].image.tobytes()
 
 
-def _free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_the_app_serves_a_round_on_the_gpu(tmp_path):
+    import httpx
     from gradio_client import Client
 
-    port = _free_port()
+    from tests.app_server import free_port
+
+    port = free_port()
     log = (tmp_path / "app.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "app.py", "--model", SYNTHETIC_DEV_QUARTER, "--port", str(port),
@@ -178,7 +173,7 @@ def test_the_app_serves_a_round_on_the_gpu(tmp_path):
             try:
                 client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
                 break
-            except Exception:
+            except httpx.TransportError:  # not listening yet: poll every 2 s
                 assert time.monotonic() < deadline, "the app did not start in 5 minutes"
                 time.sleep(2)
         started = time.perf_counter()

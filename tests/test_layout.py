@@ -92,3 +92,31 @@ def test_data_side_and_serving_layer_never_import_torch() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "", f"imported: {done.stdout.strip()}"
+
+
+TESTS = ROOT / "tests"
+TEST_HELPERS = {p.stem for p in TESTS.glob("*.py") if not p.stem.startswith("test_")}
+
+
+@pytest.mark.parametrize("path", sorted(TESTS.glob("*.py")), ids=lambda p: p.name)
+def test_tests_import_their_helpers_one_way(path: Path) -> None:
+    """``from tests.app_server import …``: the repository root is on sys.path (pytest's
+    ``pythonpath``), so no test imports a helper by its bare name, imports conftest, or
+    edits sys.path."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = ["." * node.level]  # a relative import
+        else:
+            names = []
+        for name in names:
+            assert name.split(".")[0] not in TEST_HELPERS | {""}, (
+                f"{path.name}:{node.lineno} imports {name!r}; write `from tests.<helper> import`"
+            )
+        if isinstance(node, ast.Attribute) and node.attr == "path":
+            assert not (isinstance(node.value, ast.Name) and node.value.id == "sys"), (
+                f"{path.name}:{node.lineno} touches sys.path"
+            )

@@ -176,10 +176,11 @@ def test_app_on_auto_serves_the_micro_model(tmp_path):
     from gradio_client import Client
 
     import app
+    from core.config import AppSettings
     from tests.app_server import free_port
 
-    settings = app.settings_from_args(
-        ["--model", "auto", "--db", str(tmp_path / "arena.db"), "--port", str(free_port())]
+    settings = AppSettings.from_argv(
+        ["--model", "auto", "--db", str(tmp_path / "arena.db"), "--port", str(free_port())], {}
     )
     arena = app.load_arena(settings)
     assert arena.engine.spec.name == MICRO_MODEL
