@@ -251,23 +251,23 @@ def test_detection_main_table_is_short_and_says_what_each_row_means():
     table = presentation.detection_table({"detection": rows})
     level = rows[0]["level"]
     assert table["headers"] == [
-        "What", "Answered", "Decided", "Rate (of decided)", f"{100 * level:.4g}% interval",
-        "Chance", "Verdict",
+        "What", "Answered", "Decided", "Correct", "Rate (of decided)",
+        f"{100 * level:.4g}% interval", "Chance", "Verdict",
     ]  # fmt: skip
     trio, int8, nf4 = table["data"]
-    assert trio[:4] == ["trio: picked the original", 6, 6, "0.0%"]
-    assert trio[4].startswith("0.0–") and trio[5] == "33%"
-    assert int8[:4] == ["duel: spotted LLM.int8", 11, 10, "70.0%"]
-    assert int8[6] == "not enough data yet"
-    assert nf4[0] == "duel: spotted NF4" and nf4[6] == "distinguishable"
+    assert trio[:5] == ["trio: picked the original", 6, 6, 0, "0.0%"]
+    assert trio[5].startswith("0.0–") and trio[6] == "33%"
+    assert int8[:5] == ["duel: spotted LLM.int8", 11, 10, 7, "70.0%"]
+    assert int8[7] == "not enough data yet"
+    assert nf4[0] == "duel: spotted NF4" and nf4[7] == "distinguishable"
     # The verdict column stays short; the full sentence is in the verdicts above.
-    assert all(len(row[6]) <= 32 for row in table["data"])
+    assert all(len(row[7]) <= 32 for row in table["data"])
     details = presentation.detection_details_table({"detection": rows})
     assert details["headers"] == presentation.DETECTION_DETAIL_HEADERS
-    d_int8 = details["data"][1]
-    assert d_int8[0] == "duel: spotted LLM.int8" and d_int8[1] == 7
-    assert d_int8[7].startswith("9.1% (") and d_int8[8] == "63.6%"
-    assert d_int8[9].startswith("about ")
+    d_int8 = dict(zip(details["headers"], details["data"][1], strict=True))
+    assert d_int8["What"] == "duel: spotted LLM.int8"
+    assert d_int8["Can't tell"].startswith("9.1% (") and d_int8["Of all answers"] == "63.6%"
+    assert d_int8["p"] and d_int8["p (Holm)"] and d_int8["By players"].endswith("%")
     assert all(len(row) == len(details["headers"]) for row in details["data"])
     text = presentation.verdicts_markdown({"detection": rows})
     assert "NF4 — people spot the quantized image in 75% of decided duels" in text

@@ -77,13 +77,19 @@ REVEAL_HEADERS = [
 ]  # fmt: skip
 REFERENCE_CELL = "reference"  # BF16's own cell in a column compared with BF16
 DETECTION_HEADERS = [
-    "What", "Answered", "Decided", "Rate (of decided)", "Interval", "Chance", "Verdict",
+    "What", "Answered", "Decided", "Correct", "Rate (of decided)", "Interval", "Chance",
+    "Verdict",
 ]  # fmt: skip
 DETECTION_DETAIL_HEADERS = [
-    "What", "Correct", "Binomial interval", "Bootstrap over players", "Bootstrap over prompts",
-    "p (exact)", "p (Holm)", "Can't tell (95% interval)", "Spotted (of answered)",
-    "More decided answers needed",
+    "What", "Exact interval", "By players", "By prompts", "p", "p (Holm)",
+    "Can't tell", "Of all answers",
 ]  # fmt: skip
+DETAILS_HELP = (
+    "**Exact interval**: as if every answer were independent; **by players / by prompts**: "
+    "bootstrap intervals resampling players / prompts; **p**: exact two-sided test against "
+    "chance, then Holm-corrected; **can't tell**: its share of all answers (95% interval); "
+    "**of all answers**: correct / all answers, descriptive."
+)
 HARDEST_HEADERS = [
     "Mode", "Prompt", "Decided", "Rate (of decided)", "95% interval", "Chance"
 ]  # fmt: skip
@@ -358,6 +364,7 @@ def detection_rows(results: dict[str, Any]) -> list[list[Any]]:
             group_label(d["mode"], d["variant"]),
             d["answered"],
             d["decided"],
+            d["correct"],
             _percent(d["rate"]),
             _interval(d["ci_low"], d["ci_high"]),
             f"{d['chance']:.0%}",
@@ -372,7 +379,7 @@ def detection_table(results: dict[str, Any]) -> Table:
     level = next((d["level"] for d in results["detection"] if d.get("level")), None)
     headers = list(DETECTION_HEADERS)
     if level is not None:
-        headers[4] = f"{100 * level:.4g}% interval"
+        headers[DETECTION_HEADERS.index("Interval")] = f"{100 * level:.4g}% interval"
     return {"headers": headers, "data": detection_rows(results)}
 
 
@@ -383,11 +390,9 @@ def detection_details_table(results: dict[str, Any]) -> Table:
         cant_tell = _percent(d.get("cant_tell_share"))
         if d.get("cant_tell_ci_low") is not None:
             cant_tell += f" ({_interval(d['cant_tell_ci_low'], d['cant_tell_ci_high'])})"
-        more = d.get("more_decided_needed")
         rows.append(
             [
                 group_label(d["mode"], d["variant"]),
-                d["correct"],
                 _interval(d.get("binomial_ci_low"), d.get("binomial_ci_high")),
                 _interval(d.get("session_ci_low"), d.get("session_ci_high")),
                 _interval(d.get("generation_ci_low"), d.get("generation_ci_high")),
@@ -395,7 +400,6 @@ def detection_details_table(results: dict[str, Any]) -> Table:
                 _p(d.get("p_holm")),
                 cant_tell,
                 _percent(d.get("spotted_rate")),
-                "" if more is None else f"about {more:,}",
             ]
         )
     return {"headers": list(DETECTION_DETAIL_HEADERS), "data": rows}
