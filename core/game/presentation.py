@@ -63,11 +63,10 @@ CSS = """
 """
 
 # Memory is shown in GiB everywhere, as the reference table (the diffusers blog's "GB" are
-# GiB: its 31.447 "GB" for FLUX.1-dev's BF16 weights are 16.87 B parameters × 2 bytes =
-# 33.7e9 bytes = 31.4 GiB), with three significant digits so a tiny model's 0.000817 GiB
-# stays readable. Per variant only figures of that variant alone (README "Memory figures"):
-# the standalone-equivalent peak on a GPU, its weights + the shared ones everywhere; the
-# CPU's peak RSS is the whole process's and never sits in a variant's row.
+# GiB: README "The seed's reference figures"), with three significant digits so a tiny
+# model's 0.000817 GiB stays readable. Per variant only figures of that variant alone
+# (README "The engine"): the standalone-equivalent peak on a GPU, its weights + the shared
+# ones everywhere; the CPU's peak RSS is the whole process's and never in a variant's row.
 PEAK_ALONE = "Peak alone (GiB)"
 WEIGHTS_ALONE = "Weights alone (GiB)"
 VS_BF16 = "vs BF16"
