@@ -271,6 +271,7 @@ def test_detection_main_table_is_short_and_says_what_each_row_means():
     assert all(len(row) == len(details["headers"]) for row in details["data"])
     text = presentation.verdicts_markdown({"detection": rows})
     assert "NF4 — people spot the quantized image in 75% of decided duels" in text
+    assert "- Trio — people pick the original in 0% of decided trios" in text
 
 
 def test_group_labels_name_what_was_measured():
