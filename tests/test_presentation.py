@@ -333,3 +333,10 @@ def test_example_prompts_skip_comments_and_blank_lines(tmp_path):
     path.write_text("# a comment\n\n a fox \nan owl\n", encoding="utf-8")
     assert presentation.example_prompts(path) == ["a fox", "an owl"]
     assert presentation.example_prompts(tmp_path / "missing.txt") == []
+
+
+def test_hardest_prompts_table_keeps_the_prompt_as_plain_text():
+    entry = {"prompt": "**a fox**", "decided": 5, "rate": 0.4, "ci_low": 0.05, "ci_high": 0.85}
+    table = presentation.hardest_table({"hardest_prompts": {"duel": [entry | {"chance": 0.5}]}})
+    assert table["headers"] == presentation.HARDEST_HEADERS
+    assert table["data"] == [["duel", "**a fox**", 5, "40.0%", "5.0–85.0%", "50%"]]
