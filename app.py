@@ -179,19 +179,21 @@ class ResultsTab:
     refresh_btn: gr.Button
     verdicts_md: gr.Markdown
     detection_table: gr.Dataframe
+    details_table: gr.Dataframe
     chart: gr.Plot
     picks_md: gr.Markdown
     hardest_table: gr.Dataframe
     costs_table: gr.Dataframe
+    cost_note: gr.Markdown
     export_btn: gr.Button
     download_btn: gr.DownloadButton
 
     @property
     def outputs(self) -> list[Any]:
-        # The API's /results returns these in this order.
+        # The API's /results returns these in this order (new outputs go at the end).
         return [
             self.detection_table, self.chart, self.picks_md, self.hardest_table,
-            self.costs_table, self.verdicts_md,
+            self.costs_table, self.verdicts_md, self.details_table, self.cost_note,
         ]  # fmt: skip
 
 
@@ -263,11 +265,12 @@ def build_play_tab(arena: Arena) -> PlayTab:
         with gr.Column(visible=False) as reveal_box:
             verdict = gr.Markdown("")
             reveal_table = gr.Dataframe(
-                headers=[h.format(unit="GiB") for h in presentation.REVEAL_HEADERS],
+                headers=presentation.REVEAL_HEADERS,
                 interactive=False,
                 label="Measured cost",
                 elem_classes=["scroll-table"],
             )
+            gr.Markdown(presentation.REVEAL_HELP)
             compare_with = gr.Radio(config.QUANTIZED_VARIANTS, label="Compare BF16 with")
             slider = gr.ImageSlider(
                 label="BF16 ⟷ quantized",
@@ -346,7 +349,16 @@ def build_results_tab(arena: Arena) -> ResultsTab:
             label="Detection",
             elem_classes=["scroll-table"],
         )
-        chart = gr.Plot(label="Detection rate with its interval")
+        with gr.Accordion("Details: every interval and test", open=False):
+            gr.Markdown(presentation.DETAILS_HELP)
+            details_table = gr.Dataframe(
+                headers=presentation.DETECTION_DETAIL_HEADERS,
+                interactive=False,
+                label="Detection details",
+                elem_classes=["scroll-table"],
+            )
+        # The figure has its own title: Gradio's label would cover it on a phone.
+        chart = gr.Plot(show_label=False, elem_classes=["detection-chart"])
         picks_md = gr.Markdown("")
         hardest_table = gr.Dataframe(
             headers=presentation.HARDEST_HEADERS,
@@ -356,14 +368,14 @@ def build_results_tab(arena: Arena) -> ResultsTab:
             elem_classes=["scroll-table"],
         )
         costs_table = gr.Dataframe(
-            headers=[h.format(unit="GiB") for h in presentation.COST_HEADERS],
+            headers=presentation.COST_HEADERS,
             interactive=False,
             label=f"Memory and time per variant here ({arena.engine.device_label})",
             elem_classes=["scroll-table"],
         )
+        cost_note = gr.Markdown("")
         gr.Dataframe(
-            value=presentation.reference_rows(),
-            headers=presentation.REFERENCE_HEADERS,
+            value=presentation.reference_table(),
             interactive=False,
             label=f"Reference: {config.SEED_REFERENCE_SOURCE}",
             elem_classes=["scroll-table"],
@@ -375,9 +387,9 @@ def build_results_tab(arena: Arena) -> ResultsTab:
             download_btn = gr.DownloadButton("Download the zip", visible=False)
     return ResultsTab(
         tab=tab, refresh_btn=refresh_btn, verdicts_md=verdicts_md,
-        detection_table=detection_table, chart=chart, picks_md=picks_md,
-        hardest_table=hardest_table, costs_table=costs_table, export_btn=export_btn,
-        download_btn=download_btn,
+        detection_table=detection_table, details_table=details_table, chart=chart,
+        picks_md=picks_md, hardest_table=hardest_table, costs_table=costs_table,
+        cost_note=cost_note, export_btn=export_btn, download_btn=download_btn,
     )  # fmt: skip
 
 
@@ -397,11 +409,11 @@ def build_about_tab(arena: Arena) -> None:
 def ready_updates(arena: Arena, play: PlayTab, st: PlayerState, mode: str) -> dict[Any, Any]:
     """The ready-round buttons enabled exactly when a ready round is waiting for this
     player in ``mode``, and the status line saying so when none is."""
-    ready = arena.has_ready_round(st.session, mode)
+    ready = arena.ready_rounds(st.session, mode)
     return {
-        play.ready_btn: gr.Button(interactive=ready),
-        play.next_btn: gr.Button(interactive=ready),
-        play.status: "" if ready else presentation.NO_READY_ROUND,
+        play.ready_btn: gr.Button(interactive=ready.unseen > 0),
+        play.next_btn: gr.Button(interactive=ready.unseen > 0),
+        play.status: presentation.ready_round_note(ready),
     }
 
 
@@ -463,7 +475,7 @@ def on_generate(
         seed=seed, random_seed=random_seed, steps=steps, guidance=guidance, width=width,
         height=height,
     )  # fmt: skip
-    progress(0, desc=waiting_text(arena.engine.device_label))
+    progress(0, desc=presentation.waiting_text(arena.on_gpu))
     view = arena.generate_round(
         st.session, prompt, settings, mode,
         presentation.progress_reporter(progress, arena.engine.variants, settings.steps),
@@ -559,11 +571,13 @@ def on_results(arena: Arena, results: ResultsTab) -> dict[Any, Any]:
     summary = arena.results()
     return {
         results.verdicts_md: presentation.verdicts_markdown(summary),
-        results.detection_table: presentation.detection_rows(summary),
+        results.detection_table: presentation.detection_table(summary),
+        results.details_table: presentation.detection_details_table(summary),
         results.chart: presentation.detection_chart(summary),
         results.picks_md: presentation.trio_picks(summary),
-        results.hardest_table: presentation.hardest_rows(summary),
+        results.hardest_table: presentation.hardest_table(summary),
         results.costs_table: presentation.cost_table(summary),
+        results.cost_note: presentation.cost_note(summary),
     }
 
 
@@ -572,11 +586,6 @@ def on_export(arena: Arena) -> gr.DownloadButton:
     """Write the export zip and offer it for download."""
     path = arena.export_zip(Path(arena.settings.db).parent / "exports")
     return gr.DownloadButton(f"Download {path.name}", value=str(path), visible=True)
-
-
-def waiting_text(device_label: str) -> str:
-    """The progress line before the first step: the truth about this device."""
-    return "waiting for the GPU" if "cuda" in device_label.lower() else "generating on the CPU"
 
 
 def set_button(label: str, interactive: bool) -> gr.Button:

@@ -13,6 +13,7 @@ import app
 from core import errors
 from core.config import AppSettings
 from core.game.arena import Arena, SlidingWindowLimiter
+from core.game.rounds import ReadyRounds
 from tests.app_server import DEADLINE_SECONDS, SIZE, STEPS, GatedEngine
 from tests.data_helpers import Clock, make_game, make_store
 
@@ -172,3 +173,11 @@ def test_export_zips_are_pruned_after_an_hour(arena, tmp_path):
     os.utime(stale, (1_000_000, 1_000_000))
     second = arena.export_zip(folder)
     assert first.is_file() and second.is_file() and not stale.exists()
+
+
+def test_the_arena_knows_its_device_and_its_pool(arena):
+    assert not arena.on_gpu  # the tiny engine of the tests runs on the CPU
+    assert arena.ready_rounds("s1", "trio") == ReadyRounds(playable=0, unseen=0)
+    arena.generate_round("s1", "a fox", small(arena), "trio")
+    assert arena.ready_rounds("s1", "trio") == ReadyRounds(playable=1, unseen=0)
+    assert arena.ready_rounds("s2", "trio") == ReadyRounds(playable=1, unseen=1)

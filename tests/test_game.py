@@ -23,7 +23,7 @@ from core.errors import (
     RoundExpiredError,
     RoundNotFoundError,
 )
-from core.game.rounds import CANT_TELL, RoundView
+from core.game.rounds import CANT_TELL, ReadyRounds, RoundView
 from tests.data_helpers import Clock, make_game, make_generation, make_store
 
 
@@ -199,6 +199,22 @@ def test_pool_serves_unseen_generations_that_fit_the_mode(store):
     with pytest.raises(NoReadyRoundError):
         game.new_round("carol", "duel")
     assert game.has_ready_round("dave", "duel")  # another session's pool is untouched
+
+
+def test_ready_rounds_tell_a_fresh_pool_from_a_played_one(store):
+    game = make_game(store)
+    assert game.ready_rounds("erin", "trio") == ReadyRounds(playable=0, unseen=0)
+    store.save_generation(make_generation(0))
+    store.save_generation(make_generation(1, ("bf16", "int8")))  # a duel's, not a trio's
+    assert game.ready_rounds("erin", "trio") == ReadyRounds(playable=1, unseen=1)
+    assert game.ready_rounds("erin", "duel") == ReadyRounds(playable=2, unseen=2)
+    game.new_round("erin", "trio")
+    assert game.ready_rounds("erin", "trio") == ReadyRounds(playable=1, unseen=0)
+    # The trio's generation was seen in a trio: it is not offered as a duel either.
+    assert game.ready_rounds("erin", "duel") == ReadyRounds(playable=2, unseen=1)
+    assert game.ready_rounds("frank", "trio") == ReadyRounds(playable=1, unseen=1)
+    with pytest.raises(InvalidModeError):
+        game.ready_rounds("erin", "solo")
 
 
 def test_named_generation_must_exist_and_fit(store):

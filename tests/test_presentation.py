@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import io
 
 import numpy as np
 
 from core.config import MODELS, TINY_MODEL, GenerationSettings
 from core.game import presentation
 from core.game.inference import ClusterCounts
-from core.game.rounds import Reveal, RoundView, Score
+from core.game.rounds import ReadyRounds, Reveal, RoundView, Score
 from core.game.verdicts import GroupCounts, assess
 
+GIB = 2**30
 STATS = {
-    "bf16": {"seconds": 12.0, "weight_bytes": 2**34, "standalone_peak_bytes": 2**35, "psnr": None},
-    "int8": {"seconds": 27.0, "weight_bytes": 2**33, "standalone_peak_bytes": 2**34, "psnr": 31.5},
-    "nf4": {"seconds": 12.5, "weight_bytes": 2**32, "standalone_peak_bytes": 2**33, "psnr": 24.25},
-}
+    "bf16": {"seconds": 12.0, "weight_bytes": 28 * GIB, "shared_weight_bytes": GIB,
+             "standalone_peak_bytes": 32 * GIB, "psnr": None, "ssim": None},
+    "int8": {"seconds": 27.0, "weight_bytes": 16 * GIB, "shared_weight_bytes": GIB,
+             "standalone_peak_bytes": 20 * GIB, "psnr": 31.5, "ssim": 0.98765},
+    "nf4": {"seconds": 12.5, "weight_bytes": 8 * GIB, "shared_weight_bytes": GIB,
+            "standalone_peak_bytes": 12 * GIB, "psnr": 24.25, "ssim": 0.9},
+}  # fmt: skip
+# The tiny model on the CPU (README "Memory figures"): weights of about a MiB, no GPU peak,
+# and a whole-process peak RSS of hundreds of MiB that belongs to no variant.
+CPU_STATS = {
+    variant: {"seconds": 0.5, "weight_bytes": own, "shared_weight_bytes": 753_166,
+              "peak_rss_bytes": 720 * 2**20, "psnr": psnr, "ssim": ssim}
+    for variant, own, psnr, ssim in (
+        ("bf16", 877_696, None, None), ("int8", 492_416, 48.9, 0.9996),
+        ("nf4", 285_184, float("inf"), 1.0),
+    )
+}  # fmt: skip
 
 
-def reveal(mode="trio", slots=None, answer="A", correct=True) -> Reveal:
+def reveal(mode="trio", slots=None, answer="A", correct=True, stats=STATS) -> Reveal:
     slots = slots or {"A": "bf16", "B": "nf4", "C": "int8"}
     return Reveal(
         round_id="r",
@@ -29,65 +43,139 @@ def reveal(mode="trio", slots=None, answer="A", correct=True) -> Reveal:
         designated_variant=None if answer == "cant_tell" else slots[answer],
         correct_slot="A",
         correct=correct,
-        variant_stats=STATS,
+        variant_stats=stats,
         score=Score(answered=3, correct=2, cant_tell=1, streak=1, best_streak=2),
     )
 
 
-def test_reveal_rows_show_each_shown_variant_with_its_slot():
-    rows = presentation.reveal_rows(reveal())
-    assert [(r[0], r[1]) for r in rows] == [
-        ("BF16 (original)", "A"),
-        ("LLM.int8", "C"),
-        ("NF4", "B"),
+def test_gpu_reveal_shows_each_variants_peak_alone_with_its_saving_and_quality():
+    table = presentation.reveal_table(reveal())
+    assert table["headers"] == [
+        "Variant", "Slot", "Peak alone (GiB)", "vs BF16", "Time per image (s)",
+        "PSNR vs BF16 (dB)", "SSIM vs BF16",
+    ]  # fmt: skip
+    assert table["data"] == [
+        ["BF16 (original)", "A", "32.0", "reference", "12.00", "reference", "reference"],
+        ["LLM.int8", "C", "20.0", "−38%", "27.00", "31.5", "0.9877"],
+        ["NF4", "B", "12.0", "−62%", "12.50", "24.2", "0.9000"],
     ]
-    assert rows[0][3] == 2**34 and rows[1][8] == 31.5
 
 
 def test_duel_reveal_has_a_row_per_shown_variant_only():
     duel = reveal("duel", {"A": "nf4", "B": "bf16"})
-    assert [r[0] for r in presentation.reveal_rows(duel)] == ["BF16 (original)", "NF4"]
+    assert [r[:2] for r in presentation.reveal_table(duel)["data"]] == [
+        ["BF16 (original)", "B"],
+        ["NF4", "A"],
+    ]
     assert presentation.compare_choices(duel) == [("NF4", "nf4")]
 
 
-def test_reveal_table_drops_columns_never_filled():
-    table = presentation.reveal_table(reveal())
-    assert "Standalone-equivalent peak (GiB)" in table["headers"]
-    assert not any("RSS" in h for h in table["headers"]) and "SSIM vs BF16" not in table["headers"]
-    assert all(len(row) == len(table["headers"]) for row in table["data"])
-    own = table["headers"].index("Own weights incl. quant state (GiB)")
-    assert [row[own] for row in table["data"]] == [16.0, 8.0, 4.0]
+def test_cpu_reveal_shows_weights_alone_and_never_the_process_rss():
+    table = presentation.reveal_table(reveal(stats=CPU_STATS))
+    assert table["headers"][2:4] == ["Weights alone (GiB)", "vs BF16"]
+    assert not any("RSS" in h or "peak" in h.lower() for h in table["headers"])
+    # own + shared weights: 1,630,862 B = 0.00152 GiB for BF16, 1,038,350 B for NF4.
+    assert [row[2:4] for row in table["data"]] == [
+        ["0.00152", "reference"],
+        ["0.00116", "−24%"],
+        ["0.000967", "−36%"],
+    ]
+    rss = presentation.gib(720 * 2**20)
+    assert not any(rss in str(cell) for row in table["data"] for cell in row)
+    assert table["data"][2][5:] == ["∞", "1.0000"]  # NF4 identical to BF16 here
 
 
-def test_cpu_reveal_labels_the_process_peak_as_the_whole_process():
-    cpu = {v: {"seconds": 1.0, "weight_bytes": 2**20, "peak_rss_bytes": 2**30} for v in STATS}
-    table = presentation.reveal_table(replace(reveal(), variant_stats=cpu))
-    assert "Whole-process peak RSS, all variants (GiB)" in table["headers"]
-    assert not any("Standalone" in h or "Activation" in h for h in table["headers"])
+def test_a_gpu_reveal_missing_one_peak_falls_back_to_weights_for_every_row():
+    stats = {**STATS, "nf4": {**STATS["nf4"], "standalone_peak_bytes": None}}
+    table = presentation.reveal_table(reveal(stats=stats))
+    assert table["headers"][2] == "Weights alone (GiB)"
+    assert [row[2] for row in table["data"]] == ["29.0", "17.0", "9.00"]
 
 
-def test_cost_table_gives_the_resident_total_its_own_row():
-    costs = [
-        {"variant": v, "generations": 2, "median_seconds": 3.0, "weight_bytes": 2**33,
-         "shared_weight_bytes": 2**28, "median_activation_peak_bytes": 2**32,
-         "median_standalone_peak_bytes": 2**34, "median_peak_rss_bytes": None,
-         "resident_weight_bytes": 3 * 2**34}
-        for v in ("bf16", "int8", "nf4")
+def test_memory_figures_keep_three_significant_digits_without_exponents():
+    assert presentation.gib(None) == "" and presentation.gib(0) == "0"
+    assert presentation.gib(36.2 * GIB) == "36.2"
+    assert presentation.gib(877_696) == "0.000817"
+    assert presentation.gib(2**20) == "0.000977"
+    assert presentation.gib(100 * 2**10) == "0.0000954"
+    assert presentation.gib(1024 * GIB) == "1024"
+
+
+def test_change_from_bf16_is_in_whole_percent_with_a_true_minus():
+    assert presentation.vs_reference(12.6, 31.4) == "−60%"
+    assert presentation.vs_reference(3, 2) == "+50%"
+    assert presentation.vs_reference(2.001, 2) == "0%"
+    assert presentation.vs_reference(None, 2) == "" == presentation.vs_reference(1, None)
+
+
+def costs(**figures):
+    return [
+        {"variant": v, "generations": 2, "median_seconds": seconds, "weight_bytes": own,
+         "shared_weight_bytes": GIB, "median_activation_peak_bytes": None,
+         "median_standalone_peak_bytes": None, "median_peak_rss_bytes": None,
+         "resident_weight_bytes": 55 * GIB} | figures.get(v, {})
+        for v, own, seconds in (("bf16", 28 * GIB, 12.0), ("int8", 16 * GIB, 27.0),
+                                ("nf4", 8 * GIB, 12.25))
     ]  # fmt: skip
-    table = presentation.cost_table({"costs": costs})
-    assert [row[0] for row in table["data"]][-1] == presentation.RESIDENT_ROW_LABEL
-    own = table["headers"].index("Own weights incl. quant state (GiB)")
-    assert table["data"][-1][own] == 48.0
-    assert "Median standalone-equivalent peak (GiB)" in table["headers"]
 
 
-def test_byte_tables_switch_to_mib_below_one_gib():
-    rows = [["BF16", "A", 0.5, 877_696, None], ["NF4", "B", 0.4, 269_440, None]]
-    table = presentation.byte_table(
-        ["V", "S", "Time (s)", "Weights ({unit})", "RSS ({unit})"], rows, (3, 4)
-    )
-    assert table["headers"] == ["V", "S", "Time (s)", "Weights (MiB)"]
-    assert table["data"] == [["BF16", "A", 0.5, 0.84], ["NF4", "B", 0.4, 0.26]]
+def test_gpu_cost_table_shows_weights_and_peak_alone_and_the_resident_total_apart():
+    peaks = {v: {"median_standalone_peak_bytes": GIB * p} for v, p in STANDALONE.items()}
+    table = presentation.cost_table({"costs": costs(**peaks)})
+    assert table["headers"] == [
+        "Variant", "Generations", "Weights alone (GiB)", "Median peak alone (GiB)", "vs BF16",
+        "Median time per image (s)",
+    ]  # fmt: skip
+    assert table["data"] == [
+        ["BF16 (original)", 2, "29.0", "36.2", "reference", "12.00"],
+        ["LLM.int8", 2, "17.0", "24.4", "−33%", "27.00"],
+        ["NF4", 2, "9.00", "17.3", "−52%", "12.25"],
+        [presentation.RESIDENT_ROW_LABEL, "", "55.0", "", "", ""],
+    ]
+    assert presentation.cost_note({"costs": costs(**peaks)}) == presentation.MEMORY_HELP
+
+
+STANDALONE = {"bf16": 36.2, "int8": 24.4, "nf4": 17.3}
+
+
+def test_cpu_cost_table_puts_the_process_rss_in_its_own_line_not_in_a_row():
+    rss = {v: {"median_peak_rss_bytes": (700 + i) * 2**20} for i, v in enumerate(STATS)}
+    results = {"costs": costs(**rss)}
+    table = presentation.cost_table(results)
+    assert table["headers"] == [
+        "Variant", "Generations", "Weights alone (GiB)", "vs BF16", "Median time per image (s)"
+    ]  # fmt: skip
+    assert [row[2:4] for row in table["data"]] == [
+        ["29.0", "reference"], ["17.0", "−41%"], ["9.00", "−69%"], ["55.0", ""]
+    ]  # fmt: skip
+    rss_text = presentation.gib(702 * 2**20)
+    assert not any(rss_text in str(cell) for row in table["data"] for cell in row)
+    note = presentation.cost_note(results)
+    assert f"**Whole process** (all variants loaded, and the app): peak RSS {rss_text} GiB" in note
+
+
+def test_no_costs_yet_is_an_empty_table():
+    assert presentation.cost_table({"costs": []})["data"] == []
+
+
+def test_reference_table_is_in_gib_with_the_saving_on_the_peak():
+    table = presentation.reference_table()
+    assert table["headers"] == [
+        "Variant", "Placement", "After loading (GiB)", "Peak (GiB)", "Peak vs BF16",
+        "Time per image (s)",
+    ]  # fmt: skip
+    assert table["data"][0] == ["BF16 (original)", "resident", 31.4, 36.2, "reference", 12.0]
+    assert table["data"][1] == ["NF4", "resident", 12.6, 17.3, "−52%", 12.0]
+
+
+def test_the_reveal_and_cost_tables_use_the_reference_tables_unit():
+    unit = "(GiB)"
+    assert unit in presentation.reference_table()["headers"][2]
+    assert unit in presentation.reveal_table(reveal())["headers"][2]
+    assert unit in presentation.reveal_table(reveal(stats=CPU_STATS))["headers"][2]
+    assert "GiB like the reference table" in presentation.MEMORY_HELP
+    assert "PSNR" in presentation.METRICS_HELP and "SSIM" in presentation.METRICS_HELP
+    assert "\n" not in presentation.METRICS_HELP  # one short line
 
 
 def test_verdicts():
@@ -135,30 +223,109 @@ def test_tiny_warning_only_for_the_tiny_model():
     assert presentation.tiny_model_warning(MODELS["black-forest-labs/FLUX.1-dev"]) == ""
 
 
-def test_detection_rows_verdicts_and_chart_with_and_without_answers():
+def test_detection_tables_and_chart_without_answers():
     empty = {"detection": [], "trio_picks": {"answered": 0}, "hardest_prompts": {}}
-    assert presentation.detection_rows(empty) == []
+    assert presentation.detection_table(empty) == {
+        "headers": presentation.DETECTION_HEADERS, "data": []
+    }  # fmt: skip
+    assert presentation.detection_details_table(empty)["data"] == []
+    assert presentation.hardest_table(empty)["data"] == []
     assert "no answers yet" in presentation.trio_picks(empty)
-    assert presentation.detection_chart(empty) is not None
     assert presentation.verdicts_markdown(empty) == "### Can people tell?"
-    [row] = [e.to_dict() for e in assess([_group(7, 10, cant_tell=1)])]
-    rows = presentation.detection_rows({"detection": [row]})
-    assert rows[0][:6] == ["duel", "NF4", 11, 10, 7, "70.0%"]
-    assert rows[0][6].endswith("(0.95)") and rows[0][10] == "50.0%"
-    assert rows[0][13].startswith("9.1% (") and rows[0][14] == "63.6%"
-    assert rows[0][15] == "not enough data yet"
-    assert len(rows[0]) == len(presentation.DETECTION_HEADERS)
-    text = presentation.verdicts_markdown({"detection": [row]})
-    assert "NF4 — people spot the quantized image in 70% of decided duels" in text
-    assert "two-sided at 95%" in text
-    assert presentation.detection_chart({"detection": [row]}).axes
+    [ax] = presentation.detection_chart(empty).axes
+    assert ax.get_title() == presentation.CHART_TITLE
+    assert [t.get_text() for t in ax.texts] == ["no decided answers yet"]
 
 
-def _group(correct, decided, cant_tell=0):
+def test_detection_main_table_is_short_and_says_what_each_row_means():
+    rows = [
+        e.to_dict()
+        for e in assess(
+            [
+                _group(0, 6, mode="trio", variant="all"),
+                _group(7, 10, cant_tell=1, variant="int8"),
+                _group(60, 80),
+            ]
+        )
+    ]
+    table = presentation.detection_table({"detection": rows})
+    level = rows[0]["level"]
+    assert table["headers"] == [
+        "What", "Answered", "Decided", "Correct", "Rate (of decided)",
+        f"{100 * level:.4g}% interval", "Chance", "Verdict",
+    ]  # fmt: skip
+    trio, int8, nf4 = table["data"]
+    assert trio[:5] == ["trio: picked the original", 6, 6, 0, "0.0%"]
+    assert trio[5].startswith("0.0–") and trio[6] == "33%"
+    assert int8[:5] == ["duel: spotted LLM.int8", 11, 10, 7, "70.0%"]
+    assert int8[7] == "not enough data yet"
+    assert nf4[0] == "duel: spotted NF4" and nf4[7] == "distinguishable"
+    # The verdict column stays short; the full sentence is in the verdicts above.
+    assert all(len(row[7]) <= 32 for row in table["data"])
+    details = presentation.detection_details_table({"detection": rows})
+    assert details["headers"] == presentation.DETECTION_DETAIL_HEADERS
+    d_int8 = dict(zip(details["headers"], details["data"][1], strict=True))
+    assert d_int8["What"] == "duel: spotted LLM.int8"
+    assert d_int8["Can't tell"].startswith("9.1% (") and d_int8["Of all answers"] == "63.6%"
+    assert d_int8["p"] and d_int8["p (Holm)"] and d_int8["By players"].endswith("%")
+    assert all(len(row) == len(details["headers"]) for row in details["data"])
+    text = presentation.verdicts_markdown({"detection": rows})
+    assert "NF4 — people spot the quantized image in 75% of decided duels" in text
+    assert "- Trio — people pick the original in 0% of decided trios" in text
+
+
+def test_group_labels_name_what_was_measured():
+    assert presentation.group_label("trio", "all") == "trio: picked the original"
+    assert presentation.group_label("duel", "nf4") == "duel: spotted NF4"
+    assert presentation.group_label("duel", "all") == "duel: spotted LLM.int8 or NF4"
+
+
+def test_short_verdict_words():
+    word = presentation.verdict_word
+    assert word({"verdict": "indistinguishable", "margin": 0.05}) == "indistinguishable (±5 pts)"
+    assert word({"verdict": "distinguishable", "margin": 0.05, "within_margin": True}) == (
+        "distinguishable, within ±5 pts"
+    )
+    assert word({"verdict": "no_data"}) == "no data yet"
+
+
+def test_chart_has_its_title_clear_of_the_label_a_visible_zero_bar_and_chance():
+    rows = [e.to_dict() for e in assess([_group(0, 6, mode="trio", variant="all"), _group(7, 10)])]
+    fig = presentation.detection_chart({"detection": rows})
+    [ax] = fig.axes
+    assert ax.get_title() == presentation.CHART_TITLE
+    fig.savefig(io.BytesIO(), format="png")  # as Gradio renders a gr.Plot
+    # The top tenth of the figure is left blank for the label Gradio draws over it.
+    assert ax.title.get_window_extent().y1 <= 0.9 * fig.bbox.height + 1
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["0%", "70%"]
+    # The 0% bar has a visible mark, drawn above the x axis (the axis starts below 0).
+    assert ax.get_ylim()[0] < 0
+    marks = [c for c in ax.collections if c.get_linewidth()[0] >= 3]
+    assert any(seg[0][1] == 0 for c in marks for seg in c.get_segments())
+    dashed = [c for c in ax.collections if c.get_linestyle()[0][1]]  # (offset, dash pattern)
+    assert sorted(round(c.get_segments()[0][0][1], 3) for c in dashed) == [0.333, 0.5]
+    assert [label.get_text() for label in ax.get_xticklabels()] == [
+        "trio:\npicked the original\nn = 6",
+        "duel:\nspotted NF4\nn = 10",
+    ]
+    assert [t.get_text() for t in fig.legends[0].get_texts()][1].endswith("interval")
+
+
+def test_wording_true_to_the_device_and_the_pool():
+    assert presentation.waiting_text(on_gpu=True) == "waiting for the GPU"
+    assert presentation.waiting_text(on_gpu=False) == "generating on the CPU"
+    note = presentation.ready_round_note
+    assert note(ReadyRounds(playable=0, unseen=0)) == presentation.NO_READY_ROUND_YET
+    assert note(ReadyRounds(playable=0, unseen=0)).startswith("No ready rounds yet")
+    assert note(ReadyRounds(playable=3, unseen=0)) == presentation.NO_READY_ROUND
+    assert note(ReadyRounds(playable=3, unseen=1)) == ""
+
+
+def _group(correct, decided, cant_tell=0, mode="duel", variant="nf4"):
     labels = np.arange(decided)
-    right = labels < correct
-    counts = ClusterCounts.from_labels(labels, right)
-    return GroupCounts("duel", "nf4", decided + cant_tell, correct, cant_tell, counts, counts)
+    counts = ClusterCounts.from_labels(labels, labels < correct)
+    return GroupCounts(mode, variant, decided + cant_tell, correct, cant_tell, counts, counts)
 
 
 def test_example_prompts_skip_comments_and_blank_lines(tmp_path):
@@ -166,3 +333,10 @@ def test_example_prompts_skip_comments_and_blank_lines(tmp_path):
     path.write_text("# a comment\n\n a fox \nan owl\n", encoding="utf-8")
     assert presentation.example_prompts(path) == ["a fox", "an owl"]
     assert presentation.example_prompts(tmp_path / "missing.txt") == []
+
+
+def test_hardest_prompts_table_keeps_the_prompt_as_plain_text():
+    entry = {"prompt": "**a fox**", "decided": 5, "rate": 0.4, "ci_low": 0.05, "ci_high": 0.85}
+    table = presentation.hardest_table({"hardest_prompts": {"duel": [entry | {"chance": 0.5}]}})
+    assert table["headers"] == presentation.HARDEST_HEADERS
+    assert table["data"] == [["duel", "**a fox**", 5, "40.0%", "5.0–85.0%", "50%"]]

@@ -29,7 +29,14 @@ from core.errors import BusyError, InvalidSettingError, RateLimitedError, excerp
 from core.game import stats
 from core.game.detail import Region, magnified_crops
 from core.game.export import export_zip
-from core.game.rounds import Game, Reveal, RoundView, check_mode, check_session_id
+from core.game.rounds import (
+    Game,
+    ReadyRounds,
+    Reveal,
+    RoundView,
+    check_mode,
+    check_session_id,
+)
 from core.records import Generation, ProgressCallback
 from core.store.storage import Store
 
@@ -195,6 +202,14 @@ class Arena:
 
     def has_ready_round(self, session_id: str, mode: str) -> bool:
         return self.game.has_ready_round(session_id, mode)
+
+    def ready_rounds(self, session_id: str, mode: str) -> ReadyRounds:
+        return self.game.ready_rounds(session_id, mode)
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the engine generates on a GPU (its device label is not the CPU's)."""
+        return not self.engine.device_label.startswith("cpu")
 
     def guess(self, session_id: str, round_id: object, answer: object) -> Reveal:
         return self.game.guess(session_id, round_id, answer)  # type: ignore[arg-type]

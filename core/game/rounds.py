@@ -69,6 +69,15 @@ class Score:
 
 
 @dataclass(frozen=True)
+class ReadyRounds:
+    """A mode's pool as one session sees it: ``playable`` stored generations can make a
+    round of this mode, ``unseen`` of them this session has no round of yet."""
+
+    playable: int
+    unseen: int
+
+
+@dataclass(frozen=True)
 class Reveal:
     """The answer after a guess: which slot was which, and what each variant cost."""
 
@@ -145,6 +154,14 @@ class Game:
         check_session_id(session_id)
         required, any_of = _needed_variants(check_mode(mode))
         return self.store.count_unseen_generations(session_id, required, any_of) > 0
+
+    def ready_rounds(self, session_id: str, mode: str) -> ReadyRounds:
+        """How many ready rounds of ``mode`` the pool holds, in all and unseen by this
+        session (tells a fresh pool from one the player has played through)."""
+        check_session_id(session_id)
+        required, any_of = _needed_variants(check_mode(mode))
+        playable, unseen = self.store.count_playable_generations(session_id, required, any_of)
+        return ReadyRounds(playable=playable, unseen=unseen)
 
     def new_round(self, session_id: str, mode: str, generation_id: int | None = None) -> RoundView:
         """Start a round of ``generation_id`` or, when None, of an unseen pooled generation.

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from core.config import MODE_SPECS, VARIANTS
+from core.config import MODE_SPECS, QUANTIZED_VARIANTS, VARIANTS
 from core.game import inference
 from core.game.inference import ALPHA, ClusterCounts
 
@@ -170,9 +170,12 @@ def _first_pass(
 
 
 def label(mode: str, variant: str) -> str:
+    """A group's name at the head of its verdict: "Trio", "NF4", "LLM.int8 or NF4"."""
     if mode == "trio":
-        return "Trio (all three)"
-    return "All quantized (duel)" if variant == ALL_VARIANTS else VARIANTS[variant].label
+        return "Trio"
+    if variant == ALL_VARIANTS:
+        return " or ".join(VARIANTS[v].label for v in QUANTIZED_VARIANTS)
+    return VARIANTS[variant].label
 
 
 def _pct(x: float, digits: int = 0) -> str:

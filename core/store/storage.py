@@ -223,6 +223,24 @@ class Store(Database):
         sql, params = self._unseen_sql("count(*)", session_id, required, any_of)
         return int(self._conn().execute(sql, params).fetchone()[0])
 
+    def count_playable_generations(
+        self, session_id: str, required: Sequence[str], any_of: Sequence[str] = ()
+    ) -> tuple[int, int]:
+        """(generations having every ``required`` variant and one of ``any_of`` when given,
+        how many of them this session has no round of), read in one statement."""
+        where, params = self._variants_sql(required, any_of)
+        row = (
+            self._conn()
+            .execute(
+                "SELECT count(*), coalesce(sum(NOT EXISTS (SELECT 1 FROM rounds r "
+                "WHERE r.session_id = ? AND r.generation_id = g.id)), 0) "
+                f"FROM generations g WHERE 1{where}",
+                [session_id, *params],
+            )
+            .fetchone()
+        )
+        return int(row[0]), int(row[1])
+
     def pick_unseen_generation(
         self,
         session_id: str,
@@ -251,11 +269,19 @@ class Store(Database):
     def _unseen_sql(
         what: str, session_id: str, required: Sequence[str], any_of: Sequence[str]
     ) -> tuple[str, list[Any]]:
+        where, params = Store._variants_sql(required, any_of)
         sql = (
             f"SELECT {what} FROM generations g WHERE NOT EXISTS "
-            "(SELECT 1 FROM rounds r WHERE r.session_id = ? AND r.generation_id = g.id)"
+            "(SELECT 1 FROM rounds r WHERE r.session_id = ? AND r.generation_id = g.id)" + where
         )
-        params: list[Any] = [session_id]
+        return sql, [session_id, *params]
+
+    @staticmethod
+    def _variants_sql(required: Sequence[str], any_of: Sequence[str]) -> tuple[str, list[Any]]:
+        """SQL conditions, each starting with AND, on generation ``g``: it has every
+        ``required`` variant, and one of ``any_of`` when given."""
+        sql = ""
+        params: list[Any] = []
         for variant in required:
             sql += (
                 " AND EXISTS (SELECT 1 FROM images i "
