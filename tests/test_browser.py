@@ -26,20 +26,11 @@ from playwright.sync_api import expect
 
 from core.game.detail import region_at
 from tests.app_server import launched_app
+from tests.browser_helpers import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TIMEOUT_MS = 120_000  # generous: a loaded 2-core machine can be slow; nothing here is timed
 LAPTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -204,6 +195,9 @@ def play(page, served, shots: Path, name: str) -> None:
     page.get_by_text("the prompt is empty").first.wait_for()
     expect(generate).to_be_enabled()
     assert [image["src"] for image in round_images(page)] == srcs
+    for close in page.locator(".toast-close").all():
+        close.click()
+    expect(page.locator(".toast-close")).to_have_count(0)
 
     guesses = served.counts()["guesses"]
     page.get_by_role("button", name="A", exact=True).click()

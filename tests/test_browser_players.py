@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.app_server import SIZE, STEPS, launched_app
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser_helpers import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -88,7 +88,8 @@ def test_a_planted_prompt_reaches_other_players_as_text(chromium, served, tiny_e
         await page.get_by_role("button", name="Refresh").click()
         cell = page.get_by_text(f"![](http://{PLANTED_HOST}/pixel.png)", exact=False)
         await cell.first.wait_for(state="attached")  # in the table, as text
-        await page.wait_for_timeout(1000)  # let any image the cell might have made load
+        # Let any image the cell might have made finish loading (or failing).
+        await page.wait_for_function("[...document.images].every(image => image.complete)")
         planted = await page.evaluate("window.planted")
         headings += await page.locator("h1, h2, h3, h4, h5, h6").all_inner_texts()
         await context.close()
