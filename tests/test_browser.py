@@ -76,10 +76,21 @@ def shots() -> Path:
     return folder
 
 
+# The screenshots README shows; the others always go to test-artifacts/.
+README_SHOTS = {
+    "screenshot-play", "screenshot-detail", "screenshot-reveal", "screenshot-results",
+    "screenshot-phone-play", "screenshot-phone-reveal",
+}  # fmt: skip
+
+
 def save(page, path: Path, *, full_page: bool = False) -> None:
     """A screenshot; for the README (SPOT_SCREENSHOTS) cut to 256 colours to stay small."""
+    readme = bool(os.environ.get("SPOT_SCREENSHOTS")) and path.stem in README_SHOTS
+    if not readme:
+        path = REPO / "test-artifacts" / path.name
+        path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path), full_page=full_page)
-    if os.environ.get("SPOT_SCREENSHOTS"):
+    if readme:
         with Image.open(path) as image:
             small = image.convert("RGB").quantize(colors=256)
         small.save(path, optimize=True)
