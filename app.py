@@ -1,9 +1,13 @@
 """Spot the Quantized Model: the Gradio UI.
 
-A thin layer over ``core``: ``build_demo(arena)`` lays out the tabs and wires each event
-to a handler of a few lines that calls ``core.game.arena.Arena`` and turns the project's
-named errors into ``gr.Error``; ``main()`` parses flags (or environment variables, for
-a Hugging Face Space), loads the services and launches.
+A thin layer over ``core``, in four parts: one builder per tab (``build_play_tab``,
+``build_results_tab``, ``build_about_tab``) that lays out components and returns them in a
+frozen dataclass; module-level handlers of a few lines that call
+``core.game.arena.Arena`` and turn the project's named errors into ``gr.Error``, bound to
+the arena and the tab with ``bind`` (``functools.partial`` keeping Gradio's type hints);
+the wiring of events (``wire_play``, ``wire_results``); and launching (``main`` reads the
+flags and environment with ``AppSettings.from_argv``, loads the services and serves). A
+player's server-side state is a frozen ``PlayerState`` in a ``gr.State``.
 
     python app.py                       # the micro model on a CPU, FLUX.1-dev on a GPU
     python app.py --model black-forest-labs/FLUX.1-schnell --offload model
