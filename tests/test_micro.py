@@ -191,7 +191,8 @@ def test_app_on_auto_serves_the_micro_model(tmp_path):
             EXAMPLE_PROMPTS[0], "trio", 7, False, 12, 4.0, 128, 128, api_name="/generate"
         )
         shown = [o for o in out if isinstance(o, dict) and o.get("visible")]
-        assert len([o for o in shown if str(o.get("label", "")).startswith(("A", "B", "C"))]) == 3
+        images = [o for o in shown if str(o.get("label", "")).startswith(("A", "B", "C"))]
+        assert len([o for o in images if o.get("value")]) == 3
         assert arena.store.counts()["generations"] == 1
     finally:
         demo.close()
