@@ -30,7 +30,13 @@ T5_DIM = 128
 CLIP_DIM = 64
 LATENT_CHANNELS = 16
 MAX_SEQUENCE_LENGTH = 32  # T5 tokens a prompt is padded to, in training and by default
-SCHEDULER_SHIFT = 1.0
+# The sampling schedule's shift, sigma' = 3 sigma / (1 + 2 sigma): more of the steps at high
+# noise levels, where the layout and colours are decided. Training draws its noise levels
+# towards pure noise too (logit-normal with mean logit ln 3, ``train._noise_levels``); with
+# shift 1 the sampler spent half its steps below sigma 0.5, where the prompt barely matters
+# any more, and the shipped model got 8 of 40 held-out one-shape prompts right against 12
+# with shift 3 (12 steps, true CFG 4).
+SCHEDULER_SHIFT = 3.0
 
 
 def t5_tokenizer() -> T5Tokenizer:
