@@ -70,8 +70,9 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     # About 90 minutes of one CPU thread of the 2-core dev machine (AVX-512 + AMX), about
     # 65 in wall time when the decoder phase runs in a second process beside the transformer
-    # phase; longer when other work shares the cores. The shipped model reached 82% of
-    # one-shape prompts at 3600 steps, 66% at 2700 and 26% at 2000 (micro.json).
+    # phase; longer when other work shares the cores. One-shape prompts right on the checker
+    # (micro.json, README): 26% at 2000 steps, 66% at 2700, 82% at 3600; the shipped model
+    # was trained on (warm start) to 5000 steps, 88%.
     "full": Budget(
         vae_steps=520,
         vae_batch=16,
