@@ -167,6 +167,94 @@ def test_training_command_writes_a_loadable_pipeline_and_resumes(tmp_path):
     assert (out / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes() == before
 
 
+def test_denoiser_loss_weighs_shape_tokens_four_times_the_background():
+    from core.checkpoints.micro.train import _token_weights
+
+    x0 = torch.full((2, 64, 64), 0.3)
+    x0[0, 10:12] += 1.0  # a shape over two tokens
+    x0[1, 40] += 0.1  # a border token's small padding offset
+    weights = _token_weights(x0)
+    assert torch.equal(weights[0, 10:12], torch.tensor([4.0, 4.0]))
+    assert float(weights[0, :10].max()) == 1.0 and float(weights[1].max()) == 1.0
+
+
+@pytest.mark.slow
+def test_warm_start_keeps_the_vae_and_continues_from_the_given_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    from core.checkpoints.micro import train
+
+    out, state = tmp_path / "micro", tmp_path / "state"
+    args = ["--out", str(out), "--budget", "smoke", "--state", str(state)]
+    args += ["--init", str(MICRO_DIR), "--decoder-steps", "0", "--lr", "1e-7"]
+    assert train.main(args) == 0
+    assert not (state / "vae.pt").exists() and (state / "denoiser.pt").is_file()
+    for folder, file in (
+        ("vae", "diffusion_pytorch_model.safetensors"),
+        ("transformer", "diffusion_pytorch_model.safetensors"),
+        ("text_encoder_2", "model.safetensors"),
+    ):
+        before, after = load_file(MICRO_DIR / folder / file), load_file(out / folder / file)
+        assert before.keys() == after.keys()
+        worst = max(float((before[k].float() - after[k].float()).abs().max()) for k in before)
+        assert worst < 1e-2, (folder, worst)
+    shipped = json.loads((MICRO_DIR / "vae" / "config.json").read_text())
+    written = json.loads((out / "vae" / "config.json").read_text())
+    assert written["shift_factor"] == shipped["shift_factor"]
+    assert written["scaling_factor"] == shipped["scaling_factor"]
+    assert json.loads((out / "micro.json").read_text())["init"] == str(MICRO_DIR)
+
+
+def test_warm_start_refuses_a_folder_that_is_not_a_pipeline(tmp_path, capsys):
+    from core.checkpoints.micro import train
+
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--out", str(tmp_path / "micro"), "--init", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "is not a pipeline folder" in capsys.readouterr().err
+    assert not (tmp_path / "micro").exists()
+
+
+@pytest.mark.slow
+def test_decoder_command_trains_a_wider_vae_in_the_teachers_latent_space(tmp_path):
+    from diffusers import AutoencoderKL
+
+    from core.checkpoints.micro import components, decoder
+
+    teacher, out, state = MICRO_DIR / "vae", tmp_path / "vae", tmp_path / "state"
+    args = ["--teacher", str(teacher), "--out", str(out), "--state", str(state)]
+    assert decoder.main([*args, "--steps", "2", "--batch", "2"]) == 0
+    student = AutoencoderKL.from_pretrained(out)
+    source = AutoencoderKL.from_pretrained(teacher)
+    assert tuple(student.config.block_out_channels) == components.VAE_CHANNELS
+    assert student.config.shift_factor == source.config.shift_factor
+    assert student.config.scaling_factor == source.config.scaling_factor
+    provenance = json.loads((out / "distilled.json").read_text())
+    assert provenance["steps"] == 2 and provenance["teacher_psnr"] > provenance["psnr"]
+    # A longer rerun resumes from the saved state instead of starting again.
+    assert decoder.main([*args, "--steps", "3", "--batch", "2"]) == 0
+    assert torch.load(state / "distill.pt", weights_only=False)["step"] == 3
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--steps", "0"], "--steps must be at least 1, not 0"),
+        (["--batch", "-2"], "--batch must be at least 1, not -2"),
+        (["--teacher", "nowhere"], "--teacher nowhere is not a diffusers VAE folder"),
+    ],
+)
+def test_decoder_command_rejects_bad_arguments(tmp_path, capsys, extra, message):
+    from core.checkpoints.micro import decoder
+
+    args = ["--teacher", str(MICRO_DIR / "vae"), "--out", str(tmp_path / "vae"), *extra]
+    with pytest.raises(SystemExit) as exc:
+        decoder.main(args)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "vae").exists()
+
+
 # --- The app's default on a CPU ---------------------------------------------------------------
 
 
