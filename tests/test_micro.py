@@ -20,12 +20,14 @@ from core.checkpoints.micro.vocabulary import (
 from core.config import MICRO_DIR, MICRO_MODEL, MODELS, resolve_model
 
 # BF16 prompt following on fixed held-out pairs (seed 1 of held_out_pairs, not the
-# evaluation's seed 0). On these 16 pairs the shipped model gets the background right in 12
-# (python -m core.bench.micro_quality: one-shape prompts fully right in 26% of 100 pairs,
-# two-shape binding 8%); the bound is loose enough for other torch builds, yet a model that
-# ignores the prompt (chance: 1 in 8, so about 2 of 16) fails it.
+# evaluation's seed 0). On these 16 pairs the shipped model gets all 16 backgrounds right and
+# all 8 one-shape prompts fully right (python -m core.bench.micro_quality: one-shape prompts
+# 100% of 50, binding 36%); the bounds are loose enough for other torch builds, yet a model
+# that ignores the prompt fails them (a background by chance: 1 in 8, about 2 of 16; a whole
+# one-shape prompt: under 1 in 200).
 FOLLOW_PAIRS = 16
 BACKGROUND_BOUND = 8
+ONE_SHAPE_BOUND = 5  # of the 8 one-shape pairs
 
 
 def test_vocabulary_names_unknown_words_once_and_in_order():
@@ -65,6 +67,31 @@ def test_the_judge_passes_every_drawn_scene_and_fails_a_wrong_one():
     while other.background == scene.background:
         other = sample_shape_scene(rng, 1)
     assert not judge(draw(other), scene).right
+
+
+def test_binding_outcome_names_how_a_two_shape_picture_misses():
+    from core.checkpoints.micro.checker import binding_outcome
+    from core.checkpoints.micro.vocabulary import Scene, Shape
+
+    scene = Scene(
+        "white",
+        (Shape("red", "circle", "left", "large"), Shape("blue", "square", "right", "large")),
+    )
+
+    def drawn(left: str, right: str, bg: str = "white") -> object:
+        return draw(
+            Scene(
+                bg,
+                (Shape(left, "circle", "left", "large"), Shape(right, "square", "right", "large")),
+            )
+        )
+
+    assert binding_outcome(drawn("red", "blue"), scene) == "bound"
+    assert binding_outcome(drawn("blue", "red"), scene) == "swapped"
+    assert binding_outcome(drawn("red", "red"), scene) == "one colour twice"
+    assert binding_outcome(drawn("red", "green"), scene) == "other"
+    assert binding_outcome(drawn("red", "blue", bg="black"), scene) == "background"
+    assert binding_outcome(draw(Scene("white", scene.shapes[:1])), scene) == "missing"
 
 
 def test_held_out_pairs_are_fixed_and_held_out():
@@ -122,16 +149,19 @@ def test_quantized_variants_are_real_bitsandbytes_layers(micro_engine):
 
 def test_bf16_images_follow_prompts_and_quantized_ones_differ(micro_engine):
     defaults = micro_engine.default_settings()
-    backgrounds = 0
+    backgrounds = one_shape = 0
     for scene, seed in held_out_pairs(FOLLOW_PAIRS, seed=1):
         generation = micro_engine.generate(scene.prompt(), defaults.with_(seed=seed))
-        backgrounds += judge(generation.results["bf16"].image, scene).background
+        verdict = judge(generation.results["bf16"].image, scene)
+        backgrounds += verdict.background
+        one_shape += len(scene.shapes) == 1 and verdict.right
         reference = np.asarray(generation.results["bf16"].image)
         for variant in ("int8", "nf4"):
             assert generation.results[variant].image.size == (128, 128)
             assert not np.array_equal(reference, np.asarray(generation.results[variant].image))
             assert generation.results[variant].psnr < 100
     assert backgrounds >= BACKGROUND_BOUND, f"{backgrounds}/{FOLLOW_PAIRS} backgrounds right"
+    assert one_shape >= ONE_SHAPE_BOUND, f"{one_shape}/8 one-shape prompts right"
 
 
 # --- The training command -------------------------------------------------------------------

@@ -11,7 +11,9 @@ settings and judges each variant's image with ``core.checkpoints.micro.checker``
 - two-shape colour binding (each stated position holds its own colour);
 - the PSNR and SSIM of the LLM.int8 and NF4 images against the BF16 one, and how many
   images change verdict under quantization;
-- the VAE's reconstruction PSNR on the held-out scenes (bf16, as the engine runs it).
+- the VAE's reconstruction PSNR on the held-out scenes (bf16, as the engine runs it);
+- where BF16 misses: each one-shape image's prompted and read shape, and how each
+  two-shape image fares on binding (``checker.binding_outcome``).
 
 Held-out scenes are descriptions the training never drew (``scenes.is_held_out``).
 """
@@ -24,12 +26,13 @@ import logging
 import random
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from core.checkpoints.micro.checker import judge
+from core.checkpoints.micro.checker import binding_outcome, judge, read_one
 from core.checkpoints.micro.dataset import to_tensor
 from core.checkpoints.micro.scenes import draw, held_out_pairs
 from core.config import MICRO_MODEL, MODELS, QUANTIZED_VARIANTS, REFERENCE_VARIANT, ModelSpec
@@ -71,8 +74,16 @@ def evaluate(spec: ModelSpec, pairs_count: int = 100, seed: int = 0) -> dict[str
         v: {"psnr": [], "ssim": []} for v in QUANTIZED_VARIANTS
     }
     changed = dict.fromkeys(QUANTIZED_VARIANTS, 0)
+    shapes_read: Counter[str] = Counter()  # "prompted -> read" over BF16 one-shape images
+    binding: Counter[str] = Counter()  # binding_outcome over BF16 two-shape images
     for scene, generation_seed in pairs:
         generation = engine.generate(scene.prompt(), defaults.with_(seed=generation_seed))
+        reference = generation.results[REFERENCE_VARIANT].image
+        if len(scene.shapes) == 1:
+            prompted = scene.shapes[0].shape
+            shapes_read[f"{prompted} -> {read_one(reference, prompted)[1].shape}"] += 1
+        else:
+            binding[binding_outcome(reference, scene)] += 1
         verdicts = {v: judge(r.image, scene) for v, r in generation.results.items()}
         for variant, verdict in verdicts.items():
             if len(scene.shapes) == 1:
@@ -100,6 +111,8 @@ def evaluate(spec: ModelSpec, pairs_count: int = 100, seed: int = 0) -> dict[str
         },
         "variants": {},
         "vae_psnr_db": round(vae_psnr(engine, pairs, seed), 2),
+        "bf16_shapes_read": dict(sorted(shapes_read.items())),
+        "bf16_binding": dict(binding.most_common()),
     }
     for variant, lists in per_variant.items():
         entry = {k: round(statistics.fmean(v), 3) if v else None for k, v in lists.items()}
@@ -128,6 +141,13 @@ def format_report(report: dict[str, Any]) -> str:
                 else f"{'-':>12}  {'-':>6}  {'-':>7}"
             )
         )
+    lines.append(
+        "BF16 one-shape images, prompted -> read: "
+        + ", ".join(f"{k} {n}" for k, n in report["bf16_shapes_read"].items())
+    )
+    lines.append(
+        "BF16 two-shape images: " + ", ".join(f"{k} {n}" for k, n in report["bf16_binding"].items())
+    )
     return "\n".join(lines)
 
 

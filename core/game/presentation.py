@@ -127,7 +127,7 @@ def tiny_model_warning(spec: ModelSpec) -> str:
     if spec.kind == "micro":
         return (
             "ℹ️ **Demo mode: no GPU here.** Images come from the project's *micro* model: "
-            "FLUX's own architecture (transformer, T5, CLIP, VAE; 10.6 M parameters) trained "
+            "FLUX's own architecture (transformer, T5, CLIP, VAE; 10.8 M parameters) trained "
             "on this project's drawings of coloured shapes. It knows 8 colours, 4 shapes "
             "(circle, square, triangle, star), 5 positions and 2 sizes, on a coloured "
             "background — use the prompt builder. Its BF16, LLM.int8 and NF4 variants differ "

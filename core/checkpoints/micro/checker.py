@@ -160,3 +160,24 @@ def judge(image: Image.Image, scene: Scene) -> Verdict:
     found = all(r.colour is not None for r in seen_all)
     bg_ok = bg == scene.background
     return Verdict(bg_ok and colours, bg_ok, colours, found, sizes, shapes)
+
+
+def binding_outcome(image: Image.Image, scene: Scene) -> str:
+    """How a two-shape image fares on colour binding: ``bound`` (each position its own
+    colour), ``background`` (the background is wrong), ``swapped`` (each position the other
+    shape's colour), ``one colour twice`` (both positions one of the two colours),
+    ``missing`` (no shape found at a position) or ``other`` (any other colour)."""
+    bg = background(image)
+    if bg != scene.background:
+        return "background"
+    seen = [read_at(image, bg, s).colour for s in scene.shapes]
+    wanted = [s.colour for s in scene.shapes]
+    if seen == wanted:
+        return "bound"
+    if None in seen:
+        return "missing"
+    if seen == wanted[::-1]:
+        return "swapped"
+    if seen[0] == seen[1] and seen[0] in wanted:
+        return "one colour twice"
+    return "other"

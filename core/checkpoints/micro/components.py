@@ -2,7 +2,7 @@
 
 - ``FluxTransformer2DModel``: hidden 256 (4 heads x 64), 2 double + 4 single blocks, no
   guidance embedding (classifier-free guidance runs through ``true_cfg_scale``);
-- ``AutoencoderKL``: 8x down (channels 16/32/64/64, one GroupNorm group), 16 latent
+- ``AutoencoderKL``: 8x down (channels 32/64/64/64, one GroupNorm group), 16 latent
   channels, so a 128-pixel picture is 16x16 latents and 8x8 = 64 image tokens;
 - a T5 encoder (d_model 128, 2 layers) whose tokenizer has one piece per vocabulary word,
   so every colour, shape and position is one token;
