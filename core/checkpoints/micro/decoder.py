@@ -37,11 +37,12 @@ from core.checkpoints.micro import components
 from core.checkpoints.micro.dataset import training_images
 from core.checkpoints.micro.train import (
     AUTOCAST,
-    _foreground_weights,
     _generator,
     _lr_factor,
-    _save,
+    checkpoint,
+    pixel_loss,
     psnr,
+    resume,
 )
 
 logger = logging.getLogger(__name__)
@@ -70,13 +71,7 @@ def distill(
     optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / "distill.pt"
-    start, seconds = 0, 0.0
-    if path.is_file():
-        state = torch.load(path, weights_only=False)
-        student.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, seconds = state["step"], state["seconds"]
-        logger.info("distill: resuming at step %d", start)
+    start, seconds = resume(path, "model", student, optimizer)
     student.train()
     began, last_save = time.perf_counter() - seconds, time.perf_counter()
     bar = tqdm(range(start, steps), desc="VAE", initial=start, total=steps, mininterval=15)
@@ -93,31 +88,21 @@ def distill(
             y = student.decode((target + LATENT_NOISE * spread * noise).to(AUTOCAST))
             y = y.sample.float()
             z = student.encode(x).latent_dist.mode().float()
-        weights = _foreground_weights(x)
-        per_pixel = ((y - x) ** 2 + 0.5 * (y - x).abs()).mean(1, keepdim=True)
-        pixel_loss = (weights * per_pixel).mean() / weights.mean()
+        pixels = pixel_loss(y, x)
         latent_loss = (z - target).pow(2).mean() / spread.pow(2)
-        loss = pixel_loss + latent_loss
+        loss = pixels + latent_loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         bar.set_postfix(
-            pixels=f"{pixel_loss.item():.4f}",
+            pixels=f"{pixels.item():.4f}",
             latents=f"{latent_loss.item():.4f}",
             psnr=f"{psnr(y.detach(), x):.1f}",
         )
         done = step + 1
         if done == steps or time.perf_counter() - last_save > save_every_seconds:
-            _save(
-                path,
-                {
-                    "model": student.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "step": done,
-                    "seconds": time.perf_counter() - began,
-                },
-            )
+            checkpoint(path, "model", student, optimizer, done, began)
             last_save = time.perf_counter()
     bar.close()
     student.eval().requires_grad_(False)

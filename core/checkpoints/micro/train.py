@@ -123,6 +123,49 @@ def _save(path: Path, state: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def resume(path: Path, key: str, module: torch.nn.Module, optimizer: Any) -> tuple[int, float]:
+    """Load ``module`` (under ``key``) and ``optimizer`` from the state file ``path`` if it
+    exists; return (steps done, seconds spent), (0, 0.0) for a fresh start."""
+    if not path.is_file():
+        return 0, 0.0
+    state = torch.load(path, weights_only=False)
+    module.load_state_dict(state[key])
+    optimizer.load_state_dict(state["optimizer"])
+    logger.info("%s: resuming at step %d", path.name, state["step"])
+    return state["step"], state["seconds"]
+
+
+def checkpoint(
+    path: Path, key: str, module: torch.nn.Module, optimizer: Any, done: int, began: float
+) -> None:
+    """Save what ``resume`` loads: ``module`` under ``key``, ``optimizer``, the steps done
+    and the seconds since ``began`` (a ``time.perf_counter`` value)."""
+    _save(
+        path,
+        {
+            key: module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": done,
+            "seconds": time.perf_counter() - began,
+        },
+    )
+
+
+def _foreground_weights(x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel loss weights: 4 on shapes, 1 on the background (the corner pixel's colour,
+    which no shape ever reaches), so the few shape pixels are not drowned by flat colour."""
+    corner = x[:, :, :1, :1]
+    return 1.0 + 3.0 * ((x - corner).abs().sum(1, keepdim=True) > 0.1).float()
+
+
+def pixel_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Reconstruction loss of images ``y`` against ``x`` (both in [-1, 1]): MSE + 0.5 L1 per
+    pixel, shape pixels weighted 4x (``_foreground_weights``), normalized by the weights."""
+    weights = _foreground_weights(x)
+    per_pixel = ((y - x) ** 2 + 0.5 * (y - x).abs()).mean(1, keepdim=True)
+    return (weights * per_pixel).mean() / weights.mean()
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean PSNR in dB of two image batches in [-1, 1] (computed on 0-255 values)."""
     a = ((a.float().clamp(-1, 1) + 1) * 127.5).round()
@@ -139,13 +182,7 @@ def train_vae(seed: int, budget: Budget, state_dir: Path) -> tuple[Any, dict[str
     vae = components.vae().to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=budget.vae_lr, weight_decay=0.0)
     path = state_dir / "vae.pt"
-    start, seconds = 0, 0.0
-    if path.is_file():
-        state = torch.load(path, weights_only=False)
-        vae.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, seconds = state["step"], state["seconds"]
-        logger.info("VAE: resuming at step %d", start)
+    start, seconds = resume(path, "model", vae, optimizer)
     vae.train()
     began, last_save = time.perf_counter() - seconds, time.perf_counter()
     bar = tqdm(
@@ -166,9 +203,7 @@ def train_vae(seed: int, budget: Budget, state_dir: Path) -> tuple[Any, dict[str
                 noise = torch.randn(z.shape, generator=_generator(seed, 1, step))
                 z = z + 0.02 * z.detach().float().std() * noise.to(z.dtype)
             y = vae.decode(z).sample.float()
-        weights = _foreground_weights(x)
-        per_pixel = ((y - x) ** 2 + 0.5 * (y - x).abs()).mean(1, keepdim=True)
-        loss = (weights * per_pixel).mean() / weights.mean() + 1e-4 * z.float().pow(2).mean()
+        loss = pixel_loss(y, x) + 1e-4 * z.float().pow(2).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         optimizer.step()
@@ -176,15 +211,7 @@ def train_vae(seed: int, budget: Budget, state_dir: Path) -> tuple[Any, dict[str
         bar.set_postfix(loss=f"{loss.item():.4f}")
         done = step + 1
         if done == budget.vae_steps or time.perf_counter() - last_save > budget.save_every_seconds:
-            _save(
-                path,
-                {
-                    "model": vae.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "step": done,
-                    "seconds": time.perf_counter() - began,
-                },
-            )
+            checkpoint(path, "model", vae, optimizer, done, began)
             last_save = time.perf_counter()
     bar.close()
     vae.eval()
@@ -381,13 +408,6 @@ def train_denoiser(
 # --- Phase 3: the decoder alone ---------------------------------------------------------------
 
 
-def _foreground_weights(x: torch.Tensor) -> torch.Tensor:
-    """Per-pixel loss weights: 4 on shapes, 1 on the background (the corner pixel's colour,
-    which no shape ever reaches), so the few shape pixels are not drowned by flat colour."""
-    corner = x[:, :, :1, :1]
-    return 1.0 + 3.0 * ((x - corner).abs().sum(1, keepdim=True) > 0.1).float()
-
-
 def finetune_decoder(vae: Any, seed: int, budget: Budget, state_dir: Path) -> dict[str, float]:
     """Fine-tune the VAE decoder with the encoder frozen (the latents the transformer
     learned stay valid), on fresh scenes, weighting shape pixels 4x, with slight latent
@@ -398,12 +418,7 @@ def finetune_decoder(vae: Any, seed: int, budget: Budget, state_dir: Path) -> di
         p.requires_grad_(True)
     lr = budget.vae_lr / 5  # a fresh optimizer at phase 1's rate first undoes phase 1
     optimizer = torch.optim.AdamW(decoder, lr=lr, weight_decay=0.0)
-    start, seconds = 0, 0.0
-    if path.is_file():
-        state = torch.load(path, weights_only=False)
-        vae.decoder.load_state_dict(state["decoder"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, seconds = state["step"], state["seconds"]
+    start, seconds = resume(path, "decoder", vae.decoder, optimizer)
     vae.decoder.train()
     began, last_save = time.perf_counter() - seconds, time.perf_counter()
     offset = budget.vae_steps * budget.vae_batch  # scenes phase 1 never drew
@@ -425,9 +440,7 @@ def finetune_decoder(vae: Any, seed: int, budget: Budget, state_dir: Path) -> di
                 noise = torch.randn(z.shape, generator=_generator(seed, 3, step))
                 z = z + 0.02 * z.float().std() * noise.to(z.dtype)
             y = vae.decode(z).sample.float()
-        weights = _foreground_weights(x)
-        per_pixel = ((y - x) ** 2 + 0.5 * (y - x).abs()).mean(1, keepdim=True)
-        loss = (weights * per_pixel).mean() / weights.mean()
+        loss = pixel_loss(y, x)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(decoder, 1.0)
         optimizer.step()
@@ -438,15 +451,7 @@ def finetune_decoder(vae: Any, seed: int, budget: Budget, state_dir: Path) -> di
             done == budget.decoder_steps
             or time.perf_counter() - last_save > budget.save_every_seconds
         ):
-            _save(
-                path,
-                {
-                    "decoder": vae.decoder.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "step": done,
-                    "seconds": time.perf_counter() - began,
-                },
-            )
+            checkpoint(path, "decoder", vae.decoder, optimizer, done, began)
             last_save = time.perf_counter()
     bar.close()
     vae.eval()
