@@ -273,7 +273,8 @@ def _token_weights(x0: torch.Tensor) -> torch.Tensor:
     """Per-token loss weights (B, tokens) for packed latents: 1 on the background, rising to
     4 on the tokens that hold a shape. The background is each picture's median token (shapes
     never cover half the picture); a token's distance from it is its RMS over channels, in
-    units of the scaled latents, where flat background reads under 0.25 and shapes 0.5-2."""
+    units of the scaled latents, where flat background reads under 0.25 and shapes mostly
+    0.4-2."""
     distance = (x0 - x0.median(1, keepdim=True).values).pow(2).mean(-1).sqrt()
     return 1.0 + 3.0 * ((distance - 0.25) / 0.35).clamp(0.0, 1.0)
 
