@@ -35,17 +35,11 @@ import torch
 from core.checkpoints.micro.checker import binding_outcome, judge, read_one
 from core.checkpoints.micro.dataset import to_tensor
 from core.checkpoints.micro.scenes import draw, held_out_pairs
+from core.checkpoints.micro.train import psnr_per_image
 from core.config import MICRO_MODEL, MODELS, QUANTIZED_VARIANTS, REFERENCE_VARIANT, ModelSpec
 from core.engine.generation import Engine
 
 logger = logging.getLogger(__name__)
-
-
-def _psnr_uint8(a: torch.Tensor, b: torch.Tensor) -> list[float]:
-    a = ((a.float().clamp(-1, 1) + 1) * 127.5).round()
-    b = ((b.float().clamp(-1, 1) + 1) * 127.5).round()
-    mse = (a - b).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return (10 * torch.log10(255.0**2 / mse)).tolist()
 
 
 @torch.inference_mode()
@@ -58,7 +52,7 @@ def vae_psnr(engine: Engine, pairs: list, seed: int = 0) -> float:
     for start in range(0, len(images), 25):
         x = images[start : start + 25].to(vae.dtype)
         z = vae.encode(x).latent_dist.mode()
-        values += _psnr_uint8(vae.decode(z).sample, x)
+        values += psnr_per_image(vae.decode(z).sample, x).tolist()
     return statistics.fmean(values)
 
 

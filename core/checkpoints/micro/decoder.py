@@ -136,12 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     for name in ("steps", "batch", "threads"):
         if getattr(args, name) < 1:
-            build_parser().error(f"--{name} must be at least 1, not {getattr(args, name)}")
+            parser.error(f"--{name} must be at least 1, not {getattr(args, name)}")
     if not (args.teacher / "config.json").is_file():
-        build_parser().error(f"--teacher {args.teacher} is not a diffusers VAE folder")
+        parser.error(f"--teacher {args.teacher} is not a diffusers VAE folder")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

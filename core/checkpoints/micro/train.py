@@ -166,12 +166,18 @@ def pixel_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (weights * per_pixel).mean() / weights.mean()
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean PSNR in dB of two image batches in [-1, 1] (computed on 0-255 values)."""
+def psnr_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of each image of two batches in [-1, 1] (computed on rounded 0-255
+    values), as an (N,) tensor."""
     a = ((a.float().clamp(-1, 1) + 1) * 127.5).round()
     b = ((b.float().clamp(-1, 1) + 1) * 127.5).round()
     mse = (a - b).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return float((10 * torch.log10(255.0**2 / mse)).mean())
+    return 10 * torch.log10(255.0**2 / mse)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean PSNR in dB of two image batches in [-1, 1] (``psnr_per_image``, averaged)."""
+    return float(psnr_per_image(a, b).mean())
 
 
 # --- Phase 1: the VAE --------------------------------------------------------------------
