@@ -208,6 +208,33 @@ def test_denoiser_loss_weighs_shape_tokens_four_times_the_background():
     assert float(weights[0, :10].max()) == 1.0 and float(weights[1].max()) == 1.0
 
 
+def test_low_noise_share_moves_noise_levels_down_and_zero_changes_nothing():
+    from core.checkpoints.micro.train import _noise_levels
+
+    def levels(share: float) -> torch.Tensor:
+        return _noise_levels(20_000, torch.Generator().manual_seed(3), share)
+
+    default = _noise_levels(20_000, torch.Generator().manual_seed(3))
+    assert torch.equal(levels(0.0), default)
+    below_half = {share: float((levels(share) < 0.5).float().mean()) for share in (0.0, 0.5, 1.0)}
+    # The mixture: about a quarter below 0.5; the plain logit-normal: half.
+    assert 0.2 < below_half[0.0] < 0.3
+    assert below_half[0.0] + 0.05 < below_half[0.5] < below_half[1.0]
+    assert 0.47 < below_half[1.0] < 0.53
+    assert float(levels(1.0).min()) >= 1e-3 and float(levels(1.0).max()) <= 1 - 1e-4
+
+
+@pytest.mark.parametrize("share", ["-0.1", "1.5"])
+def test_training_command_rejects_a_low_noise_share_outside_0_1(tmp_path, capsys, share):
+    from core.checkpoints.micro import train
+
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--out", str(tmp_path / "micro"), "--low-noise-share", share])
+    assert exc.value.code == 2
+    assert f"--low-noise-share {float(share)} is not between 0 and 1" in capsys.readouterr().err
+    assert not (tmp_path / "micro").exists() and not (tmp_path / "micro.state").exists()
+
+
 @pytest.mark.slow
 def test_warm_start_keeps_the_vae_and_continues_from_the_given_weights(tmp_path):
     from safetensors.torch import load_file

@@ -68,6 +68,10 @@ class Budget:
     ema: float
     save_every_seconds: float
     decoder_steps: int = 0
+    # Share of the denoiser's noise levels drawn from the plain logit-normal (mean logit 0,
+    # half of them below 0.5) instead of ``_noise_levels``' mixture: more training where
+    # edges and corners are drawn. 0 in the budgets; set with ``--low-noise-share``.
+    low_noise_share: float = 0.0
 
 
 BUDGETS: dict[str, Budget] = {
@@ -244,15 +248,23 @@ def encode_scenes(vae: Any, seed: int, budget: Budget, state_dir: Path) -> torch
 # --- Phase 2: transformer and text encoders -----------------------------------------------
 
 
-def _noise_levels(count: int, generator: torch.Generator) -> torch.Tensor:
+def _noise_levels(count: int, generator: torch.Generator, low_share: float = 0.0) -> torch.Tensor:
     """Noise levels in (0, 1): a logit-normal shifted towards noise (mean logit ln 3, as
     SD3's shift 3), mixed with 30% uniform levels. An 8x8-token picture shows its colours
     through much of the noise, so only levels near 1 teach the model to read the prompt;
-    the plain logit-normal (0.2% above 0.95) left the first run ignoring it."""
+    the plain logit-normal (0.2% above 0.95) left the first run ignoring it.
+
+    With ``low_share`` > 0, that share of the levels is replaced by plain logit-normal ones
+    (more of them low, where edges and corners are decided); with 0 the draws, and so the
+    levels, are exactly those above."""
     shifted = torch.sigmoid(torch.randn(count, generator=generator) + math.log(3.0))
     uniform = torch.rand(count, generator=generator)
     pick = torch.rand(count, generator=generator) < 0.3
-    return torch.where(pick, uniform, shifted).clamp(1e-3, 1.0 - 1e-4)
+    levels = torch.where(pick, uniform, shifted)
+    if low_share > 0:
+        plain = torch.sigmoid(torch.randn(count, generator=generator))
+        levels = torch.where(torch.rand(count, generator=generator) < low_share, plain, levels)
+    return levels.clamp(1e-3, 1.0 - 1e-4)
 
 
 class _Ema:
@@ -360,7 +372,7 @@ def train_denoiser(
         t5_batch = torch.where(drop[:, None], empty_t5, t5_ids[idx])
         x0 = packed[idx]
         noise = torch.randn(x0.shape, generator=g)
-        sigma = _noise_levels(budget.batch, g)
+        sigma = _noise_levels(budget.batch, g, budget.low_noise_share)
         xt = (1 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
         with torch.autocast("cpu", dtype=AUTOCAST):
             pooled = text_encoder(clip_batch).pooler_output
@@ -540,6 +552,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--lr", type=float, help="denoiser peak learning rate")
     parser.add_argument(
+        "--low-noise-share",
+        type=float,
+        help="share (0-1) of noise levels from the plain logit-normal (default: the budget's)",
+    )
+    parser.add_argument(
         "--init", type=Path, help="warm start: a micro pipeline folder to continue from"
     )
     parser.add_argument("--state", type=Path, help="resume folder (default: <out>.state)")
@@ -560,7 +577,10 @@ def main(argv: list[str] | None = None) -> int:
         "vae_steps": args.vae_steps,
         "decoder_steps": args.decoder_steps,
         "lr": args.lr,
+        "low_noise_share": args.low_noise_share,
     }
+    if args.low_noise_share is not None and not 0.0 <= args.low_noise_share <= 1.0:
+        build_parser().error(f"--low-noise-share {args.low_noise_share} is not between 0 and 1")
     budget = replace(budget, **{k: v for k, v in overrides.items() if v is not None})
     state = args.state or args.out.with_name(args.out.name + ".state")
     command = "python -m core.checkpoints.micro.train " + " ".join(argv)
