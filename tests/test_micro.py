@@ -70,7 +70,7 @@ def test_the_judge_passes_every_drawn_scene_and_fails_a_wrong_one():
 
 
 def test_binding_outcome_names_how_a_two_shape_picture_misses():
-    from core.checkpoints.micro.checker import binding_outcome
+    from core.checkpoints.micro.checker import binding_outcome, judge
     from core.checkpoints.micro.vocabulary import Scene, Shape
 
     scene = Scene(
@@ -79,19 +79,17 @@ def test_binding_outcome_names_how_a_two_shape_picture_misses():
     )
 
     def drawn(left: str, right: str, bg: str = "white") -> object:
-        return draw(
-            Scene(
-                bg,
-                (Shape(left, "circle", "left", "large"), Shape(right, "square", "right", "large")),
-            )
-        )
+        shapes = (Shape(left, "circle", "left", "large"), Shape(right, "square", "right", "large"))
+        return judge(draw(Scene(bg, shapes)), scene)
 
     assert binding_outcome(drawn("red", "blue"), scene) == "bound"
     assert binding_outcome(drawn("blue", "red"), scene) == "swapped"
     assert binding_outcome(drawn("red", "red"), scene) == "one colour twice"
     assert binding_outcome(drawn("red", "green"), scene) == "other"
+    # Verdicts compare by their checks, not by the colours read.
+    assert drawn("red", "green") == drawn("red", "purple") != drawn("red", "blue")
     assert binding_outcome(drawn("red", "blue", bg="black"), scene) == "background"
-    assert binding_outcome(draw(Scene("white", scene.shapes[:1])), scene) == "missing"
+    assert binding_outcome(judge(draw(Scene("white", scene.shapes[:1])), scene), scene) == "missing"
 
 
 def test_held_out_pairs_are_fixed_and_held_out():

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from core.checkpoints.micro.checker import binding_outcome, judge, read_one
+from core.checkpoints.micro.checker import binding_outcome, judge
 from core.checkpoints.micro.dataset import to_tensor
 from core.checkpoints.micro.scenes import draw, held_out_pairs
 from core.checkpoints.micro.train import psnr_per_image
@@ -72,13 +72,12 @@ def evaluate(spec: ModelSpec, pairs_count: int = 100, seed: int = 0) -> dict[str
     binding: Counter[str] = Counter()  # binding_outcome over BF16 two-shape images
     for scene, generation_seed in pairs:
         generation = engine.generate(scene.prompt(), defaults.with_(seed=generation_seed))
-        reference = generation.results[REFERENCE_VARIANT].image
+        verdicts = {v: judge(r.image, scene) for v, r in generation.results.items()}
+        reference = verdicts[REFERENCE_VARIANT]
         if len(scene.shapes) == 1:
-            prompted = scene.shapes[0].shape
-            shapes_read[f"{prompted} -> {read_one(reference, prompted)[1].shape}"] += 1
+            shapes_read[f"{scene.shapes[0].shape} -> {reference.seen[0].shape}"] += 1
         else:
             binding[binding_outcome(reference, scene)] += 1
-        verdicts = {v: judge(r.image, scene) for v, r in generation.results.items()}
         for variant, verdict in verdicts.items():
             if len(scene.shapes) == 1:
                 per_variant[variant]["one_right"].append(verdict.right)

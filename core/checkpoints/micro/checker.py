@@ -13,7 +13,7 @@ on this module's own drawings, so the judge and the drawings cannot drift apart.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 import numpy as np
@@ -129,7 +129,9 @@ def read_at(image: Image.Image, bg: str, shape: Shape) -> ShapeReading:
 class Verdict:
     """How an image matches its scene. ``right`` is the headline: for one shape,
     background, colour, position and size all right; for two, the background right and
-    each position holding its own colour (colour binding)."""
+    each position holding its own colour (colour binding). ``seen_background`` and ``seen``
+    (one reading per prompted shape, in the scene's order) are what the judge read; they
+    take no part in ``==``."""
 
     right: bool
     background: bool
@@ -137,6 +139,9 @@ class Verdict:
     position: bool
     size: bool
     shape: bool
+    # micro_quality counts the verdicts quantization changes: only the checks compare.
+    seen_background: str = field(compare=False)
+    seen: tuple[ShapeReading, ...] = field(compare=False)
 
 
 def judge(image: Image.Image, scene: Scene) -> Verdict:
@@ -151,26 +156,26 @@ def judge(image: Image.Image, scene: Scene) -> Verdict:
             seen.size == target.size,
             seen.shape == target.shape,
         )
-        return Verdict(all(checks[:4]), *checks)
+        return Verdict(all(checks[:4]), *checks, bg, (seen,))
     bg = background(image)
-    seen_all = [read_at(image, bg, s) for s in scene.shapes]
+    seen_all = tuple(read_at(image, bg, s) for s in scene.shapes)
     colours = all(r.colour == s.colour for r, s in zip(seen_all, scene.shapes, strict=True))
     sizes = all(r.size == s.size for r, s in zip(seen_all, scene.shapes, strict=True))
     shapes = all(r.shape == s.shape for r, s in zip(seen_all, scene.shapes, strict=True))
     found = all(r.colour is not None for r in seen_all)
     bg_ok = bg == scene.background
-    return Verdict(bg_ok and colours, bg_ok, colours, found, sizes, shapes)
+    return Verdict(bg_ok and colours, bg_ok, colours, found, sizes, shapes, bg, seen_all)
 
 
-def binding_outcome(image: Image.Image, scene: Scene) -> str:
-    """How a two-shape image fares on colour binding: ``bound`` (each position its own
-    colour), ``background`` (the background is wrong), ``swapped`` (each position the other
-    shape's colour), ``one colour twice`` (both positions one of the two colours),
-    ``missing`` (no shape found at a position) or ``other`` (any other colour)."""
-    bg = background(image)
-    if bg != scene.background:
+def binding_outcome(verdict: Verdict, scene: Scene) -> str:
+    """How a two-shape image, judged as ``verdict`` against ``scene``, fares on colour
+    binding: ``bound`` (each position its own colour), ``background`` (the background is
+    wrong), ``swapped`` (each position the other shape's colour), ``one colour twice``
+    (both positions one of the two colours), ``missing`` (no shape found at a position) or
+    ``other`` (any other colour)."""
+    if verdict.seen_background != scene.background:
         return "background"
-    seen = [read_at(image, bg, s).colour for s in scene.shapes]
+    seen = [reading.colour for reading in verdict.seen]
     wanted = [s.colour for s in scene.shapes]
     if seen == wanted:
         return "bound"
