@@ -231,6 +231,8 @@ def play(page, served, shots: Path, name: str) -> None:
         arg=answered,
     )
     page.wait_for_function("document.querySelector('.js-plotly-plot, img[src*=\"data:\"], svg')")
+    # Gradio greys out (class "pending") what an update is still filling: wait for it to end.
+    page.wait_for_function("!document.querySelector('.pending')")
     save(page, shots / f"{name}-results.png", full_page=True)
     # No table widens the page: they scroll inside their own box.
     assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
