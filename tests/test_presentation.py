@@ -340,3 +340,12 @@ def test_hardest_prompts_table_keeps_the_prompt_as_plain_text():
     table = presentation.hardest_table({"hardest_prompts": {"duel": [entry | {"chance": 0.5}]}})
     assert table["headers"] == presentation.HARDEST_HEADERS
     assert table["data"] == [["duel", "**a fox**", 5, "40.0%", "5.0–85.0%", "50%"]]
+
+
+def test_verdicts_markdown_counts_holms_tests_in_good_english():
+    def results(tests: int) -> dict:
+        rows = [{"verdict_text": "x", "level": 0.95, "p_value": 0.5}] * tests
+        return {"detection": [*rows, {"verdict_text": "no answers yet"}]}
+
+    assert "across this one test keeps" in presentation.verdicts_markdown(results(1))
+    assert "across these 3 tests keeps" in presentation.verdicts_markdown(results(3))

@@ -416,9 +416,10 @@ def verdicts_markdown(results: dict[str, Any]) -> str:
     level = next((d["level"] for d in results["detection"] if d.get("level")), None)
     tests = sum(d.get("p_value") is not None for d in results["detection"])
     if level is not None:
+        across = "this one test" if tests == 1 else f"these {tests} tests"
         lines.append(
             f"\nIntervals are two-sided at {100 * level:.4g}%: the level at which Holm's "
-            f"correction across these {tests} tests keeps the chance of any false "
+            f"correction across {across} keeps the chance of any false "
             "*distinguishable* at 5%."
         )
     return "\n".join(lines)
