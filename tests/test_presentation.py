@@ -349,3 +349,13 @@ def test_verdicts_markdown_counts_holms_tests_in_good_english():
 
     assert "across this one test keeps" in presentation.verdicts_markdown(results(1))
     assert "across these 3 tests keeps" in presentation.verdicts_markdown(results(3))
+
+
+def test_trio_picks_says_answer_for_one_and_answers_for_more():
+    def results(answered: int) -> dict:
+        share = {"count": answered, "share": 1.0}
+        picks = {"bf16": share, "int8": {"count": 0, "share": 0.0}}
+        return {"trio_picks": {"answered": answered, "picked_as_original": picks, "cant_tell": 0}}
+
+    assert "(of 1 answer):" in presentation.trio_picks(results(1))
+    assert "(of 2 answers):" in presentation.trio_picks(results(2))

@@ -433,8 +433,9 @@ def trio_picks(results: dict[str, Any]) -> str:
     for variant, figures in picks["picked_as_original"].items():
         share = figures["share"] or 0.0
         parts.append(f"{VARIANTS[variant].label} {figures['count']} ({share:.0%})")
+    answered = picks["answered"]
     return (
-        f"**Trio: picked as the original** (of {picks['answered']} answers): "
+        f"**Trio: picked as the original** (of {answered} answer{'' if answered == 1 else 's'}): "
         + " · ".join(parts)
         + f" · can't tell {picks['cant_tell']}"
     )
