@@ -231,8 +231,13 @@ def play(page, served, shots: Path, name: str) -> None:
         arg=answered,
     )
     page.wait_for_function("document.querySelector('.js-plotly-plot, img[src*=\"data:\"], svg')")
-    # Gradio greys out (class "pending") what an update is still filling: wait for it to end.
-    page.wait_for_function("!document.querySelector('.pending')")
+    # Gradio greys out (class "pending") what an update is still filling, and the guess and
+    # the tab each start one: wait until none has been pending for a second.
+    for _ in range(20):
+        page.wait_for_function("!document.querySelector('.pending, .generating')")
+        page.wait_for_timeout(1000)
+        if not page.evaluate("!!document.querySelector('.pending, .generating')"):
+            break
     save(page, shots / f"{name}-results.png", full_page=True)
     # No table widens the page: they scroll inside their own box.
     assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
