@@ -37,17 +37,17 @@ from core.checkpoints.micro import components
 from core.checkpoints.micro.dataset import training_images
 from core.checkpoints.micro.train import (
     AUTOCAST,
-    _generator,
-    _lr_factor,
     checkpoint,
+    lr_factor,
     pixel_loss,
     psnr,
     resume,
+    step_generator,
 )
 
 logger = logging.getLogger(__name__)
 
-PHASE = 4  # the phase number in ``train._generator``'s seeds (1-3 are the training phases)
+PHASE = 4  # the phase in ``train.step_generator``'s seeds (1-3 are the training phases)
 FIRST_SCENE = 2_000_000  # scene indices this command draws from, apart from training's
 LATENT_NOISE = 0.02  # of the latents' spread
 PROVENANCE_FILE = "distilled.json"
@@ -77,14 +77,14 @@ def distill(
     bar = tqdm(range(start, steps), desc="VAE", initial=start, total=steps, mininterval=15)
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = lr * _lr_factor(step, steps, 50)
+            group["lr"] = lr * lr_factor(step, steps, 50)
         first = FIRST_SCENE + step * batch
         x = training_images(seed, range(first, first + batch))
         with torch.autocast("cpu", dtype=AUTOCAST):
             with torch.no_grad():
                 target = teacher.encode(x).latent_dist.mode().float()
             spread = target.std()
-            noise = torch.randn(target.shape, generator=_generator(seed, PHASE, step))
+            noise = torch.randn(target.shape, generator=step_generator(seed, PHASE, step))
             y = student.decode((target + LATENT_NOISE * spread * noise).to(AUTOCAST))
             y = y.sample.float()
             z = student.encode(x).latent_dist.mode().float()

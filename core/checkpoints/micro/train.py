@@ -111,11 +111,15 @@ BUDGETS: dict[str, Budget] = {
 }
 
 
-def _generator(seed: int, phase: int, step: int) -> torch.Generator:
+def step_generator(seed: int, phase: int, step: int) -> torch.Generator:
+    """The generator of one step of one phase: a function of (seed, phase, step) only, so a
+    resumed run draws what an uninterrupted one would."""
     return torch.Generator().manual_seed(seed * 1_000_003 + phase * 100_000 + step)
 
 
-def _lr_factor(step: int, total: int, warmup: int) -> float:
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """The learning rate at ``step`` of ``total`` as a share of the peak: linear warm-up over
+    ``warmup`` steps, then a cosine decay to a tenth of the peak at ``total``."""
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
@@ -205,13 +209,13 @@ def train_vae(seed: int, budget: Budget, state_dir: Path) -> tuple[Any, dict[str
     )
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = budget.vae_lr * _lr_factor(step, budget.vae_steps, 20)
+            group["lr"] = budget.vae_lr * lr_factor(step, budget.vae_steps, 20)
         first = step * budget.vae_batch
         x = training_images(seed, range(first, first + budget.vae_batch))
         with torch.autocast("cpu", dtype=AUTOCAST):
             z = vae.encode(x).latent_dist.mode()
             if step >= budget.vae_steps // 2:
-                noise = torch.randn(z.shape, generator=_generator(seed, 1, step))
+                noise = torch.randn(z.shape, generator=step_generator(seed, 1, step))
                 z = z + 0.02 * z.detach().float().std() * noise.to(z.dtype)
             y = vae.decode(z).sample.float()
         loss = pixel_loss(y, x) + 1e-4 * z.float().pow(2).mean()
@@ -365,8 +369,8 @@ def train_denoiser(
     running = None
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = budget.lr * _lr_factor(step, budget.steps, budget.warmup)
-        g = _generator(seed, 2, step)
+            group["lr"] = budget.lr * lr_factor(step, budget.steps, budget.warmup)
+        g = step_generator(seed, 2, step)
         idx = torch.randint(n, (budget.batch,), generator=g)
         drop = torch.rand(budget.batch, generator=g) < CFG_DROPOUT
         clip_batch = torch.where(drop[:, None], empty_clip, clip_ids[idx])
@@ -451,13 +455,13 @@ def finetune_decoder(vae: Any, seed: int, budget: Budget, state_dir: Path) -> di
     )
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = lr * _lr_factor(step, budget.decoder_steps, 30)
+            group["lr"] = lr * lr_factor(step, budget.decoder_steps, 30)
         first = offset + step * budget.vae_batch
         x = training_images(seed, range(first, first + budget.vae_batch))
         with torch.autocast("cpu", dtype=AUTOCAST):
             with torch.no_grad():
                 z = vae.encode(x).latent_dist.mode()
-                noise = torch.randn(z.shape, generator=_generator(seed, 3, step))
+                noise = torch.randn(z.shape, generator=step_generator(seed, 3, step))
                 z = z + 0.02 * z.float().std() * noise.to(z.dtype)
             y = vae.decode(z).sample.float()
         loss = pixel_loss(y, x)
@@ -567,12 +571,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.low_noise_share is not None and not 0.0 <= args.low_noise_share <= 1.0:
+        parser.error(f"--low-noise-share {args.low_noise_share} is not between 0 and 1")
+    if args.init is not None and not (args.init / "model_index.json").is_file():
+        parser.error(f"--init {args.init} is not a pipeline folder")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     torch.set_num_threads(args.threads)
-    budget = BUDGETS[args.budget]
     overrides = {
         "steps": args.steps,
         "vae_steps": args.vae_steps,
@@ -580,13 +588,9 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr,
         "low_noise_share": args.low_noise_share,
     }
-    if args.low_noise_share is not None and not 0.0 <= args.low_noise_share <= 1.0:
-        build_parser().error(f"--low-noise-share {args.low_noise_share} is not between 0 and 1")
-    budget = replace(budget, **{k: v for k, v in overrides.items() if v is not None})
+    budget = replace(BUDGETS[args.budget], **{k: v for k, v in overrides.items() if v is not None})
     state = args.state or args.out.with_name(args.out.name + ".state")
     command = "python -m core.checkpoints.micro.train " + " ".join(argv)
-    if args.init is not None and not (args.init / "model_index.json").is_file():
-        build_parser().error(f"--init {args.init} is not a pipeline folder")
     train(args.out, args.seed, budget, state, command, args.init)
     sys.stdout.write(json.dumps({"out": str(args.out)}) + "\n")
     return 0
