@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from core.checkpoints.micro.checker import judge
 from core.checkpoints.micro.scenes import draw, held_out_pairs, is_held_out, sample_shape_scene
 from core.checkpoints.micro.vocabulary import (
     EXAMPLE_PROMPTS,
+    Scene,
+    Shape,
     describe,
     unknown_words,
 )
@@ -71,7 +74,6 @@ def test_the_judge_passes_every_drawn_scene_and_fails_a_wrong_one():
 
 def test_binding_outcome_names_how_a_two_shape_picture_misses():
     from core.checkpoints.micro.checker import binding_outcome, judge
-    from core.checkpoints.micro.vocabulary import Scene, Shape
 
     scene = Scene(
         "white",
@@ -173,6 +175,7 @@ def test_training_command_writes_a_loadable_pipeline_and_resumes(tmp_path):
 
     out, state = tmp_path / "micro", tmp_path / "state"
     args = ["--out", str(out), "--budget", "smoke", "--state", str(state), "--seed", "3"]
+    args += ["--binding-steps", "2", "--binding-weight", "0.5"]
     assert train.main(args) == 0
     assert (state / "vae.pt").is_file() and (state / "denoiser.pt").is_file()
     pipe = FluxPipeline.from_pretrained(out, dtype=torch.bfloat16)
@@ -189,6 +192,8 @@ def test_training_command_writes_a_loadable_pipeline_and_resumes(tmp_path):
     assert image.size == (128, 128)
     provenance = json.loads((out / "micro.json").read_text())
     assert provenance["seed"] == 3 and "--budget smoke" in provenance["command"]
+    assert provenance["budget"]["binding_steps"] == 2
+    assert provenance["binding_pre_loss"] > 0 and provenance["binding_loss"] > 0
     # A second run finds both phases finished and only rewrites the same weights.
     before = (out / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert train.main(args) == 0
@@ -230,6 +235,91 @@ def test_training_command_rejects_a_low_noise_share_outside_0_1(tmp_path, capsys
         train.main(["--out", str(tmp_path / "micro"), "--low-noise-share", share])
     assert exc.value.code == 2
     assert f"--low-noise-share {float(share)} is not between 0 and 1" in capsys.readouterr().err
+    assert not (tmp_path / "micro").exists() and not (tmp_path / "micro.state").exists()
+
+
+def test_binding_labels_give_every_token_of_a_phrase_that_phrases_words():
+    from core.checkpoints.micro.binding import ATTRIBUTES, IGNORE, label_tensor, phrase_labels
+    from core.checkpoints.micro.components import t5_tokenizer
+    from core.checkpoints.micro.dataset import token_ids
+
+    tokenizer = t5_tokenizer()
+    scene = Scene(
+        "white",
+        (Shape("yellow", "star", "top", "small"), Shape("purple", "square", "bottom", "large")),
+    )
+    tokens = tokenizer.tokenize(scene.prompt())
+    labels = phrase_labels(tokens)
+    names = [
+        tuple(ATTRIBUTES[a][i] if i != IGNORE else None for a, i in enumerate(row))
+        for row in labels
+    ]
+    first, second = tokens.index("\u2581and"), tokens.index(",")
+    assert set(names[:first]) == {("yellow", "star", "top", "small")}
+    assert set(names[first + 1 : second]) == {("purple", "square", "bottom", "large")}
+    # "and", and the background phrase ("on a white background"), are outside every phrase.
+    assert set(names[second:]) == {(None,) * 4} and names[first] == (None,) * 4
+    # A phrase missing a word (and unknown words) leaves that attribute unlabelled.
+    assert phrase_labels(tokenizer.tokenize("a blue zebra"))[1] == [4, IGNORE, IGNORE, IGNORE]
+    padded = label_tensor(tokenizer, token_ids(tokenizer, [scene.prompt()], 32))
+    assert padded.shape == (1, 32, 4) and bool((padded[0, len(tokens) :] == IGNORE).all())
+
+
+@pytest.mark.slow
+def test_binding_prephase_makes_a_colours_t5_output_depend_on_its_position():
+    from core.checkpoints.micro import components
+    from core.checkpoints.micro.binding import BindingHead, label_tensor
+    from core.checkpoints.micro.dataset import token_ids, training_scene
+    from core.checkpoints.micro.train import BUDGETS, train_binding
+
+    tokenizer = components.t5_tokenizer()
+    torch.manual_seed(0)
+    t5 = components.text_encoder_2(len(tokenizer))
+    prompts = [training_scene(3, i)[0].prompt() for i in range(512)]
+    ids = token_ids(tokenizer, prompts, components.MAX_SEQUENCE_LENGTH)
+    labels = label_tensor(tokenizer, ids)
+    shapes = (Shape("yellow", "star", "top", "small"), Shape("purple", "square", "bottom", "large"))
+    top = Scene("white", shapes).prompt()
+    moved = tuple(replace(s, position="bottom" if s.position == "top" else "top") for s in shapes)
+    bottom = Scene("white", moved).prompt()
+    pair = token_ids(tokenizer, [top, bottom], components.MAX_SEQUENCE_LENGTH)
+
+    def colour_moves() -> float:
+        """How far "yellow"'s output moves when its shape moves, relative to its norm."""
+        t5.eval()
+        with torch.no_grad():
+            out = t5(pair)[0][:, 2]
+        t5.train()
+        return float((out[0] - out[1]).norm() / out[0].norm())
+
+    head = BindingHead(components.T5_DIM)
+    with torch.no_grad():
+        before = (colour_moves(), float(head.loss(t5(ids[:256])[0], labels[:256])))
+    budget = replace(BUDGETS["smoke"], batch=32, binding_steps=300)
+    after_loss = train_binding(t5, head, ids, labels, seed=3, budget=budget)
+    assert after_loss < 0.5 * before[1]
+    assert colour_moves() > 2 * before[0] and colour_moves() > 0.05
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--steps", "0", "--steps must be at least 1, not 0"),
+        ("--vae-steps", "-3", "--vae-steps must be at least 1, not -3"),
+        ("--decoder-steps", "-1", "--decoder-steps must be at least 0, not -1"),
+        ("--binding-steps", "-1", "--binding-steps must be at least 0, not -1"),
+        ("--binding-weight", "-0.5", "--binding-weight must be at least 0.0, not -0.5"),
+        ("--threads", "0", "--threads must be at least 1, not 0"),
+        ("--lr", "0", "--lr must be positive, not 0.0"),
+    ],
+)
+def test_training_command_rejects_out_of_range_numbers(tmp_path, capsys, flag, value, message):
+    from core.checkpoints.micro import train
+
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--out", str(tmp_path / "micro"), flag, value])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "micro").exists() and not (tmp_path / "micro.state").exists()
 
 

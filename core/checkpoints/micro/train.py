@@ -14,6 +14,9 @@ default ``<out>.state``; a rerun with the same arguments continues where it stop
    (noise levels weighted towards pure noise, tokens that hold a shape weighted up to 4x,
    10% empty prompts for classifier-free guidance, bf16 autocast, AdamW with warmup and
    cosine decay, an exponential moving average of the weights, which is what gets written);
+   with ``binding_steps``, the T5 encoder first learns alone to carry each phrase's words
+   on every token of the phrase (``binding.py``), and with ``binding_weight`` that
+   objective stays beside the denoising loss;
 3. the VAE decoder alone (``decoder_steps``), encoder
    frozen, so the latents phase 2 learned stay valid.
 
@@ -43,6 +46,7 @@ from diffusers import AutoencoderKL, FluxPipeline, FluxTransformer2DModel
 from tqdm import tqdm
 
 from core.checkpoints.micro import components
+from core.checkpoints.micro.binding import IGNORE, BindingHead, label_tensor
 from core.checkpoints.micro.dataset import token_ids, training_images
 from core.checkpoints.micro.writer import write_pipeline
 
@@ -73,6 +77,10 @@ class Budget:
     # edges and corners are drawn. 0 in the budgets; set with ``--low-noise-share``. Tried
     # at 0.5 on a warm start of the shipped model, it recognised fewer shapes than 0 (README).
     low_noise_share: float = 0.0
+    # The T5 binding objective (``binding.py``): steps of T5 + head alone before the
+    # denoiser (a fresh start of phase 2 only), and its weight beside the denoising loss.
+    binding_steps: int = 0
+    binding_weight: float = 0.0
 
 
 BUDGETS: dict[str, Budget] = {
@@ -315,6 +323,48 @@ def _initial_weights(modules: list[torch.nn.Module], init: Path) -> None:
         module.load_state_dict(source.state_dict())
 
 
+BINDING_LR = 1e-3  # the binding pre-phase's rate (T5 + head only; converges in ~1000 steps)
+BINDING_PHASE = 4  # step_generator phase of the binding pre-phase
+
+
+def train_binding(
+    text_encoder_2: torch.nn.Module,
+    head: BindingHead,
+    t5_ids: torch.Tensor,
+    labels: torch.Tensor,
+    seed: int,
+    budget: Budget,
+) -> float:
+    """The binding pre-phase: ``budget.binding_steps`` AdamW steps of the T5 encoder and
+    ``head`` alone on ``binding.py``'s objective (batch ``budget.batch``, constant rate
+    ``BINDING_LR``); return the last step's loss (0.0 with no steps)."""
+    params = [*text_encoder_2.parameters(), *head.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=BINDING_LR, weight_decay=0.0)
+    loss = torch.zeros(())
+    for step in tqdm(range(budget.binding_steps), desc="binding", mininterval=15):
+        g = step_generator(seed, BINDING_PHASE, step)
+        idx = torch.randint(len(t5_ids), (budget.batch,), generator=g)
+        with torch.autocast("cpu", dtype=AUTOCAST):
+            loss = head.loss(text_encoder_2(t5_ids[idx])[0], labels[idx])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    logger.info("binding pre-phase: %d steps, loss %.4f", budget.binding_steps, loss.item())
+    return float(loss.item())
+
+
+@torch.no_grad()
+def _binding_loss(
+    text_encoder_2: torch.nn.Module, head: BindingHead, t5_ids: torch.Tensor, labels: torch.Tensor
+) -> float:
+    """The binding objective on the first 512 training prompts (fp32, no dropout)."""
+    was_training = text_encoder_2.training
+    text_encoder_2.eval()
+    loss = head.loss(text_encoder_2(t5_ids[:512])[0], labels[:512])
+    text_encoder_2.train(was_training)
+    return float(loss)
+
+
 def train_denoiser(
     latents: torch.Tensor,
     prompts: list[str],
@@ -333,14 +383,15 @@ def train_denoiser(
     modules = [transformer, text_encoder, text_encoder_2]
     if init is not None:
         _initial_weights(modules, init)
-    params = [p for m in modules for p in m.parameters()]
+    head = BindingHead(components.T5_DIM)
+    params = [p for m in [*modules, head] for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=budget.lr, weight_decay=0.0, betas=(0.9, 0.99))
-    ema = _Ema(modules, budget.ema)
 
     clip_ids = token_ids(tokenizer, prompts, CLIP_LENGTH)
     t5_ids = token_ids(tokenizer_2, prompts, components.MAX_SEQUENCE_LENGTH)
     empty_clip = token_ids(tokenizer, [""], CLIP_LENGTH)
     empty_t5 = token_ids(tokenizer_2, [""], components.MAX_SEQUENCE_LENGTH)
+    labels = label_tensor(tokenizer_2, t5_ids)
     n, c, h, w = latents.shape
     packed = FluxPipeline._pack_latents(latents, n, c, h, w)
     img_ids = FluxPipeline._prepare_latent_image_ids(n, h // 2, w // 2, "cpu", torch.float32)
@@ -348,14 +399,20 @@ def train_denoiser(
 
     path = state_dir / "denoiser.pt"
     start, seconds = 0, 0.0
-    if path.is_file():
-        state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=False) if path.is_file() else None
+    if state is not None:
         for module, sd in zip(modules, state["models"], strict=True):
             module.load_state_dict(sd)
         optimizer.load_state_dict(state["optimizer"])
-        ema.shadow = state["ema"]
+        head.load_state_dict(state["binding_head"])
         start, seconds = state["step"], state["seconds"]
+        binding_loss = state["binding_pre_loss"]
         logger.info("denoiser: resuming at step %d", start)
+    else:
+        binding_loss = train_binding(text_encoder_2, head, t5_ids, labels, seed, budget)
+    ema = _Ema(modules, budget.ema)  # after the pre-phase: the average starts from its T5
+    if state is not None:
+        ema.shadow = state["ema"]
     for m in modules:
         m.train()
     began, last_save = time.perf_counter() - seconds, time.perf_counter()
@@ -393,7 +450,12 @@ def train_denoiser(
             )[0]
         per_token = (v.float() - (noise - x0)).pow(2).mean(-1)
         weights = _token_weights(x0)
-        (per_token * weights).sum().div(weights.sum()).backward()
+        objective = (per_token * weights).sum().div(weights.sum())
+        if budget.binding_weight:
+            # Dropped prompts are empty: their tokens are outside every phrase.
+            kept = torch.where(drop[:, None, None], IGNORE, labels[idx])
+            objective = objective + budget.binding_weight * head.loss(encoded, kept)
+        objective.backward()
         loss = per_token.mean()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -409,6 +471,8 @@ def train_denoiser(
                     "models": [m.state_dict() for m in modules],
                     "optimizer": optimizer.state_dict(),
                     "ema": ema.shadow,
+                    "binding_head": head.state_dict(),
+                    "binding_pre_loss": binding_loss,
                     "step": done,
                     "seconds": time.perf_counter() - began,
                 },
@@ -426,7 +490,11 @@ def train_denoiser(
         "tokenizer": tokenizer,
         "tokenizer_2": tokenizer_2,
     }
-    return parts, {"denoiser_seconds": round(time.perf_counter() - began, 1), "loss": running}
+    figures = {"denoiser_seconds": round(time.perf_counter() - began, 1), "loss": running}
+    if budget.binding_steps or budget.binding_weight:
+        figures["binding_pre_loss"] = round(binding_loss, 4)
+        figures["binding_loss"] = round(_binding_loss(text_encoder_2, head, t5_ids, labels), 4)
+    return parts, figures
 
 
 # --- Phase 3: the decoder alone ---------------------------------------------------------------
@@ -542,6 +610,17 @@ def train(
     return out
 
 
+# The least value of each numeric argument (None, not given, takes the budget's).
+ARGUMENT_MINIMUMS: dict[str, float] = {
+    "steps": 1,
+    "vae_steps": 1,
+    "decoder_steps": 0,
+    "binding_steps": 0,
+    "binding_weight": 0.0,
+    "threads": 1,
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m core.checkpoints.micro.train",
@@ -562,6 +641,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="share (0-1) of noise levels from the plain logit-normal (default: the budget's)",
     )
     parser.add_argument(
+        "--binding-steps",
+        type=int,
+        help="steps of the T5 binding pre-phase (binding.py; default: the budget's)",
+    )
+    parser.add_argument(
+        "--binding-weight",
+        type=float,
+        help="weight of the T5 binding objective in the denoiser phase (default: the budget's)",
+    )
+    parser.add_argument(
         "--init", type=Path, help="warm start: a micro pipeline folder to continue from"
     )
     parser.add_argument("--state", type=Path, help="resume folder (default: <out>.state)")
@@ -575,6 +664,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.low_noise_share is not None and not 0.0 <= args.low_noise_share <= 1.0:
         parser.error(f"--low-noise-share {args.low_noise_share} is not between 0 and 1")
+    for name, least in ARGUMENT_MINIMUMS.items():
+        value = getattr(args, name)
+        if value is not None and value < least:
+            parser.error(f"--{name.replace('_', '-')} must be at least {least}, not {value}")
+    if args.lr is not None and args.lr <= 0:
+        parser.error(f"--lr must be positive, not {args.lr}")
     if args.init is not None and not (args.init / "model_index.json").is_file():
         parser.error(f"--init {args.init} is not a pipeline folder")
     logging.basicConfig(
@@ -587,6 +682,8 @@ def main(argv: list[str] | None = None) -> int:
         "decoder_steps": args.decoder_steps,
         "lr": args.lr,
         "low_noise_share": args.low_noise_share,
+        "binding_steps": args.binding_steps,
+        "binding_weight": args.binding_weight,
     }
     budget = replace(BUDGETS[args.budget], **{k: v for k, v in overrides.items() if v is not None})
     state = args.state or args.out.with_name(args.out.name + ".state")
