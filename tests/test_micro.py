@@ -268,7 +268,7 @@ def test_binding_labels_give_every_token_of_a_phrase_that_phrases_words():
 @pytest.mark.slow
 def test_binding_prephase_makes_a_colours_t5_output_depend_on_its_position():
     from core.checkpoints.micro import components
-    from core.checkpoints.micro.binding import BindingHead, label_tensor
+    from core.checkpoints.micro.binding import BindingHead, label_tensor, position_sensitivity
     from core.checkpoints.micro.dataset import token_ids, training_scene
     from core.checkpoints.micro.train import BUDGETS, train_binding
 
@@ -278,27 +278,23 @@ def test_binding_prephase_makes_a_colours_t5_output_depend_on_its_position():
     prompts = [training_scene(3, i)[0].prompt() for i in range(512)]
     ids = token_ids(tokenizer, prompts, components.MAX_SEQUENCE_LENGTH)
     labels = label_tensor(tokenizer, ids)
-    shapes = (Shape("yellow", "star", "top", "small"), Shape("purple", "square", "bottom", "large"))
-    top = Scene("white", shapes).prompt()
-    moved = tuple(replace(s, position="bottom" if s.position == "top" else "top") for s in shapes)
-    bottom = Scene("white", moved).prompt()
-    pair = token_ids(tokenizer, [top, bottom], components.MAX_SEQUENCE_LENGTH)
+    two_shape = [scene for scene, _ in held_out_pairs(40, seed=2) if len(scene.shapes) == 2]
 
-    def colour_moves() -> float:
-        """How far "yellow"'s output moves when its shape moves, relative to its norm."""
+    def sensitivity() -> float:
         t5.eval()
-        with torch.no_grad():
-            out = t5(pair)[0][:, 2]
+        value = position_sensitivity(t5, tokenizer, two_shape)
         t5.train()
-        return float((out[0] - out[1]).norm() / out[0].norm())
+        return value
 
     head = BindingHead(components.T5_DIM)
     with torch.no_grad():
-        before = (colour_moves(), float(head.loss(t5(ids[:256])[0], labels[:256])))
+        before = (sensitivity(), float(head.loss(t5(ids[:256])[0], labels[:256])))
     budget = replace(BUDGETS["smoke"], batch=32, binding_steps=300)
     after_loss = train_binding(t5, head, ids, labels, seed=3, budget=budget)
     assert after_loss < 0.5 * before[1]
-    assert colour_moves() > 2 * before[0] and colour_moves() > 0.05
+    assert sensitivity() > 2 * before[0]
+    with pytest.raises(ValueError, match="two-shape scene"):
+        position_sensitivity(t5, tokenizer, [s for s, _ in held_out_pairs(4) if len(s.shapes) == 1])
 
 
 @pytest.mark.parametrize(
@@ -430,3 +426,17 @@ def test_app_on_auto_serves_the_micro_model(tmp_path):
     finally:
         demo.close()
         arena.store.close()
+
+
+@pytest.mark.slow
+def test_micro_quality_command_reports_every_figure(tmp_path, capsys):
+    from core.bench import micro_quality
+
+    out = tmp_path / "quality.json"
+    assert micro_quality.main(["--pairs", "4", "--seed", "1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["variants"]) == {"bf16", "int8", "nf4"}
+    assert report["vae_psnr_db"] > 25 and 0 <= report["t5_position_sensitivity"] < 2
+    assert sum(report["bf16_binding"].values()) == 2  # two of the four pairs have two shapes
+    printed = capsys.readouterr().out
+    assert "VAE reconstruction PSNR" in printed and "T5 position sensitivity" in printed

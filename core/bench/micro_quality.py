@@ -12,6 +12,8 @@ settings and judges each variant's image with ``core.checkpoints.micro.checker``
 - the PSNR and SSIM of the LLM.int8 and NF4 images against the BF16 one, and how many
   images change verdict under quantization;
 - the VAE's reconstruction PSNR on the held-out scenes (bf16, as the engine runs it);
+- how much the BF16 T5's output for a colour word moves when its shape trades places with
+  the other (``binding.position_sensitivity``; near 0, the model cannot bind colours);
 - where BF16 misses: each one-shape image's prompted and read shape, and how each
   two-shape image fares on binding (``checker.binding_outcome``).
 
@@ -32,6 +34,7 @@ from typing import Any
 
 import torch
 
+from core.checkpoints.micro.binding import position_sensitivity
 from core.checkpoints.micro.checker import binding_outcome, judge
 from core.checkpoints.micro.dataset import to_tensor
 from core.checkpoints.micro.scenes import draw, held_out_pairs
@@ -54,6 +57,13 @@ def vae_psnr(engine: Engine, pairs: list, seed: int = 0) -> float:
         z = vae.encode(x).latent_dist.mode()
         values += psnr_per_image(vae.decode(z).sample, x).tolist()
     return statistics.fmean(values)
+
+
+def t5_sensitivity(engine: Engine, pairs: list) -> float:
+    """``binding.position_sensitivity`` of the BF16 variant's T5 on the two-shape pairs."""
+    pipe = engine.models.pipelines[REFERENCE_VARIANT]
+    scenes = [scene for scene, _ in pairs if len(scene.shapes) == 2]
+    return position_sensitivity(pipe.text_encoder_2, pipe.tokenizer_2, scenes)
 
 
 def evaluate(spec: ModelSpec, pairs_count: int = 100, seed: int = 0) -> dict[str, Any]:
@@ -104,6 +114,7 @@ def evaluate(spec: ModelSpec, pairs_count: int = 100, seed: int = 0) -> dict[str
         },
         "variants": {},
         "vae_psnr_db": round(vae_psnr(engine, pairs, seed), 2),
+        "t5_position_sensitivity": round(t5_sensitivity(engine, pairs), 4),
         "bf16_shapes_read": dict(sorted(shapes_read.items())),
         "bf16_binding": dict(binding.most_common()),
     }
@@ -123,6 +134,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"model {report['model']}: {report['pairs']} held-out prompt/seed pairs, "
         f"settings {report['settings']}",
         f"VAE reconstruction PSNR (held-out scenes, bf16): {report['vae_psnr_db']:.2f} dB",
+        "BF16 T5 position sensitivity (a colour's output moved when its shape moves): "
+        f"{report['t5_position_sensitivity']:.2%}",
         "variant  one-shape right  shape identity  two-shape binding  PSNR vs BF16  SSIM  changed",
     ]
     for variant, e in report["variants"].items():

@@ -3,8 +3,9 @@
 FLUX gives every text token the same position id (zero), so inside the transformer a prompt
 is a bag of tokens: which colour belongs to which shape and position can only come from the
 T5 encoder's output. Trained on the denoising loss alone, the micro model's T5 learned to
-pass each word through almost unchanged (a word's output moved by 0.3% of its norm when the
-other shape's position changed), and the model could not bind two colours to two shapes.
+pass each word through almost unchanged (``position_sensitivity``, reported by
+``python -m core.bench.micro_quality``), and the model could not bind two colours to two
+shapes.
 
 This objective asks a linear head to read, from the T5 output of every token of a shape's
 phrase ("a small yellow star at the top"), that phrase's colour, shape, position and size.
@@ -14,10 +15,12 @@ A token that can answer carries its whole phrase, so an image token at the top c
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 
-from core.checkpoints.micro.vocabulary import COLOURS, POSITIONS, SHAPES, SIZES
+from core.checkpoints.micro.vocabulary import COLOURS, POSITIONS, SHAPES, SIZES, Scene
 
 IGNORE = -100  # the label of a token outside every shape phrase (cross-entropy ignores it)
 ATTRIBUTES: tuple[tuple[str, ...], ...] = (tuple(COLOURS), SHAPES, tuple(POSITIONS), SIZES)
@@ -81,3 +84,35 @@ class BindingHead(torch.nn.Module):
                 logits = head(encoded.float()).reshape(-1, head.out_features)
                 total = total + F.cross_entropy(logits, target, ignore_index=IGNORE)
         return total / len(self.heads)
+
+
+@torch.no_grad()
+def position_sensitivity(
+    text_encoder_2: torch.nn.Module, tokenizer: object, scenes: list[Scene]
+) -> float:
+    """How much a colour word's T5 output depends on where its shape stands: over the
+    two-shape ``scenes``, the mean of |h - h'| / |h| for each shape's colour token, where h
+    is its output for the prompt and h' for the prompt with the two shapes' positions traded
+    (same words, same token count). 0 for an encoder that passes words through as a bag,
+    which leaves the transformer no way to bind colours to places."""
+    ratios: list[torch.Tensor] = []
+    for scene in scenes:
+        if len(scene.shapes) != 2:
+            continue
+        first, second = scene.shapes
+        traded = Scene(
+            scene.background,
+            (replace(first, position=second.position), replace(second, position=first.position)),
+        )
+        ids = tokenizer(  # type: ignore[operator]
+            [scene.prompt(), traded.prompt()], padding="longest", return_tensors="pt"
+        ).input_ids
+        tokens = tokenizer.convert_ids_to_tokens(ids[0].tolist())  # type: ignore[attr-defined]
+        out = text_encoder_2(ids.to(text_encoder_2.device))[0].float()
+        labels = phrase_labels(tokens)  # the background's colour is in no shape phrase
+        for index, token in enumerate(tokens):
+            if token.removeprefix("\u2581") in COLOURS and labels[index][0] != IGNORE:
+                ratios.append((out[0, index] - out[1, index]).norm() / out[0, index].norm())
+    if not ratios:
+        raise ValueError("position_sensitivity needs at least one two-shape scene")
+    return float(torch.stack(ratios).mean())
