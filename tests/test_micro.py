@@ -195,9 +195,13 @@ def test_training_command_writes_a_loadable_pipeline_and_resumes(tmp_path):
     assert provenance["budget"]["binding_steps"] == 2
     assert provenance["binding_pre_loss"] > 0 and provenance["binding_loss"] > 0
     # A second run finds both phases finished and only rewrites the same weights.
-    before = (out / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
+    files = ("transformer/diffusion_pytorch_model.safetensors", "text_encoder_2/model.safetensors")
+    before = [(out / f).read_bytes() for f in files]
     assert train.main(args) == 0
-    assert (out / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes() == before
+    assert [(out / f).read_bytes() for f in files] == before
+    again = json.loads((out / "micro.json").read_text())
+    assert again["binding_pre_loss"] == provenance["binding_pre_loss"]
+    assert again["binding_loss"] == provenance["binding_loss"]
 
 
 def test_denoiser_loss_weighs_shape_tokens_four_times_the_background():
@@ -261,8 +265,11 @@ def test_binding_labels_give_every_token_of_a_phrase_that_phrases_words():
     assert set(names[second:]) == {(None,) * 4} and names[first] == (None,) * 4
     # A phrase missing a word (and unknown words) leaves that attribute unlabelled.
     assert phrase_labels(tokenizer.tokenize("a blue zebra"))[1] == [4, IGNORE, IGNORE, IGNORE]
-    padded = label_tensor(tokenizer, token_ids(tokenizer, [scene.prompt()], 32))
-    assert padded.shape == (1, 32, 4) and bool((padded[0, len(tokens) :] == IGNORE).all())
+    padded = label_tensor(tokenizer, token_ids(tokenizer, [scene.prompt(), "a blue zebra"], 32))
+    assert padded.shape == (2, 32, 4) and bool((padded[0, len(tokens) :] == IGNORE).all())
+    # Without a ",", the end-of-sequence token and the padding still end the phrase.
+    zebra = len(tokenizer.tokenize("a blue zebra"))
+    assert padded[1, zebra - 1, 0] == 4 and bool((padded[1, zebra:] == IGNORE).all())
 
 
 @pytest.mark.slow
@@ -270,7 +277,7 @@ def test_binding_prephase_makes_a_colours_t5_output_depend_on_its_position():
     from core.checkpoints.micro import components
     from core.checkpoints.micro.binding import BindingHead, label_tensor, position_sensitivity
     from core.checkpoints.micro.dataset import token_ids, training_scene
-    from core.checkpoints.micro.train import BUDGETS, train_binding
+    from core.checkpoints.micro.train import BUDGETS, _binding_loss, train_binding
 
     tokenizer = components.t5_tokenizer()
     torch.manual_seed(0)
@@ -287,12 +294,14 @@ def test_binding_prephase_makes_a_colours_t5_output_depend_on_its_position():
         return value
 
     head = BindingHead(components.T5_DIM)
-    with torch.no_grad():
-        before = (sensitivity(), float(head.loss(t5(ids[:256])[0], labels[:256])))
+    before = (sensitivity(), _binding_loss(t5, head, ids, labels))
     budget = replace(BUDGETS["smoke"], batch=32, binding_steps=300)
+    none = replace(budget, binding_steps=0)
+    assert train_binding(t5, head, ids, labels, seed=3, budget=none) is None
+    assert _binding_loss(t5, head, ids, labels) == before[1]  # no steps: nothing touched
     after_loss = train_binding(t5, head, ids, labels, seed=3, budget=budget)
-    assert after_loss < 0.5 * before[1]
-    assert sensitivity() > 2 * before[0]
+    assert after_loss == _binding_loss(t5, head, ids, labels) < 0.5 * before[1]
+    assert sensitivity() > max(2 * before[0], 0.05)
     with pytest.raises(ValueError, match="two-shape scene"):
         position_sensitivity(t5, tokenizer, [s for s, _ in held_out_pairs(4) if len(s.shapes) == 1])
 
@@ -306,7 +315,9 @@ def test_binding_prephase_makes_a_colours_t5_output_depend_on_its_position():
         ("--binding-steps", "-1", "--binding-steps must be at least 0, not -1"),
         ("--binding-weight", "-0.5", "--binding-weight must be at least 0.0, not -0.5"),
         ("--threads", "0", "--threads must be at least 1, not 0"),
+        ("--binding-weight", "nan", "--binding-weight must be at least 0.0, not nan"),
         ("--lr", "0", "--lr must be positive, not 0.0"),
+        ("--lr", "inf", "--lr must be positive, not inf"),
     ],
 )
 def test_training_command_rejects_out_of_range_numbers(tmp_path, capsys, flag, value, message):
@@ -317,6 +328,18 @@ def test_training_command_rejects_out_of_range_numbers(tmp_path, capsys, flag, v
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "micro").exists() and not (tmp_path / "micro.state").exists()
+
+
+def test_training_command_names_a_state_file_from_before_the_binding_head(tmp_path):
+    from core.checkpoints.micro import train
+
+    out, state = tmp_path / "micro", tmp_path / "state"
+    state.mkdir()
+    torch.save({"models": [], "step": 1, "seconds": 1.0}, state / "denoiser.pt")
+    args = ["--out", str(out), "--budget", "smoke", "--state", str(state)]
+    with pytest.raises(ValueError, match=r"older version of this command .* delete it"):
+        train.main(args)
+    assert not out.exists()
 
 
 @pytest.mark.slow
@@ -440,3 +463,12 @@ def test_micro_quality_command_reports_every_figure(tmp_path, capsys):
     assert sum(report["bf16_binding"].values()) == 2  # two of the four pairs have two shapes
     printed = capsys.readouterr().out
     assert "VAE reconstruction PSNR" in printed and "T5 position sensitivity" in printed
+
+
+def test_micro_quality_command_needs_a_two_shape_pair(capsys):
+    from core.bench import micro_quality
+
+    with pytest.raises(SystemExit) as exc:
+        micro_quality.main(["--pairs", "1"])
+    assert exc.value.code == 2
+    assert "--pairs must be at least 2, not 1" in capsys.readouterr().err

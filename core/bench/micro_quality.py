@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
+    if args.pairs < 2:  # the second half of the pairs has two shapes: fewer has none
+        parser.error(f"--pairs must be at least 2, not {args.pairs}")
     logging.basicConfig(level=logging.WARNING)
     # bitsandbytes warns on every int8 matmul that it casts bf16 inputs to fp16.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from core.checkpoints.micro.vocabulary import COLOURS, POSITIONS, SHAPES, SIZES, Scene
 
 IGNORE = -100  # the label of a token outside every shape phrase (cross-entropy ignores it)
+SPECIAL_TOKENS = frozenset({"<pad>", "</s>", "<unk>"})  # ``components.t5_tokenizer``'s
 ATTRIBUTES: tuple[tuple[str, ...], ...] = (tuple(COLOURS), SHAPES, tuple(POSITIONS), SIZES)
 """The words each head output classifies among: colour, shape, position, size."""
 
@@ -32,14 +33,15 @@ def phrase_labels(tokens: list[str]) -> list[list[int]]:
     of its shape phrase's (colour, shape, position, size) in ``ATTRIBUTES``, or ``IGNORE``
     four times for tokens outside a shape phrase or in a phrase that lacks an attribute.
 
-    Phrases are split at the word "and"; the first "," ends the shape phrases (the
-    background phrase follows it), as in ``vocabulary.Scene.prompt``.
+    Phrases are split at the word "and"; the first "," (or the first special token: end of
+    sequence, padding) ends the shape phrases (the background phrase follows the ","), as
+    in ``vocabulary.Scene.prompt``.
     """
     words = [t.removeprefix("\u2581") for t in tokens]
     phrase_of: list[int | None] = []
     phrase, ended = 0, False
     for word in words:
-        if word == ",":
+        if word == "," or word in SPECIAL_TOKENS:
             ended = True
         if word == "and" or ended:
             phrase_of.append(None)
@@ -75,26 +77,43 @@ class BindingHead(torch.nn.Module):
         self.heads = torch.nn.ModuleList(torch.nn.Linear(width, len(c)) for c in ATTRIBUTES)
 
     def loss(self, encoded: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean over attributes of the cross-entropy of ``encoded`` (B, L, width) against
-        ``labels`` (B, L, 4); 0 where no token has a label."""
-        total = encoded.new_zeros((), dtype=torch.float32)
-        for a, head in enumerate(self.heads):
-            target = labels[..., a].reshape(-1)
-            if (target != IGNORE).any():
-                logits = head(encoded.float()).reshape(-1, head.out_features)
-                total = total + F.cross_entropy(logits, target, ignore_index=IGNORE)
-        return total / len(self.heads)
+        """Mean, over the attributes that have labels, of the cross-entropy (nats) of
+        ``encoded`` (B, L, width) against ``labels`` (B, L, 4), in fp32 even under autocast;
+        0 (still attached to ``encoded``'s graph) where no token has a label."""
+        losses: list[torch.Tensor] = []
+        with torch.autocast(encoded.device.type, enabled=False):
+            for a, head in enumerate(self.heads):
+                target = labels[..., a].reshape(-1)
+                if (target != IGNORE).any():
+                    logits = head(encoded.float()).reshape(-1, head.out_features)
+                    losses.append(F.cross_entropy(logits, target, ignore_index=IGNORE))
+        if not losses:
+            return encoded.float().sum() * 0.0
+        return torch.stack(losses).mean()
 
 
 @torch.no_grad()
 def position_sensitivity(
-    text_encoder_2: torch.nn.Module, tokenizer: object, scenes: list[Scene]
+    text_encoder_2: torch.nn.Module, tokenizer: object, scenes: list[Scene], max_length: int = 32
 ) -> float:
     """How much a colour word's T5 output depends on where its shape stands: over the
     two-shape ``scenes``, the mean of |h - h'| / |h| for each shape's colour token, where h
     is its output for the prompt and h' for the prompt with the two shapes' positions traded
-    (same words, same token count). 0 for an encoder that passes words through as a bag,
-    which leaves the transformer no way to bind colours to places."""
+    (same words, same token count), both padded to ``max_length`` tokens as ``FluxPipeline``
+    pads them, with the encoder in eval mode (its mode is restored). 0 for an encoder that
+    passes words through as a bag, which leaves the transformer no way to bind colours to
+    places. Raises ValueError without a two-shape scene."""
+    was_training = text_encoder_2.training
+    text_encoder_2.eval()
+    try:
+        return _position_sensitivity(text_encoder_2, tokenizer, scenes, max_length)
+    finally:
+        text_encoder_2.train(was_training)
+
+
+def _position_sensitivity(
+    text_encoder_2: torch.nn.Module, tokenizer: object, scenes: list[Scene], max_length: int
+) -> float:
     ratios: list[torch.Tensor] = []
     for scene in scenes:
         if len(scene.shapes) != 2:
@@ -105,7 +124,11 @@ def position_sensitivity(
             (replace(first, position=second.position), replace(second, position=first.position)),
         )
         ids = tokenizer(  # type: ignore[operator]
-            [scene.prompt(), traded.prompt()], padding="longest", return_tensors="pt"
+            [scene.prompt(), traded.prompt()],
+            padding="max_length",
+            max_length=max_length,
+            truncation=True,
+            return_tensors="pt",
         ).input_ids
         tokens = tokenizer.convert_ids_to_tokens(ids[0].tolist())  # type: ignore[attr-defined]
         out = text_encoder_2(ids.to(text_encoder_2.device))[0].float()

@@ -22,7 +22,8 @@ default ``<out>.state``; a rerun with the same arguments continues where it stop
 
 ``--init DIR`` warm-starts from a micro pipeline folder instead: its VAE (and latent
 scaling) is kept, phase 1 is skipped, and phase 2 starts from its transformer and text
-encoders with a fresh optimizer (``--lr`` sets the peak rate).
+encoders with a fresh optimizer (``--lr`` sets the peak rate), after the binding pre-phase
+if there is one.
 
 Everything random comes from ``--seed``: scene ``i`` from a generator named by
 (seed, i), every step's batch and noise from a generator seeded by (seed, phase, step),
@@ -78,7 +79,8 @@ class Budget:
     # at 0.5 on a warm start of the shipped model, it recognised fewer shapes than 0 (README).
     low_noise_share: float = 0.0
     # The T5 binding objective (``binding.py``): steps of T5 + head alone before the
-    # denoiser (a fresh start of phase 2 only), and its weight beside the denoising loss.
+    # denoiser (whenever phase 2 starts anew, warm starts included, but not on resume),
+    # and its weight beside the denoising loss.
     binding_steps: int = 0
     binding_weight: float = 0.0
 
@@ -325,6 +327,22 @@ def _initial_weights(modules: list[torch.nn.Module], init: Path) -> None:
 
 BINDING_LR = 1e-3  # the binding pre-phase's rate (T5 + head only; converges in ~1000 steps)
 BINDING_PHASE = 4  # step_generator phase of the binding pre-phase
+BINDING_PROBE = 512  # training prompts the binding figures are measured on
+
+
+@torch.no_grad()
+def _binding_loss(
+    text_encoder_2: torch.nn.Module, head: BindingHead, t5_ids: torch.Tensor, labels: torch.Tensor
+) -> float:
+    """The binding objective (nats) on the first ``BINDING_PROBE`` training prompts, in
+    fp32 with the encoder in eval mode (no dropout); its mode is restored."""
+    was_training = text_encoder_2.training
+    text_encoder_2.eval()
+    with torch.autocast("cpu", enabled=False):
+        encoded = text_encoder_2(t5_ids[:BINDING_PROBE])[0]
+    loss = head.loss(encoded, labels[:BINDING_PROBE])
+    text_encoder_2.train(was_training)
+    return float(loss)
 
 
 def train_binding(
@@ -334,35 +352,26 @@ def train_binding(
     labels: torch.Tensor,
     seed: int,
     budget: Budget,
-) -> float:
-    """The binding pre-phase: ``budget.binding_steps`` AdamW steps of the T5 encoder and
-    ``head`` alone on ``binding.py``'s objective (batch ``budget.batch``, constant rate
-    ``BINDING_LR``); return the last step's loss (0.0 with no steps)."""
+) -> float | None:
+    """The binding pre-phase: ``budget.binding_steps`` AdamW steps of the T5 encoder (bf16
+    autocast) and ``head`` alone on ``binding.py``'s objective, batch ``budget.batch``,
+    constant rate ``BINDING_LR``. Return ``_binding_loss`` after it, or None with no steps
+    (then nothing is touched)."""
+    if budget.binding_steps == 0:
+        return None
     params = [*text_encoder_2.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=BINDING_LR, weight_decay=0.0)
-    loss = torch.zeros(())
     for step in tqdm(range(budget.binding_steps), desc="binding", mininterval=15):
         g = step_generator(seed, BINDING_PHASE, step)
         idx = torch.randint(len(t5_ids), (budget.batch,), generator=g)
         with torch.autocast("cpu", dtype=AUTOCAST):
-            loss = head.loss(text_encoder_2(t5_ids[idx])[0], labels[idx])
-        loss.backward()
+            encoded = text_encoder_2(t5_ids[idx])[0]
+        head.loss(encoded, labels[idx]).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    logger.info("binding pre-phase: %d steps, loss %.4f", budget.binding_steps, loss.item())
-    return float(loss.item())
-
-
-@torch.no_grad()
-def _binding_loss(
-    text_encoder_2: torch.nn.Module, head: BindingHead, t5_ids: torch.Tensor, labels: torch.Tensor
-) -> float:
-    """The binding objective on the first 512 training prompts (fp32, no dropout)."""
-    was_training = text_encoder_2.training
-    text_encoder_2.eval()
-    loss = head.loss(text_encoder_2(t5_ids[:512])[0], labels[:512])
-    text_encoder_2.train(was_training)
-    return float(loss)
+    loss = _binding_loss(text_encoder_2, head, t5_ids, labels)
+    logger.info("binding pre-phase: %d steps, loss %.4f", budget.binding_steps, loss)
+    return loss
 
 
 def train_denoiser(
@@ -383,7 +392,8 @@ def train_denoiser(
     modules = [transformer, text_encoder, text_encoder_2]
     if init is not None:
         _initial_weights(modules, init)
-    head = BindingHead(components.T5_DIM)
+    with torch.random.fork_rng(devices=[]):  # the global draws (T5 dropout) stay as before
+        head = BindingHead(components.T5_DIM)
     params = [p for m in [*modules, head] for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=budget.lr, weight_decay=0.0, betas=(0.9, 0.99))
 
@@ -400,6 +410,11 @@ def train_denoiser(
     path = state_dir / "denoiser.pt"
     start, seconds = 0, 0.0
     state = torch.load(path, weights_only=False) if path.is_file() else None
+    if state is not None and "binding_head" not in state:
+        raise ValueError(
+            f"{path} was written by an older version of this command (no binding head); "
+            "delete it to start phase 2 again"
+        )
     if state is not None:
         for module, sd in zip(modules, state["models"], strict=True):
             module.load_state_dict(sd)
@@ -492,7 +507,7 @@ def train_denoiser(
     }
     figures = {"denoiser_seconds": round(time.perf_counter() - began, 1), "loss": running}
     if budget.binding_steps or budget.binding_weight:
-        figures["binding_pre_loss"] = round(binding_loss, 4)
+        figures["binding_pre_loss"] = None if binding_loss is None else round(binding_loss, 4)
         figures["binding_loss"] = round(_binding_loss(text_encoder_2, head, t5_ids, labels), 4)
     return parts, figures
 
@@ -611,14 +626,14 @@ def train(
 
 
 # The least value of each numeric argument (None, not given, takes the budget's).
-ARGUMENT_MINIMUMS: dict[str, float] = {
-    "steps": 1,
-    "vae_steps": 1,
-    "decoder_steps": 0,
-    "binding_steps": 0,
-    "binding_weight": 0.0,
-    "threads": 1,
-}
+ARGUMENT_MINIMUMS: tuple[tuple[str, float], ...] = (
+    ("steps", 1),
+    ("vae_steps", 1),
+    ("decoder_steps", 0),
+    ("binding_steps", 0),
+    ("binding_weight", 0.0),
+    ("threads", 1),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -664,11 +679,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.low_noise_share is not None and not 0.0 <= args.low_noise_share <= 1.0:
         parser.error(f"--low-noise-share {args.low_noise_share} is not between 0 and 1")
-    for name, least in ARGUMENT_MINIMUMS.items():
+    for name, least in ARGUMENT_MINIMUMS:
         value = getattr(args, name)
-        if value is not None and value < least:
+        if value is not None and not (math.isfinite(value) and value >= least):
             parser.error(f"--{name.replace('_', '-')} must be at least {least}, not {value}")
-    if args.lr is not None and args.lr <= 0:
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         parser.error(f"--lr must be positive, not {args.lr}")
     if args.init is not None and not (args.init / "model_index.json").is_file():
         parser.error(f"--init {args.init} is not a pipeline folder")
