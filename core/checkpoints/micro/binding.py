@@ -15,11 +15,14 @@ A token that can answer carries its whole phrase, so an image token at the top c
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 
+from core.checkpoints.micro.dataset import token_ids
 from core.checkpoints.micro.vocabulary import COLOURS, POSITIONS, SHAPES, SIZES, Scene
 
 IGNORE = -100  # the label of a token outside every shape phrase (cross-entropy ignores it)
@@ -92,6 +95,17 @@ class BindingHead(torch.nn.Module):
         return torch.stack(losses).mean()
 
 
+@contextmanager
+def evaluating(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``module`` in eval mode (no dropout) inside the block; its mode is restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
 @torch.no_grad()
 def position_sensitivity(
     text_encoder_2: torch.nn.Module, tokenizer: object, scenes: list[Scene], max_length: int = 32
@@ -103,12 +117,8 @@ def position_sensitivity(
     pads them, with the encoder in eval mode (its mode is restored). 0 for an encoder that
     passes words through as a bag, which leaves the transformer no way to bind colours to
     places. Raises ValueError without a two-shape scene."""
-    was_training = text_encoder_2.training
-    text_encoder_2.eval()
-    try:
+    with evaluating(text_encoder_2):
         return _position_sensitivity(text_encoder_2, tokenizer, scenes, max_length)
-    finally:
-        text_encoder_2.train(was_training)
 
 
 def _position_sensitivity(
@@ -123,13 +133,7 @@ def _position_sensitivity(
             scene.background,
             (replace(first, position=second.position), replace(second, position=first.position)),
         )
-        ids = tokenizer(  # type: ignore[operator]
-            [scene.prompt(), traded.prompt()],
-            padding="max_length",
-            max_length=max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
+        ids = token_ids(tokenizer, [scene.prompt(), traded.prompt()], max_length)
         tokens = tokenizer.convert_ids_to_tokens(ids[0].tolist())  # type: ignore[attr-defined]
         out = text_encoder_2(ids.to(text_encoder_2.device))[0].float()
         labels = phrase_labels(tokens)  # the background's colour is in no shape phrase

@@ -47,7 +47,9 @@ from core.checkpoints.micro.train import (
 
 logger = logging.getLogger(__name__)
 
-PHASE = 4  # the phase in ``train.step_generator``'s seeds (1-3 are the training phases)
+# The phase in ``train.step_generator``'s seeds: 1-3 are train's phases, and 4 is also its
+# binding pre-phase (``train.BINDING_PHASE``), which draws batch indices in another command.
+PHASE = 4
 FIRST_SCENE = 2_000_000  # scene indices this command draws from, apart from training's
 LATENT_NOISE = 0.02  # of the latents' spread
 PROVENANCE_FILE = "distilled.json"

@@ -47,7 +47,7 @@ from diffusers import AutoencoderKL, FluxPipeline, FluxTransformer2DModel
 from tqdm import tqdm
 
 from core.checkpoints.micro import components
-from core.checkpoints.micro.binding import IGNORE, BindingHead, label_tensor
+from core.checkpoints.micro.binding import IGNORE, BindingHead, evaluating, label_tensor
 from core.checkpoints.micro.dataset import token_ids, training_images
 from core.checkpoints.micro.writer import write_pipeline
 
@@ -341,13 +341,9 @@ def _binding_loss(
 ) -> float:
     """The binding objective (nats) on the first ``BINDING_PROBE`` training prompts, in
     fp32 with the encoder in eval mode (no dropout); its mode is restored."""
-    was_training = text_encoder_2.training
-    text_encoder_2.eval()
-    with torch.autocast("cpu", enabled=False):
+    with evaluating(text_encoder_2), torch.autocast("cpu", enabled=False):
         encoded = text_encoder_2(t5_ids[:BINDING_PROBE])[0]
-    loss = head.loss(encoded, labels[:BINDING_PROBE])
-    text_encoder_2.train(was_training)
-    return float(loss)
+    return float(head.loss(encoded, labels[:BINDING_PROBE]))
 
 
 def train_binding(
