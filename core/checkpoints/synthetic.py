@@ -32,7 +32,7 @@ import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-from core.checkpoints.tiny import _clip_tokenizer, _t5_tokenizer
+from core.checkpoints.tiny import ascii_t5_tokenizer, byte_clip_tokenizer
 from core.checkpoints.writer import (
     CHECKPOINT_SEED,
     ensure_pipeline_folder,
@@ -259,7 +259,7 @@ def write_synthetic_checkpoint(
         del module
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    tokenizers = {"tokenizer": _clip_tokenizer(), "tokenizer_2": _t5_tokenizer()}
+    tokenizers = {"tokenizer": byte_clip_tokenizer(), "tokenizer_2": ascii_t5_tokenizer()}
     for name, tokenizer in tokenizers.items():
         index[name] = save_component(directory, name, tokenizer)
     scheduler = FlowMatchEulerDiscreteScheduler(**configs["scheduler"])

@@ -40,8 +40,10 @@ HIDDEN = 64  # transformer width = 2 heads x 32
 TEXT_DIM = 64  # CLIP hidden = pooled projection dim, T5 d_model = joint attention dim
 
 
-def _clip_tokenizer() -> CLIPTokenizer:
-    # Byte-level BPE with no merges: every byte is a token, so any text tokenizes.
+def byte_clip_tokenizer() -> CLIPTokenizer:
+    """A byte-level BPE with no merges: every byte is a token, so any text tokenizes (77
+    tokens at most, start and end included). Shared by the tiny, micro and synthetic
+    checkpoints."""
     symbols = list(bytes_to_unicode().values())
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for s in symbols:
@@ -51,8 +53,9 @@ def _clip_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
-def _t5_tokenizer() -> T5Tokenizer:
-    # A unigram vocabulary of printable ASCII pieces, with and without the word marker.
+def ascii_t5_tokenizer() -> T5Tokenizer:
+    """A unigram vocabulary of printable ASCII pieces, with and without the word marker, so
+    any text tokenizes. Shared by the tiny and synthetic checkpoints."""
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
     pieces += [("\u2581" + chr(c), -2.0) for c in range(33, 127)]
     pieces += [(chr(c), -3.0) for c in range(33, 127)]
@@ -62,8 +65,8 @@ def _t5_tokenizer() -> T5Tokenizer:
 
 def _components(seed: int) -> dict[str, object]:
     torch.manual_seed(seed)
-    clip_tokenizer = _clip_tokenizer()
-    t5_tokenizer = _t5_tokenizer()
+    clip_tokenizer = byte_clip_tokenizer()
+    t5_tokenizer = ascii_t5_tokenizer()
     transformer = FluxTransformer2DModel(
         patch_size=1,
         in_channels=64,

@@ -23,7 +23,7 @@ from transformers import (
 )
 
 from core.checkpoints.micro.vocabulary import WORDS
-from core.checkpoints.tiny import _clip_tokenizer
+from core.checkpoints.tiny import byte_clip_tokenizer
 
 HIDDEN = 256
 T5_DIM = 128
@@ -55,7 +55,8 @@ def t5_tokenizer() -> T5Tokenizer:
 
 
 def clip_tokenizer() -> CLIPTokenizer:
-    return _clip_tokenizer()
+    """The tiny model's byte-level tokenizer (``tiny.byte_clip_tokenizer``)."""
+    return byte_clip_tokenizer()
 
 
 def transformer() -> FluxTransformer2DModel:

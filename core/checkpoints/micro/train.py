@@ -630,6 +630,7 @@ def train(
 ARGUMENT_MINIMUMS: tuple[tuple[str, float], ...] = (
     ("steps", 1),
     ("vae_steps", 1),
+    ("vae_batch", 1),
     ("decoder_steps", 0),
     ("binding_steps", 0),
     ("binding_weight", 0.0),
@@ -647,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="full")
     parser.add_argument("--steps", type=int, help="denoiser steps (default: the budget's)")
     parser.add_argument("--vae-steps", type=int, help="VAE steps (default: the budget's)")
+    parser.add_argument("--vae-batch", type=int, help="scenes per VAE step (default: the budget's)")
     parser.add_argument(
         "--decoder-steps", type=int, help="decoder fine-tune steps (default: the budget's)"
     )
@@ -695,6 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {
         "steps": args.steps,
         "vae_steps": args.vae_steps,
+        "vae_batch": args.vae_batch,
         "decoder_steps": args.decoder_steps,
         "lr": args.lr,
         "low_noise_share": args.low_noise_share,
