@@ -208,6 +208,7 @@ def test_training_command_writes_a_loadable_pipeline_and_resumes(tmp_path):
     again = json.loads((out / "micro.json").read_text())
     assert again["binding_pre_loss"] == provenance["binding_pre_loss"]
     assert again["binding_loss"] == provenance["binding_loss"]
+    assert again["loss"] == provenance["loss"] > 0  # the smoothed loss survives the resume
 
 
 def test_denoiser_loss_weighs_shape_tokens_four_times_the_background():
@@ -316,6 +317,7 @@ def test_binding_prephase_makes_a_colours_t5_output_depend_on_its_position():
     [
         ("--steps", "0", "--steps must be at least 1, not 0"),
         ("--vae-steps", "-3", "--vae-steps must be at least 1, not -3"),
+        ("--vae-batch", "0", "--vae-batch must be at least 1, not 0"),
         ("--decoder-steps", "-1", "--decoder-steps must be at least 0, not -1"),
         ("--binding-steps", "-1", "--binding-steps must be at least 0, not -1"),
         ("--binding-weight", "-0.5", "--binding-weight must be at least 0.0, not -0.5"),
