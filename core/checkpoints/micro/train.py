@@ -424,7 +424,7 @@ def train_denoiser(
         head.load_state_dict(state["binding_head"])
         start, seconds = state["step"], state["seconds"]
         binding_loss = state["binding_pre_loss"]
-        running = state.get("loss")  # None in a state saved before the loss was
+        running = state.get("loss")  # None in a state written before it held the loss
         logger.info("denoiser: resuming at step %d", start)
     else:
         binding_loss = train_binding(text_encoder_2, head, t5_ids, labels, seed, budget)
