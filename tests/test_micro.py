@@ -211,6 +211,36 @@ def test_training_command_writes_a_loadable_pipeline_and_resumes(tmp_path):
     assert again["loss"] == provenance["loss"] > 0  # the smoothed loss survives the resume
 
 
+def test_crops_are_drawn_from_the_seed_and_are_windows_of_their_own_images():
+    from core.checkpoints.micro.dataset import random_crops
+
+    x = torch.randn(6, 3, 128, 128)
+    a = random_crops(x, 64, torch.Generator().manual_seed(1))
+    assert a.shape == (6, 3, 64, 64)
+    assert torch.equal(a, random_crops(x, 64, torch.Generator().manual_seed(1)))
+    assert not torch.equal(a, random_crops(x, 64, torch.Generator().manual_seed(2)))
+    # every crop is a window of its own image
+    for image, window in zip(x, a, strict=True):
+        hits = (image.unfold(1, 64, 1).unfold(2, 64, 1) == window[:, None, None]).flatten(3)
+        assert hits.all(-1).all(0).any()
+    assert random_crops(x, 128, torch.Generator()) is x
+
+
+def test_training_on_crops_writes_a_pipeline_that_decodes_whole_pictures(tmp_path):
+    from diffusers import AutoencoderKL
+
+    from core.checkpoints.micro import train
+
+    out = tmp_path / "micro"
+    args = ["--out", str(out), "--budget", "smoke", "--seed", "3"]
+    assert train.main([*args, "--vae-crop", "64"]) == 0
+    assert json.loads((out / "micro.json").read_text())["budget"]["vae_crop"] == 64
+    vae = AutoencoderKL.from_pretrained(out / "vae", torch_dtype=torch.float32)
+    with torch.no_grad():
+        picture = vae.decode(torch.zeros(1, 16, 16, 16)).sample
+    assert picture.shape == (1, 3, 128, 128)
+
+
 def test_denoiser_loss_weighs_shape_tokens_four_times_the_background():
     from core.checkpoints.micro.train import _token_weights
 
@@ -323,6 +353,9 @@ def test_binding_prephase_makes_a_colours_t5_output_depend_on_its_position():
         ("--binding-weight", "-0.5", "--binding-weight must be at least 0.0, not -0.5"),
         ("--threads", "0", "--threads must be at least 1, not 0"),
         ("--binding-weight", "nan", "--binding-weight must be at least 0.0, not nan"),
+        ("--vae-crop", "60", "--vae-crop must be 0 or a multiple of 8 up to 128, not 60"),
+        ("--vae-crop", "-8", "--vae-crop must be 0 or a multiple of 8 up to 128, not -8"),
+        ("--vae-crop", "136", "--vae-crop must be 0 or a multiple of 8 up to 128, not 136"),
         ("--lr", "0", "--lr must be positive, not 0.0"),
         ("--lr", "inf", "--lr must be positive, not inf"),
     ],

@@ -40,6 +40,21 @@ def training_images(seed: int, indices: range | list[int]) -> torch.Tensor:
     return to_tensor(images)
 
 
+def random_crops(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """One ``size``-pixel square crop of each image of (N, C, H, W) ``images``, at an offset
+    drawn from ``generator`` (uniform over every position that fits), channels-last. A
+    ``size`` of at least the image side returns ``images`` unchanged and draws nothing."""
+    side = images.shape[-1]
+    if size >= side:
+        return images
+    offsets = torch.randint(0, side - size + 1, (len(images), 2), generator=generator)
+    crops = [
+        image[:, y : y + size, x : x + size]
+        for image, (y, x) in zip(images, offsets.tolist(), strict=True)
+    ]
+    return torch.stack(crops).contiguous(memory_format=torch.channels_last)
+
+
 def token_ids(tokenizer: object, prompts: list[str], max_length: int) -> torch.Tensor:
     """Token ids exactly as ``FluxPipeline`` makes them: padded to ``max_length``, truncated."""
     return tokenizer(  # type: ignore[operator]
