@@ -224,6 +224,7 @@ def test_crops_are_drawn_from_the_seed_and_are_windows_of_their_own_images():
         hits = (image.unfold(1, 64, 1).unfold(2, 64, 1) == window[:, None, None]).flatten(3)
         assert hits.all(-1).all(0).any()
     assert random_crops(x, 128, torch.Generator()) is x
+    assert random_crops(x, 0, torch.Generator()) is x
 
 
 def test_training_on_crops_writes_a_pipeline_that_decodes_whole_pictures(tmp_path):

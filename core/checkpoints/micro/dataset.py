@@ -43,9 +43,10 @@ def training_images(seed: int, indices: range | list[int]) -> torch.Tensor:
 def random_crops(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     """One ``size``-pixel square crop of each image of (N, C, H, W) ``images``, at an offset
     drawn from ``generator`` (uniform over every position that fits), channels-last. A
-    ``size`` of at least the image side returns ``images`` unchanged and draws nothing."""
+    ``size`` of 0, or of at least the image side, returns ``images`` unchanged and draws
+    nothing."""
     side = images.shape[-1]
-    if size >= side:
+    if not 0 < size < side:
         return images
     offsets = torch.randint(0, side - size + 1, (len(images), 2), generator=generator)
     crops = [

@@ -5,10 +5,10 @@
 Three phases, each resumable from the state it saves every few minutes (``--state``,
 default ``<out>.state``; a rerun with the same arguments continues where it stopped):
 
-1. the VAE, on freshly drawn 128-pixel scenes, or random square crops of them
-   (``vae_crop``; the VAE is convolutional, so it learns from a 64-pixel crop at about a third
-   of a whole scene's cost) (MSE + L1 on pixels, shape pixels weighted 4x; in the second half, a
-   little noise on the latents so the decoder forgives the transformer's errors);
+1. the VAE, on freshly drawn 128-pixel scenes or random square crops of them (``vae_crop``:
+   the VAE is convolutional, so a 64-pixel crop teaches it at about a third of a whole
+   scene's cost); MSE + L1 on pixels, shape pixels weighted 4x; in the second half, a little
+   noise on the latents so the decoder forgives the transformer's errors;
    then every training scene is encoded once, and the latent mean and spread become the
    VAE's ``shift_factor`` and ``scaling_factor``;
 2. the transformer with both text encoders, by rectified flow on those cached latents
@@ -77,10 +77,9 @@ class Budget:
     save_every_seconds: float
     decoder_steps: int = 0
     # Phase 1 trains on square crops of this many pixels (0: whole 128-pixel scenes). The VAE
-    # is convolutional, so a 64-pixel crop costs about a third of a scene (0.36 s a batch-16
-    # step against 1.13 s on two threads). Held-out PSNR after phase 1 alone: 1000
-    # whole-scene steps, 1,134 s, 28.92 dB; 1700 steps of crops, 604 s, 32.47 dB (the
-    # ``full`` run); a first try at 2000 steps of crops, 724 s, gave 28.9 dB (README).
+    # is convolutional, so a 64-pixel crop costs about a third of a scene: on two threads, a
+    # batch-16 step took 0.36 s on crops (the ``full`` run, 604 s for 1700 steps) against
+    # 1.19 s on whole scenes (the run before, 620 s for 520; README).
     vae_crop: int = 0
     # Share of the denoiser's noise levels drawn from the plain logit-normal (mean logit 0,
     # half of them below 0.5) instead of ``_noise_levels``' mixture: more training where
@@ -96,8 +95,8 @@ class Budget:
 
 BUDGETS: dict[str, Budget] = {
     # 59 minutes from scratch on the 2-core dev machine (AMD EPYC, AVX-512 with bf16, no
-    # GPU), two torch threads, quiet (README): VAE on 64-pixel crops 604 s, encoding the
-    # scenes, the binding pre-phase and start-up about 5 minutes, denoiser 2,303 s (0.68 s a step),
+    # GPU), two torch threads (README): VAE on 64-pixel crops 604 s; encoding the scenes, the
+    # binding pre-phase and start-up about 5 minutes; denoiser 2,303 s (0.68 s a step);
     # decoder 328 s. On the checker (100 held-out pairs): one-shape 100%, shape identity 74%,
     # binding 100%, VAE 33.52 dB: all four targets. The run before, on whole scenes (520 VAE
     # steps, 500 decoder steps, 58 minutes), reached 28.15 dB and 56% shapes.
@@ -235,8 +234,7 @@ def train_vae(seed: int, budget: Budget, state_dir: Path) -> tuple[Any, dict[str
             group["lr"] = budget.vae_lr * lr_factor(step, budget.vae_steps, 20)
         first = step * budget.vae_batch
         x = training_images(seed, range(first, first + budget.vae_batch))
-        if budget.vae_crop:
-            x = random_crops(x, budget.vae_crop, step_generator(seed, CROP_PHASE, step))
+        x = random_crops(x, budget.vae_crop, step_generator(seed, CROP_PHASE, step))
         with torch.autocast("cpu", dtype=AUTOCAST):
             z = vae.encode(x).latent_dist.mode()
             if step >= budget.vae_steps // 2:
@@ -670,7 +668,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--decoder-steps", type=int, help="decoder fine-tune steps (default: the budget's)"
     )
-
     parser.add_argument("--lr", type=float, help="denoiser peak learning rate")
     parser.add_argument(
         "--low-noise-share",
