@@ -11,8 +11,8 @@ component, safetensors) loaded through exactly the same ``core.engine.loading.lo
 a real model, so quantization and placement are the real ones. The two large components
 (transformer, T5) are created on the meta device and filled on the build device (the GPU
 when there is one) with a seeded generator, so a build is fast and deterministic per device
-type. The tokenizers are the tiny checkpoint's (a byte-level CLIP BPE and an ASCII unigram
-T5 vocabulary); their ids stay far below the real vocabulary sizes the embeddings have.
+type. The tokenizers are ``core.checkpoints.parts``' (a byte-level CLIP BPE and an ASCII
+unigram T5 vocabulary); their ids stay far below the real vocabulary sizes the embeddings have.
 """
 
 from __future__ import annotations
@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
-from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+from diffusers import FlowMatchEulerDiscreteScheduler
 
-from core.checkpoints.tiny import ascii_t5_tokenizer, byte_clip_tokenizer
+from core.checkpoints import parts
 from core.checkpoints.writer import (
     CHECKPOINT_SEED,
     ensure_pipeline_folder,
@@ -77,57 +76,18 @@ def _published_configs(dev: bool) -> dict[str, Any]:
         # FluxTransformer2DModel's defaults are FLUX.1's: 19 double + 38 single blocks,
         # 24 heads x 128, joint_attention_dim 4096, pooled 768, axes_dims_rope (16, 56, 56).
         "transformer": {"guidance_embeds": dev},
-        "text_encoder": CLIPTextConfig(  # CLIP ViT-L/14 text model
-            vocab_size=CLIP_VOCAB,
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            max_position_embeddings=77,
-            projection_dim=768,
-            hidden_act="quick_gelu",
-            # The tiny byte-level tokenizer's ids: pooling looks for eos id 1.
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
+        # CLIP ViT-L/14 text model and the T5-XXL v1.1 encoder, with the real vocabulary
+        # sizes (the byte-level and ASCII tokenizers' ids stay far below them).
+        "text_encoder": parts.clip_text_config(CLIP_VOCAB, 768, layers=12, heads=12, ff=3072),
+        "text_encoder_2": parts.t5_encoder_config(
+            T5_VOCAB, 4096, heads=(64, 64), ff=10240, layers=24
         ),
-        "text_encoder_2": T5Config(  # T5-XXL v1.1 encoder
-            vocab_size=T5_VOCAB,
-            d_model=4096,
-            d_kv=64,
-            num_heads=64,
-            d_ff=10240,
-            num_layers=24,
-            feed_forward_proj="gated-gelu",
-            is_encoder_decoder=False,
-            use_cache=False,
-            pad_token_id=0,
-            eos_token_id=1,
+        "vae": parts.vae_config(
+            (128, 256, 512, 512), 2, sample_size=1024, **parts.FLUX_LATENT_SCALE
         ),
-        "vae": {
-            "in_channels": 3,
-            "out_channels": 3,
-            "down_block_types": ("DownEncoderBlock2D",) * 4,
-            "up_block_types": ("UpDecoderBlock2D",) * 4,
-            "block_out_channels": (128, 256, 512, 512),
-            "layers_per_block": 2,
-            "latent_channels": 16,
-            "sample_size": 1024,
-            "scaling_factor": 0.3611,
-            "shift_factor": 0.1159,
-            "use_quant_conv": False,
-            "use_post_quant_conv": False,
-        },
         # dev: shift 3.0 with resolution-dependent shifting; schnell: the published
         # schnell scheduler (shift 1.0, no dynamic shifting).
-        "scheduler": {
-            "shift": 3.0 if dev else 1.0,
-            "use_dynamic_shifting": dev,
-            "base_shift": 0.5,
-            "max_shift": 1.15,
-            "base_image_seq_len": 256,
-            "max_image_seq_len": 4096,
-        },
+        "scheduler": parts.scheduler_config(3.0 if dev else 1.0, dynamic=dev),
     }
 
 
@@ -162,24 +122,12 @@ def quarter_width(configs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _instantiate(name: str, config: Any) -> torch.nn.Module:
-    if name == "transformer":
-        return FluxTransformer2DModel(**config)
-    if name == "text_encoder":
-        return CLIPTextModel(config)
-    if name == "text_encoder_2":
-        return T5EncoderModel(config)
-    if name == "vae":
-        return AutoencoderKL(**config)
-    raise ValueError(f"not a model component: {name}")
-
-
 def parameter_counts(configs: Mapping[str, Any]) -> dict[str, int]:
     """Parameters of each model component, counted on the meta device (no memory used)."""
     counts = {}
-    for name in ("transformer", "text_encoder", "text_encoder_2", "vae"):
+    for name in parts.MODEL_COMPONENTS:
         with torch.device("meta"):
-            module = _instantiate(name, configs[name])
+            module = parts.instantiate(name, configs[name])
         # parameters() yields tied weights (T5's shared embedding) once.
         counts[name] = sum(p.numel() for p in module.parameters())
     return counts
@@ -219,13 +167,13 @@ def build_component(
 ) -> torch.nn.Module:
     """One component with random bf16 weights on ``device``, made on the meta device first."""
     with torch.device("meta"):
-        module = _instantiate(name, config)
+        module = parts.instantiate(name, config)
     module.to(DTYPE)
     if any(True for _ in module.buffers()):
         # Buffers (CLIP's position ids) would be left uninitialized by to_empty: build
         # such (small) modules the ordinary way on the CPU.
         torch.manual_seed(seed)
-        module = _instantiate(name, config).to(DTYPE)
+        module = parts.instantiate(name, config).to(DTYPE)
         device = torch.device("cpu")
     else:
         module.to_empty(device=device)
@@ -259,7 +207,10 @@ def write_synthetic_checkpoint(
         del module
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    tokenizers = {"tokenizer": byte_clip_tokenizer(), "tokenizer_2": ascii_t5_tokenizer()}
+    tokenizers = {
+        "tokenizer": parts.byte_clip_tokenizer(),
+        "tokenizer_2": parts.unigram_t5_tokenizer(),
+    }
     for name, tokenizer in tokenizers.items():
         index[name] = save_component(directory, name, tokenizer)
     scheduler = FlowMatchEulerDiscreteScheduler(**configs["scheduler"])
