@@ -591,6 +591,25 @@ HOST = SettingSpec(
     rule="must be a host name or an address, without spaces",
     shown_default="GRADIO_SERVER_NAME where set, as on a Space, else 127.0.0.1",
 )
+# The two settings the engine's and the statistics' own commands check too, through
+# check_offload and check_margin: one rule each, wherever the value comes from.
+OFFLOAD = SettingSpec(
+    "offload",
+    "--offload",
+    "SPOT_OFFLOAD",
+    "placement of the variants' weights",
+    choices=OFFLOAD_CHOICES,
+)
+MARGIN = SettingSpec(
+    "margin_points",
+    "--margin",
+    "SPOT_MARGIN",
+    "equivalence margin of the verdicts, in points of chance (indistinguishable within ±m)",
+    kind=float,
+    metavar="POINTS",
+    accepts=lambda value: 0.0 < value < 50.0,
+    rule="must be more than 0 and less than 50 points of chance",
+)
 APP_SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec(
         "model",
@@ -631,13 +650,7 @@ APP_SETTINGS: tuple[SettingSpec, ...] = (
         accepts=lambda value: 1 <= value <= 65535,
         rule="must be a port number in 1…65535",
     ),
-    SettingSpec(
-        "offload",
-        "--offload",
-        "SPOT_OFFLOAD",
-        "placement of the variants' weights",
-        choices=OFFLOAD_CHOICES,
-    ),
+    OFFLOAD,
     SettingSpec(
         "share",
         "--share",
@@ -696,16 +709,7 @@ APP_SETTINGS: tuple[SettingSpec, ...] = (
         accepts=_at_least(1),
         rule="must be a positive number of seconds",
     ),
-    SettingSpec(
-        "margin_points",
-        "--margin",
-        "SPOT_MARGIN",
-        "equivalence margin of the verdicts, in points of chance (indistinguishable within ±m)",
-        kind=float,
-        metavar="POINTS",
-        accepts=lambda value: 0.0 < value < 50.0,
-        rule="must be more than 0 and less than 50 points of chance",
-    ),
+    MARGIN,
 )
 
 # Setting name -> environment variable, documented in README.md.
@@ -746,11 +750,9 @@ def build_app_parser() -> argparse.ArgumentParser:
 
 
 def check_offload(value: str) -> str:
-    if value not in OFFLOAD_CHOICES:
-        raise InvalidSettingError(
-            f"offload must be one of {', '.join(OFFLOAD_CHOICES)}, got {value!r}"
-        )
-    return value
+    """``value`` if it is one of OFFLOAD_CHOICES (the app's --offload rule), else
+    InvalidSettingError."""
+    return OFFLOAD.check(value, "offload")
 
 
 def check_max_gpu_memory(value: float | None) -> float | None:
@@ -760,9 +762,6 @@ def check_max_gpu_memory(value: float | None) -> float | None:
 
 
 def check_margin(points: float) -> float:
-    """The verdicts' equivalence margin, in points of chance: more than 0, less than 50."""
-    if not 0.0 < points < 50.0:
-        raise InvalidSettingError(
-            f"--margin must be more than 0 and less than 50 points of chance, got {points}"
-        )
-    return points
+    """The verdicts' equivalence margin, in points of chance: more than 0, less than 50
+    (the app's --margin rule), else InvalidSettingError."""
+    return MARGIN.check(points, "--margin")
