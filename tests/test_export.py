@@ -39,18 +39,28 @@ def played(tmp_path):
     return store, answered, pending
 
 
-def _rounds_by_id(out, fmt):
+def _rows(out: Path, table: str, fmt: str) -> list[dict]:
+    """The exported ``table`` in ``fmt``, decoded: one dict per row."""
     if fmt == "csv":
-        with open(out / "rounds.csv", newline="") as f:
+        with open(out / f"{table}.csv", newline="") as f:
             rows = list(csv.DictReader(f))
         for row in rows:  # CSV has no null: an empty field
             for k, v in row.items():
                 row[k] = v or None
-    elif fmt == "json":
-        rows = json.loads((out / "rounds.json").read_text())
-    else:
-        rows = pq.read_table(out / "rounds.parquet").to_pylist()
-    return {r["id"]: r for r in rows}
+        return rows
+    if fmt == "json":
+        return json.loads((out / f"{table}.json").read_text())
+    return pq.read_table(out / f"{table}.parquet").to_pylist()
+
+
+def _rounds_by_id(out, fmt):
+    return {r["id"]: r for r in _rows(out, "rounds", fmt)}
+
+
+def _holds_any(rows: list[dict], secrets: set[str]) -> bool:
+    """Whether any decoded value of ``rows`` (as text) contains one of ``secrets``."""
+    texts = [str(v) for row in rows for v in row.values() if v is not None]
+    return any(secret in text for text in texts for secret in secrets)
 
 
 def test_export_every_format_without_pending_answer_keys(played, tmp_path):
@@ -147,11 +157,11 @@ def test_export_command_as_its_own_process(played, tmp_path):
 def test_public_export_leaves_out_what_ties_a_file_to_its_variant(played, tmp_path):
     store, _, pending = played
     export(store, tmp_path / "public")
+    paths = store.image_paths(1).values()
+    secrets = {p.name for p in paths} | {hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
     for fmt in FORMATS:
-        text = (tmp_path / "public" / f"images.{fmt}").read_bytes()
-        for path in store.image_paths(1).values():
-            assert path.name.encode() not in text
-            assert hashlib.sha256(path.read_bytes()).hexdigest().encode() not in text
+        rows = _rows(tmp_path / "public", "images", fmt)
+        assert len(rows) == len(paths) and not _holds_any(rows, secrets), fmt
     columns = pq.read_table(tmp_path / "public" / "images.parquet").column_names
     assert "path" not in columns and "sha256" not in columns and "variant" in columns
     export(store, tmp_path / "private", include_private=True)
@@ -275,10 +285,10 @@ def test_public_export_ties_no_image_to_its_variant_and_private_adds_it(played, 
     public = tmp_path / "public"
     export(store, public)
     stored = [dict(r) for r in store._conn().execute("SELECT path, sha256 FROM images")]
+    secrets = {row["path"] for row in stored} | {row["sha256"] for row in stored}
     for fmt in FORMATS:
-        text = (public / f"images.{fmt}").read_bytes()
-        for row in stored:
-            assert row["path"].encode() not in text and row["sha256"].encode() not in text
+        rows = _rows(public, "images", fmt)
+        assert len(rows) == len(stored) and not _holds_any(rows, secrets), fmt
     columns = set(pq.read_table(public / "images.parquet").column_names)
     assert not columns & {"path", "sha256", "psnr", "ssim"}
     assert {"variant", "seconds", "weight_bytes"} <= columns
@@ -289,10 +299,10 @@ def test_public_export_ties_no_image_to_its_variant_and_private_adds_it(played, 
     private = tmp_path / "private"
     export(store, private, include_private=True)
     for fmt in FORMATS:
-        text = (private / f"images.{fmt}").read_bytes()
-        assert all(row["sha256"].encode() in text for row in stored)
-    rows = pq.read_table(private / "images.parquet").to_pylist()
-    assert {r["path"] for r in rows} == {r["path"] for r in stored}
+        rows = _rows(private, "images", fmt)
+        assert {(r["path"], r["sha256"]) for r in rows} == {
+            (r["path"], r["sha256"]) for r in stored
+        }, fmt
 
 
 def test_cli_private_flag(played, tmp_path):

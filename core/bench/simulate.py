@@ -60,8 +60,16 @@ MODE_CHOICES = (*MODE_SPECS, "both")
 
 
 def synthetic_generation(index: int, rng: random.Random, size: int = 32) -> Generation:
-    """A placeholder generation: one small noisy image per variant, plausible figures."""
-    base = Image.effect_noise((size, size), 40 + index % 50).convert("RGB")
+    """A placeholder generation: one small noisy image per variant, plausible figures.
+
+    The image is Gaussian grey noise (mean 128, spread 40 + index % 50) drawn from a
+    generator seeded with ``index``: the same index always draws the same picture, and
+    ``rng``'s draws (the figures) are not touched by it.
+    """
+    noise = random.Random(index)
+    sigma = 40 + index % 50
+    grey = bytes(min(255, max(0, round(noise.gauss(128, sigma)))) for _ in range(size * size))
+    base = Image.frombytes("L", (size, size), grey).convert("RGB")
     results = {}
     for k, name in enumerate(VARIANT_NAMES):
         image = base if name == REFERENCE_VARIANT else base.point(lambda v, k=k: min(255, v + k))
