@@ -79,6 +79,120 @@ def test_no_import_runs_back_up(path: Path) -> None:
         assert there in ALLOWED[here] | {here, "root"}, f"{rel} ({here}) imports {target} ({there})"
 
 
+def _module_name(path: Path, root: Path) -> str:
+    """``core/engine/loading.py`` -> ``core.engine.loading``; a package's ``__init__`` is
+    named by its folder."""
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """Which modules of ``package`` each of its modules imports, read from the source.
+
+    Every import statement counts, wherever it stands: at the top, inside a function (a
+    lazy import) or under ``if TYPE_CHECKING`` — each is a dependency a reader follows, and
+    a lazy import only hides a circle from the interpreter. ``from a.b import c`` names the
+    module ``a.b.c`` when that is a module of the package, else ``a.b``.
+    """
+    root = package.parent
+    modules = {_module_name(p, root): p for p in package.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    targets.add(sub if sub in modules else node.module)
+            elif isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every circle of imports in ``graph``: one list of modules per strongly connected
+    group of more than one module (Tarjan), sorted, each starting at its first name."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(groups)
+
+
+def _describe(graph: dict[str, set[str]], group: list[str]) -> str:
+    """The shortest circle through ``group``'s first module, as ``a -> b -> a``; the rest
+    of a larger group is named after it."""
+    start, members = group[0], set(group)
+    came_from: dict[str, str] = {}  # module -> the module that imports it on the way
+    frontier = [start]
+    while start not in came_from:  # breadth first inside the group, which is a circle
+        reached = []
+        for here in frontier:
+            for target in sorted(graph[here] & members):
+                if target not in came_from:
+                    came_from[target] = here
+                    reached.append(target)
+        frontier = reached
+    path = [start]
+    while len(path) == 1 or path[-1] != start:
+        path.append(came_from[path[-1]])
+    circle = " -> ".join(reversed(path))
+    rest = members - set(path)
+    return circle + (f" (with {', '.join(sorted(rest))})" if rest else "")
+
+
+def test_the_cycle_finder_finds_a_circle_and_names_it(tmp_path: Path) -> None:
+    """The finder on a package of its own: a lazy and a TYPE_CHECKING import close circles."""
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    for path, text in {
+        "__init__.py": "",
+        "a.py": "from pkg.sub import b\n",
+        "sub/__init__.py": "",
+        "sub/b.py": "def f():\n    from pkg import a\n",
+        "c.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pkg.d\n",
+        "d.py": "from pkg.c import x\nimport pkg.a\n",
+        "e.py": "import pkg.a\n",
+    }.items():
+        (pkg / path).write_text(text)
+    graph = import_graph(pkg)
+    assert graph["pkg.a"] == {"pkg.sub.b"} and graph["pkg.sub.b"] == {"pkg.a"}
+    cycles = import_cycles(graph)
+    assert cycles == [["pkg.a", "pkg.sub.b"], ["pkg.c", "pkg.d"]]
+    assert _describe(graph, cycles[0]) == "pkg.a -> pkg.sub.b -> pkg.a"
+
+
+def test_no_modules_of_core_import_each_other_in_a_circle() -> None:
+    """Modules import downward only: what two modules share lives in a third both import."""
+    graph = import_graph(CORE)
+    circles = [_describe(graph, group) for group in import_cycles(graph)]
+    assert not circles, "import cycles in core/ (found from the source):\n" + "\n".join(circles)
+
+
 def test_data_side_and_serving_layer_never_import_torch() -> None:
     code = (
         "import importlib, sys\n"
