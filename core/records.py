@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from PIL import Image
@@ -58,6 +58,23 @@ class VariantResult:
         out = asdict(self)
         out.pop("image")
         return {k: "inf" if isinstance(v, float) and math.isinf(v) else v for k, v in out.items()}
+
+    def figures(self) -> tuple[float | int | None, ...]:
+        """The values of IMAGE_FIGURES, in that order: seconds as a float, the two weight
+        byte counts as ints, the rest as they are (None where not measured)."""
+        values = {name: getattr(self, name) for name in IMAGE_FIGURES}
+        values["seconds"] = float(self.seconds)
+        values["weight_bytes"] = int(self.weight_bytes)
+        values["shared_weight_bytes"] = int(self.shared_weight_bytes)
+        return tuple(values.values())
+
+
+# Every per-image figure of a VariantResult, in field order: all its fields but the variant
+# and the image. The images table stores each in a column of the same name, and
+# core.store writes and reads them through this list.
+IMAGE_FIGURES: tuple[str, ...] = tuple(
+    f.name for f in fields(VariantResult) if f.name not in ("variant", "image")
+)
 
 
 @dataclass

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from core.errors import DatabaseCorruptError, DatabaseMissingError, UnknownVariantError
+from core.records import IMAGE_FIGURES
 from core.store.storage import Store
 from tests.data_helpers import make_generation, make_store
 
@@ -56,6 +57,23 @@ def test_save_generation_writes_neutral_clean_pngs(tmp_path):
     # One modification time for the whole generation (served as Last-Modified): the
     # order the files were written in (BF16 first) must not show.
     assert len({p.stat().st_mtime_ns for p in paths.values()}) == 1
+
+
+def test_every_image_figure_has_its_column_and_comes_back(tmp_path):
+    """IMAGE_FIGURES is the one list: the images table holds exactly those columns beside
+    its keys, and every figure saved is read back by image_stats."""
+    store = make_store(tmp_path)
+    columns = {row[1] for row in store._conn().execute("PRAGMA table_info(images)")}
+    assert columns == {"generation_id", "variant", "path", "sha256", *IMAGE_FIGURES}
+    gen = make_generation(2)
+    for k, result in enumerate(gen.results.values()):
+        for n, name in enumerate(IMAGE_FIGURES):
+            value = 100 * k + n + 1
+            setattr(result, name, value + 0.5 if name in ("seconds", "psnr", "ssim") else value)
+    stats = store.image_stats(store.save_generation(gen))
+    for variant, result in gen.results.items():
+        assert stats[variant] == dict(zip(IMAGE_FIGURES, result.figures(), strict=True))
+        assert stats[variant] == {name: getattr(result, name) for name in IMAGE_FIGURES}
 
 
 class ExplodingImage:

@@ -24,7 +24,7 @@ from typing import Any
 
 from core.config import VARIANT_NAMES, GenerationSettings, check_variants
 from core.errors import DatabaseError, RoundAlreadyGuessedError
-from core.records import Generation
+from core.records import IMAGE_FIGURES, Generation
 from core.store.database import Database
 from core.store.images import ImageWriter
 from core.store.migrations import DATA_TABLES
@@ -119,23 +119,7 @@ class Store(Database):
             for name in variants:
                 result = gen.results[name]
                 written = files.write(result.image)
-                image_rows.append(
-                    (
-                        name,
-                        written.name,
-                        written.sha256,
-                        float(result.seconds),
-                        int(result.weight_bytes),
-                        int(result.shared_weight_bytes),
-                        result.peak_allocated_bytes,
-                        result.peak_reserved_bytes,
-                        result.peak_rss_bytes,
-                        result.psnr,
-                        result.ssim,
-                        result.activation_peak_bytes,
-                        result.standalone_peak_bytes,
-                    )
-                )
+                image_rows.append((name, written.name, written.sha256, *result.figures()))
             files.stamp(stamp)
             s = gen.settings
             with self._write() as conn:
@@ -162,11 +146,10 @@ class Store(Database):
                     ),
                 )
                 generation_id = int(cursor.lastrowid)
+                columns = ("generation_id", "variant", "path", "sha256", *IMAGE_FIGURES)
                 conn.executemany(
-                    "INSERT INTO images (generation_id, variant, path, sha256, seconds, "
-                    "weight_bytes, shared_weight_bytes, peak_allocated_bytes, "
-                    "peak_reserved_bytes, peak_rss_bytes, psnr, ssim, activation_peak_bytes, "
-                    "standalone_peak_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO images ({', '.join(columns)}) "
+                    f"VALUES ({', '.join('?' * len(columns))})",
                     [(generation_id, *row) for row in image_rows],
                 )
         return generation_id
@@ -210,9 +193,7 @@ class Store(Database):
     def image_stats(self, generation_id: int) -> dict[str, dict[str, Any]]:
         """Variant -> its figures (seconds, bytes, peaks, PSNR, SSIM), without the path."""
         rows = self._conn().execute(
-            "SELECT variant, seconds, weight_bytes, shared_weight_bytes, peak_allocated_bytes, "
-            "peak_reserved_bytes, peak_rss_bytes, psnr, ssim, activation_peak_bytes, "
-            "standalone_peak_bytes FROM images WHERE generation_id = ?",
+            f"SELECT variant, {', '.join(IMAGE_FIGURES)} FROM images WHERE generation_id = ?",
             (generation_id,),
         )
         return {r["variant"]: {k: v for k, v in dict(r).items() if k != "variant"} for r in rows}
