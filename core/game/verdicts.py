@@ -181,9 +181,12 @@ def sentence(f: dict[str, Any]) -> str:
             f"People can't {what}: their rate is within ±{100 * f['margin']:.3g} points of "
             f"chance ({_pct(f['chance'])}): {base}."
         )
-    if f["too_few_people"]:
-        return f"Too few people to tell yet whether people can {what}: {base}."
-    return f"People can't reliably {what} yet: {base}."
+    text = f"People can't reliably {what} yet: {base}."
+    if f["people"] < MIN_PEOPLE:
+        return text + " Too few people to tell yet."
+    if f["prompts"] < MIN_PEOPLE:
+        return text + " Too few prompts to tell yet."
+    return text
 
 
 def needed_text(mode: str) -> str:
