@@ -368,7 +368,7 @@ def build_results_tab(arena: Arena) -> ResultsTab:
             headers=presentation.HARDEST_HEADERS,
             datatype="str",  # players' prompts: plain text, never "markdown" or "html"
             interactive=False,
-            label="Hardest prompts",
+            label=presentation.HARDEST_LABEL,
             elem_classes=["scroll-table"],
         )
         costs_table = gr.Dataframe(

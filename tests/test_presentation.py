@@ -317,7 +317,7 @@ def test_chart_has_a_visible_zero_bar_chance_and_text_readable_on_a_phone():
     assert sorted(round(c.get_segments()[0][0][1], 3) for c in dashed) == [0.333, 0.5]
     assert [label.get_text() for label in ax.get_xticklabels()] == ["Trio\nn=6", "NF4\nn=10"]
     assert fig.legends[0].get_texts()[0].get_text() == "live 95% interval"
-    # Shown 340 px wide (a 390-px phone less the page's margins), no text is below 11 px;
+    # Shown 324 px wide (a 390-px phone less the page's margins), no text is below 11 px;
     # every text of the figure counts, tick labels and legend included.
     assert presentation.chart_min_text_px(fig) >= 11
     empty = presentation.detection_chart({"detection": [rows[0] | {"rate": None}]})

@@ -111,12 +111,13 @@ REFERENCE_HEADERS = [
     "Time per image (s)",
 ]  # fmt: skip
 CHART_TITLE = "How often people were right"
-# The chart is drawn this wide (inches) with text of at least CHART_MIN_FONT points, so that
-# shown CHART_PHONE_PX wide (a 390-pixel phone, less the page's margins) its smallest text is
-# 11 CSS pixels: 10 pt × 340 / (4.2 in × 72 pt) = 11.2 px. app.css caps its width on a laptop.
-CHART_WIDTH_IN = 4.2
+# The chart is drawn this wide (inches) with text of at least CHART_MIN_FONT points. On a
+# 390-pixel phone Chromium shows it 324 pixels wide (the page's margins; app.css scales it to
+# its box), so its smallest text is 10 pt × 324 / (4.0 in × 72 pt) = 11.25 CSS pixels.
+# app.css caps its width at 560 pixels on a laptop.
+CHART_WIDTH_IN = 4.0
 CHART_MIN_FONT = 10.0
-CHART_PHONE_PX = 340
+CHART_PHONE_PX = 324
 
 
 def example_prompts(path: Path) -> list[str]:
@@ -567,7 +568,8 @@ def detection_chart(results: dict[str, Any]) -> Figure:
     that every text is at least 11 CSS pixels on a phone (CHART_WIDTH_IN, CHART_MIN_FONT)."""
     rows = results["detection"]
     font = CHART_MIN_FONT
-    fig, ax = plt.subplots(figsize=(CHART_WIDTH_IN, 3.8), layout="constrained")
+    # 150 dpi: 630 pixels, sharp at app.css's 560-pixel cap on a laptop.
+    fig, ax = plt.subplots(figsize=(CHART_WIDTH_IN, 3.8), dpi=150, layout="constrained")
     ax.set_title(CHART_TITLE, fontsize=font + 1)
     if not any(d["rate"] is not None for d in rows):
         ax.text(
