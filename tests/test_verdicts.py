@@ -247,7 +247,7 @@ def test_plain_sentences_first():
         "Too few people to tell yet."
     )
     assert "to detect a rate of 60% in a duel" in e.needed_text.lower()
-    assert "500 decided answers from at least 10 people" in e.needed_text
+    assert "480 decided answers from at least 10 people" in e.needed_text
     [d] = assess([group(700, 1000, people=50)])
     assert d.verdict_text == (
         "People can tell NF4 from BF16: right in 70% of 1,000 decided answers from 50 "

@@ -170,6 +170,19 @@ def monitored_family(
     return hits / studies
 
 
+def equivalence_first(
+    rng: np.random.Generator, studies: int, answers: int, margin: float = DEFAULT_MARGIN
+) -> np.ndarray:
+    """Per study, the decided answer at which a duel row whose true rate is exactly chance
+    first says "within ±margin" (the app's family levels; inf if not within ``answers``)."""
+    out = []
+    for start in range(0, studies, CHUNK):
+        size = min(CHUNK, studies - start)
+        _, within = live_states(rng.random((size, answers)) < 0.5, 0.5, Family(), margin)
+        out.append(np.where(within.any(axis=1), within.argmax(axis=1) + 1, np.inf))
+    return np.concatenate(out)
+
+
 def single_row_false_alarms(rng: np.random.Generator, studies: int, answers: int) -> float:
     """One duel row alone (a family of one: the live test at 5% and the interval at 5%),
     at chance, every decided answer up to ``answers``: share ever "distinguishable"."""
@@ -202,17 +215,12 @@ def first_detection(
 
 
 def answers_needed(
-    rng: np.random.Generator,
-    studies: int,
-    rate: float,
-    mode: str,
-    power: float = 0.8,
-    longest: int = 10_000,
+    rng: np.random.Generator, studies: int, rate: float, mode: str, power: float = 0.8
 ) -> float:
     """The decided answers by which ``power`` of simulated studies are first called
-    "distinguishable" (the app's family of four; 200 people with spread 0.07; inf when
-    more than ``longest``)."""
-    first = first_detection(rng, studies, rate, mode, longest, people=200)
+    "distinguishable": the app's family of four, 200 people of 10 answers each with their
+    own rates (``rate`` + N(0, 0.07²)), as in criterion (e); inf when beyond 2,000."""
+    first = first_detection(rng, studies, rate, mode, 2000, people=200)
     return float(np.quantile(first, power))
 
 
@@ -353,6 +361,19 @@ def figures(studies: int, seed: int = 0) -> list[Figure]:
             0.05,
             False,
             studies,
+        )
+    )
+    out.append(
+        Figure(
+            "b_equivalence_answers_for_80_percent",
+            "(b) for information",
+            "a duel row exactly at chance: decided answers by which 80% of studies say "
+            "'within ±5 points'",
+            float(np.quantile(equivalence_first(next(rngs), studies, 8000), 0.8)),
+            None,
+            True,
+            studies,
+            unit="answers",
         )
     )
     per_answer, per_person, cant_tell, by_load = reload_coverage(next(rngs), studies)

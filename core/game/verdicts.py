@@ -46,9 +46,10 @@ LIVE_INTERVAL = "anytime-valid confidence sequence (live)"
 CLUSTERED_INTERVAL = "two-way clustered t-interval by person and prompt (one look, descriptive)"
 # What the live test needs at a stated effect, per mode: (true rate, decided answers by
 # which 80% of simulated studies are called distinguishable in the app's family of four
-# rows; 200 people, each with their own rate: rate + N(0, 0.07²)), rounded up to 10. From
+# rows; 200 people of 10 answers each, each with their own rate: rate + N(0, 0.07²)),
+# rounded up to 10. From
 # ``python -m core.bench.simulate --answers-needed`` (seed 0, 2,000 studies; README).
-ANSWERS_NEEDED: dict[str, tuple[float, int]] = {"duel": (0.60, 500), "trio": (0.45, 360)}
+ANSWERS_NEEDED: dict[str, tuple[float, int]] = {"duel": (0.60, 480), "trio": (0.45, 340)}
 
 
 @dataclass(frozen=True)
