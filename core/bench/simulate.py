@@ -26,6 +26,7 @@ the live test needs at the stated effects (core.game.verdicts.ANSWERS_NEEDED).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import math
@@ -55,7 +56,7 @@ from core.config import (
     GenerationSettings,
 )
 from core.errors import DatabaseError, NoReadyRoundError
-from core.game import export, stats
+from core.game import export, presentation, stats
 from core.game.results_cache import ResultsCache
 from core.game.rounds import CANT_TELL, Game, RoundView
 from core.game.verdicts import ANSWERS_NEEDED
@@ -310,15 +311,39 @@ def run_load(store: Store, args: argparse.Namespace) -> dict[str, Any]:
             "p50": _percentile_ms(round_seconds, 50),
             "p99": _percentile_ms(round_seconds, 99),
         },
-        **({} if cache is None else _freshness(results + watching, cache, len(watching))),
+        **({} if cache is None else _freshness(results + watching, cache, len(watching), store)),
         "detection": [d.to_dict() for d in stats.detection_table(store)],
     }
 
 
-def _freshness(results: list[ThreadResult], cache: ResultsCache, viewers: int) -> dict[str, Any]:
-    """How old the Results shown during the run were (seconds), and how often they were
-    recomputed."""
+def render_seconds(summary: dict[str, Any], repeats: int = 5) -> float:
+    """Median seconds to turn a summary into what the Results tab shows (every
+    presentation value, and the chart encoded as Gradio's gr.Plot does: WebP at the
+    figure's dpi). Each browser's refresh pays this, whatever the cache."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        results = {**summary, "costs": []}
+        presentation.verdicts_markdown(results)
+        presentation.detection_table(results)
+        presentation.detection_details_table(results)
+        presentation.trio_picks(results)
+        presentation.hardest_table(results)
+        presentation.cost_table(results)
+        presentation.detection_chart(results).savefig(io.BytesIO(), format="webp")
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def _freshness(
+    results: list[ThreadResult], cache: ResultsCache, viewers: int, store: Store
+) -> dict[str, Any]:
+    """How old the Results shown during the run were (seconds), what one recomputation of
+    the summary costs after the run, and what rendering it costs each refresh."""
     ages = sorted(a for r in results for a in r.results_ages)
+    start, cpu = time.perf_counter(), time.process_time()
+    summary = stats.summary(store)
+    compute = (time.perf_counter() - start, time.process_time() - cpu)
     return {
         "results_viewers": viewers,
         "results_shown": len(ages),
@@ -328,6 +353,9 @@ def _freshness(results: list[ThreadResult], cache: ResultsCache, viewers: int) -
             "max": round(ages[-1], 3) if ages else None,
         },
         "results_max_age_setting_seconds": cache.max_age,
+        "summary_seconds_after_run": round(compute[0], 3),
+        "summary_cpu_seconds_after_run": round(compute[1], 3),
+        "render_seconds_per_refresh": round(render_seconds(summary), 3),
     }
 
 
