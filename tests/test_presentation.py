@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 
 import numpy as np
@@ -317,11 +318,20 @@ def test_chart_has_a_visible_zero_bar_chance_and_text_readable_on_a_phone():
     assert sorted(round(c.get_segments()[0][0][1], 3) for c in dashed) == [0.333, 0.5]
     assert [label.get_text() for label in ax.get_xticklabels()] == ["Trio\nn=6", "NF4\nn=10"]
     assert fig.legends[0].get_texts()[0].get_text() == "live 95% interval"
-    # Shown 324 px wide (a 390-px phone less the page's margins), no text is below 11 px;
+    # Shown 326 px wide (a 390-px phone less the page's margins), no text is below 11 px;
     # every text of the figure counts, tick labels and legend included.
     assert presentation.chart_min_text_px(fig) >= 11
     empty = presentation.detection_chart({"detection": [rows[0] | {"rate": None}]})
     assert presentation.chart_min_text_px(empty) >= 11
+
+
+def test_the_chart_is_an_svg_image_with_a_text_alternative():
+    rows = [e.to_dict() for e in assess([_group(0, 6, mode="trio", variant="all"), _group(7, 10)])]
+    tag = presentation.detection_chart_html({"detection": rows})
+    assert tag.startswith('<img src="data:image/svg+xml;base64,')
+    data = tag.split("base64,", 1)[1].split('"', 1)[0]
+    assert base64.b64decode(data).lstrip().startswith(b"<?xml")
+    assert 'alt="How often people were right: trio: picked the original: 0% of 6; ' in tag
 
 
 def test_wording_true_to_the_device_and_the_pool():

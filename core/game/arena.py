@@ -26,7 +26,7 @@ from core.config import (
     validate_prompt,
 )
 from core.errors import BusyError, InvalidSettingError, RateLimitedError, excerpt
-from core.game import stats
+from core.game import presentation, stats
 from core.game.detail import Region, magnified_crops
 from core.game.export import export_zip
 from core.game.results_cache import ResultsCache
@@ -240,6 +240,8 @@ class Arena:
     def _results_now(self) -> dict[str, Any]:
         summary = stats.summary(self.store, margin=self.settings.margin_points / 100)
         summary["costs"] = self.store.variant_costs(self.spec.name)
+        # Drawn once here, shared by every refresh (see presentation.detection_chart_html).
+        summary["chart_html"] = presentation.detection_chart_html(summary)
         return summary
 
     def export_zip(self, directory: Path, keep_seconds: float = 3600.0) -> Path:
