@@ -56,7 +56,7 @@ from core.config import (
 )
 from core.errors import DatabaseError, NoReadyRoundError
 from core.game import export, presentation, stats
-from core.game.results_cache import ResultsCache
+from core.game.results_cache import RESULTS_MAX_AGE_SECONDS, ResultsCache
 from core.game.rounds import CANT_TELL, Game, RoundView
 from core.game.verdicts import ANSWERS_NEEDED
 from core.records import Generation, VariantResult
@@ -242,7 +242,11 @@ def run_load(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     results = [ThreadResult() for _ in range(args.threads)]
     barrier = threading.Barrier(args.threads + 1)
     viewers = args.results_viewers
-    cache = None if viewers is None else ResultsCache(lambda: results_now(store))
+    cache = (
+        None
+        if viewers is None
+        else ResultsCache(lambda: results_now(store), max_age=args.results_max_age)
+    )
     if cache is not None:
         cache.get()  # the Results as the first visitor opened them, before the run
     threads = [
@@ -489,6 +493,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="load run: players refresh the shared Results after each guess, and this many "
         "more threads press Refresh every second; reports the age of what was shown",
     )
+    parser.add_argument(
+        "--results-max-age",
+        type=float,
+        default=RESULTS_MAX_AGE_SECONDS,
+        help="--results-viewers: seconds the shared Results are kept before a recomputation "
+        f"(default {RESULTS_MAX_AGE_SECONDS:g}, the app's)",
+    )
     return parser
 
 
@@ -528,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0.0 <= args.cant_tell <= 1.0:
         parser.error("--cant-tell must be in 0…1")
+    if not args.results_max_age >= 0:
+        parser.error(f"--results-max-age must be at least 0 seconds, got {args.results_max_age}")
     logging.basicConfig(level=logging.WARNING)
     if args.answers_needed:
         studies = args.studies or NEEDED_STUDIES
