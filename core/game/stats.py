@@ -95,7 +95,11 @@ def _without_prompt(rows: list[tuple[Any, ...]]) -> list[Cluster]:
     return [(r[0], r[1], *r[3:]) for r in rows]
 
 
-def _pooled(rows: list[Cluster]) -> dict[tuple[str, Any], tuple[int, int, int]]:
+# (mode, cluster id) -> (answered, decided, correct) over a mode's variants
+Pooled = dict[tuple[str, Any], tuple[int, int, int]]
+
+
+def _pooled(rows: list[Cluster]) -> Pooled:
     """(mode, cluster id) -> (answered, decided, correct) over a mode's variants."""
     out: dict[tuple[str, Any], tuple[int, int, int]] = {}
     for mode, cluster, _, answered, decided, correct in rows:
@@ -104,25 +108,29 @@ def _pooled(rows: list[Cluster]) -> dict[tuple[str, Any], tuple[int, int, int]]:
     return out
 
 
-def _cluster_counts(
-    rows: list[Cluster], cant_tell: bool = False
-) -> dict[tuple[str, str], ClusterCounts]:
-    """(mode, variant or "all") -> its clusters' (correct, decided) pairs with multiplicity;
-    with ``cant_tell``, their (can't tell, answered) pairs instead."""
-    pairs: defaultdict[tuple[str, str], Counter[tuple[int, int]]] = defaultdict(Counter)
+ClusterMap = dict[tuple[str, str], ClusterCounts]
 
-    def pair(answered: int, decided: int, correct: int) -> tuple[int, int]:
-        return (answered - decided, answered) if cant_tell else (correct, decided)
 
-    for mode, _, variant, answered, decided, correct in rows:
+def _cluster_counts(rows: list[Cluster], pooled: Pooled) -> tuple[ClusterMap, ClusterMap]:
+    """(mode, variant or "all") -> its clusters' (correct, decided) pairs with multiplicity,
+    and the same clusters' (can't tell, answered) pairs; ``pooled`` is ``_pooled(rows)``."""
+    decided: defaultdict[tuple[str, str], Counter[tuple[int, int]]] = defaultdict(Counter)
+    cant_tell: defaultdict[tuple[str, str], Counter[tuple[int, int]]] = defaultdict(Counter)
+    for mode, _, variant, answered, n, correct in rows:
         if variant is not None:  # a duel variant's own clusters
-            pairs[(mode, variant)][pair(answered, decided, correct)] += 1
-    for (mode, _), figures in _pooled(rows).items():
-        pairs[(mode, ALL_VARIANTS)][pair(*figures)] += 1
-    return {
-        key: ClusterCounts.of([(k, n, c) for (k, n), c in sorted(counter.items())])
-        for key, counter in pairs.items()
-    }
+            decided[(mode, variant)][(correct, n)] += 1
+            cant_tell[(mode, variant)][(answered - n, answered)] += 1
+    for (mode, _), (answered, n, correct) in pooled.items():
+        decided[(mode, ALL_VARIANTS)][(correct, n)] += 1
+        cant_tell[(mode, ALL_VARIANTS)][(answered - n, answered)] += 1
+
+    def counts(pairs: defaultdict[tuple[str, str], Counter[tuple[int, int]]]) -> ClusterMap:
+        return {
+            key: ClusterCounts.of([(k, n, c) for (k, n), c in sorted(counter.items())])
+            for key, counter in pairs.items()
+        }
+
+    return counts(decided), counts(cant_tell)
 
 
 def headline_groups(
@@ -137,9 +145,8 @@ def headline_groups(
     by_session = store.decided_by_session() if by_session is None else by_session
     by_generation = store.decided_by_generation() if by_generation is None else by_generation
     per_generation = _without_prompt(by_generation)
-    people, generations = _cluster_counts(by_session), _cluster_counts(per_generation)
-    people_ct = _cluster_counts(by_session, cant_tell=True)
-    generations_ct = _cluster_counts(per_generation, cant_tell=True)
+    people, people_ct = _cluster_counts(by_session, _pooled(by_session))
+    generations, generations_ct = _cluster_counts(per_generation, _pooled(per_generation))
     empty = ClusterCounts.of([])
     out = []
     for mode, variant in headline_keys():
@@ -219,6 +226,7 @@ def hardest_prompts(
     min_decided: int = 5,
     mode: str = "duel",
     by_generation: list[tuple[Any, ...]] | None = None,
+    pooled: Pooled | None = None,
 ) -> list[dict[str, Any]]:
     """The generations people spot least in ``mode``: at least ``min_decided`` decided
     answers, ranked by the upper bound of the 95% exact interval of their decided rate
@@ -228,7 +236,9 @@ def hardest_prompts(
     prompts = {r[1]: r[2] for r in by_generation}
     rows = [
         (gid, prompts[gid], *figures)
-        for (m, gid), figures in sorted(_pooled(_without_prompt(by_generation)).items())
+        for (m, gid), figures in sorted(
+            (_pooled(_without_prompt(by_generation)) if pooled is None else pooled).items()
+        )
         if m == mode and figures[1] >= min_decided
     ]
     ranked = _ranked(rows, [r[4] for r in rows], [r[3] for r in rows])
@@ -256,6 +266,7 @@ def top_players(
     min_decided: int = 5,
     mode: str = "duel",
     by_session: list[Cluster] | None = None,
+    pooled: Pooled | None = None,
 ) -> list[dict[str, Any]]:
     """The sessions best at ``mode``: at least ``min_decided`` decided answers, ranked by
     the lower bound of the 95% exact interval of their decided rate (highest first), then
@@ -263,7 +274,9 @@ def top_players(
     by_session = store.decided_by_session() if by_session is None else by_session
     rows = [
         (session, *figures)
-        for (m, session), figures in sorted(_pooled(by_session).items())
+        for (m, session), figures in sorted(
+            (_pooled(by_session) if pooled is None else pooled).items()
+        )
         if m == mode and figures[1] >= min_decided
     ]
     ranked = _ranked(rows, [r[3] for r in rows], [r[2] for r in rows])
@@ -345,6 +358,8 @@ def summary(
         store, margin, groups=groups, by_session=by_session, by_generation=by_generation
     )
     test_alpha, interval_alpha = inference.row_alphas(len(estimates))
+    # Each mode's rankings read the same pooled counts: pool them once.
+    per_generation, per_person = _pooled(_without_prompt(by_generation)), _pooled(by_session)
     return {
         "definitions": {**DEFINITIONS, "alpha": ALPHA, "level": LEVEL, "margin": margin},
         "counts": store.counts(),
@@ -363,11 +378,13 @@ def summary(
         },
         "trio_picks": trio_picks(store, groups),
         "hardest_prompts": {
-            mode: hardest_prompts(store, hardest_limit, min_decided, mode, by_generation)
+            mode: hardest_prompts(
+                store, hardest_limit, min_decided, mode, by_generation, per_generation
+            )
             for mode in MODE_SPECS
         },
         "top_players": {
-            mode: top_players(store, hardest_limit, min_decided, mode, by_session)
+            mode: top_players(store, hardest_limit, min_decided, mode, by_session, per_person)
             for mode in MODE_SPECS
         },
     }
