@@ -54,7 +54,7 @@ def test_results_on_a_phone(chromium_browser, tiny_engine, tmp_path):
             alt = chart.get_attribute("alt")
         finally:
             page.close()
+        figure = presentation.detection_chart(served.arena.results())
     assert alt.startswith(presentation.CHART_TITLE)
     # The figure's smallest text, scaled to the width the phone shows it at.
-    figure = presentation.detection_chart(served.arena.results())
     assert presentation.chart_min_text_px(figure, shown) >= 11, shown
