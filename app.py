@@ -184,7 +184,7 @@ class ResultsTab:
     verdicts_md: gr.Markdown
     detection_table: gr.Dataframe
     details_table: gr.Dataframe
-    chart: gr.Plot
+    chart: gr.HTML
     picks_md: gr.Markdown
     hardest_table: gr.Dataframe
     costs_table: gr.Dataframe
@@ -361,14 +361,15 @@ def build_results_tab(arena: Arena) -> ResultsTab:
                 label="Detection details",
                 elem_classes=["scroll-table"],
             )
-        # The figure has its own title: Gradio's label would cover it on a phone.
-        chart = gr.Plot(show_label=False, elem_classes=["detection-chart"])
+        # An SVG drawn once per Results recomputation (presentation.detection_chart_html),
+        # not a gr.Plot, which would encode the figure again for every refresh.
+        chart = gr.HTML(elem_classes=["detection-chart"], js_on_load=None)
         picks_md = gr.Markdown("")
         hardest_table = gr.Dataframe(
             headers=presentation.HARDEST_HEADERS,
             datatype="str",  # players' prompts: plain text, never "markdown" or "html"
             interactive=False,
-            label="Hardest prompts",
+            label=presentation.HARDEST_LABEL,
             elem_classes=["scroll-table"],
         )
         costs_table = gr.Dataframe(
@@ -571,13 +572,14 @@ def on_detail(
 
 @user_errors
 def on_results(arena: Arena, results: ResultsTab) -> dict[Any, Any]:
-    """Every Results table and the chart, from the database as it is now."""
+    """Every Results table and the chart, from the shared summary (at most a few seconds
+    old: core.game.results_cache)."""
     summary = arena.results()
     return {
         results.verdicts_md: presentation.verdicts_markdown(summary),
         results.detection_table: presentation.detection_table(summary),
         results.details_table: presentation.detection_details_table(summary),
-        results.chart: presentation.detection_chart(summary),
+        results.chart: summary["chart_html"],
         results.picks_md: presentation.trio_picks(summary),
         results.hardest_table: presentation.hardest_table(summary),
         results.costs_table: presentation.cost_table(summary),

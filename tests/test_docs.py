@@ -87,3 +87,32 @@ def variables_read_by_the_code() -> list[str]:
 @pytest.mark.parametrize("variable", variables_read_by_the_code())
 def test_every_variable_the_code_reads_is_in_the_flags_section(variable):
     assert f"`{variable}`" in flags_section()
+
+
+STATISTICS_TITLE = "## Data, statistics and export"
+
+
+def statistics_section() -> str:
+    """README's section on data and statistics, up to the next section of the same level."""
+    start = README.index(STATISTICS_TITLE) + len(STATISTICS_TITLE)
+    end = README.find("\n## ", start)
+    return README[start : end if end != -1 else len(README)]
+
+
+def test_the_statistics_section_names_the_live_test_and_its_guarantee():
+    section = statistics_section()
+    for words in (
+        "e-process", "beta-mixture likelihood ratio", "Ville's inequality", "confidence sequence",
+        "Cameron, Gelbach & Miller", "per person", "exploratory",
+        "python -m core.bench.simulate --answers-needed",
+    ):  # fmt: skip
+        assert words in section, words
+
+
+def test_the_statistics_section_lists_every_validation_criterion():
+    from core.bench import validate
+
+    section = statistics_section()
+    assert "python -m core.bench.simulate --validate" in section
+    for figure in validate.figures(studies=2):
+        assert f"`{figure.name}`" in section, figure.name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 
 import numpy as np
@@ -249,29 +250,39 @@ def test_detection_main_table_is_short_and_says_what_each_row_means():
         )
     ]
     table = presentation.detection_table({"detection": rows})
-    level = rows[0]["level"]
+    # Rate and verdict first (a phone shows them without scrolling); the level is fixed.
     assert table["headers"] == [
-        "What", "Answered", "Decided", "Correct", "Rate (of decided)",
-        f"{100 * level:.4g}% interval", "Chance", "Verdict",
+        "What", "Rate (of decided)", "Verdict", "Answered", "Decided", "People",
+        "Live 95% interval", "Chance",
     ]  # fmt: skip
     trio, int8, nf4 = table["data"]
-    assert trio[:5] == ["trio: picked the original", 6, 6, 0, "0.0%"]
-    assert trio[5].startswith("0.0–") and trio[6] == "33%"
-    assert int8[:5] == ["duel: spotted LLM.int8", 11, 10, 7, "70.0%"]
-    assert int8[7] == "not enough data yet"
-    assert nf4[0] == "duel: spotted NF4" and nf4[7] == "distinguishable"
+    assert trio[:6] == ["trio: picked the original", "0.0%", "too few people yet", 6, 6, 6]
+    assert trio[6].startswith("0.0–") and trio[7] == "33%"
+    # Ten people and ten prompts: enough to say "not enough data", not "too few people".
+    assert int8[:6] == ["duel: spotted LLM.int8", "70.0%", "not enough data yet", 11, 10, 10]
+    assert nf4[0] == "duel: spotted NF4" and nf4[2] == "distinguishable"
     # The verdict column stays short; the full sentence is in the verdicts above.
-    assert all(len(row[7]) <= 32 for row in table["data"])
+    assert all(len(row[2]) <= 32 for row in table["data"])
     details = presentation.detection_details_table({"detection": rows})
     assert details["headers"] == presentation.DETECTION_DETAIL_HEADERS
     d_int8 = dict(zip(details["headers"], details["data"][1], strict=True))
     assert d_int8["What"] == "duel: spotted LLM.int8"
-    assert d_int8["Can't tell"].startswith("9.1% (") and d_int8["Of all answers"] == "63.6%"
-    assert d_int8["p"] and d_int8["p (Holm)"] and d_int8["By players"].endswith("%")
+    assert d_int8["Can't tell (one look)"].startswith("9.1% (")
+    assert d_int8["Of all answers"] == "63.6%"
+    assert d_int8["Live test: e-value (bar)"] == "1.1 (120)"  # a family of 3: 1 / (2.5% / 3)
+    assert d_int8["One look, per person"].startswith("70.0% (")
     assert all(len(row) == len(details["headers"]) for row in details["data"])
     text = presentation.verdicts_markdown({"detection": rows})
-    assert "NF4 — people spot the quantized image in 75% of decided duels" in text
-    assert "- Trio — people pick the original in 0% of decided trios" in text
+    lines = text.splitlines()
+    assert lines[0] == "### Can people tell?"
+    # One plain sentence per comparison, first, then the numbers elsewhere.
+    assert lines[1] == (
+        "- **People can't reliably pick the original (BF16) out of three images yet: "
+        "6 decided answers from 6 people. Too few people to tell yet.**"
+    )
+    assert "- **People can tell NF4 from BF16: right in 75% of 80 decided answers" in text
+    assert "To detect a rate of 60% in a duel" in text
+    assert "95% confidence, however often the page is refreshed" in text
 
 
 def test_group_labels_name_what_was_measured():
@@ -287,16 +298,16 @@ def test_short_verdict_words():
         "distinguishable, within ±5 pts"
     )
     assert word({"verdict": "no_data"}) == "no data yet"
+    assert word({"verdict": "not_enough_data", "too_few_people": True}) == "too few people yet"
+    assert word({"verdict": "not_enough_data", "too_few_people": False}) == ("not enough data yet")
 
 
-def test_chart_has_its_title_clear_of_the_label_a_visible_zero_bar_and_chance():
+def test_chart_has_a_visible_zero_bar_chance_and_text_readable_on_a_phone():
     rows = [e.to_dict() for e in assess([_group(0, 6, mode="trio", variant="all"), _group(7, 10)])]
     fig = presentation.detection_chart({"detection": rows})
     [ax] = fig.axes
     assert ax.get_title() == presentation.CHART_TITLE
     fig.savefig(io.BytesIO(), format="png")  # as Gradio renders a gr.Plot
-    # The top tenth of the figure is left blank for the label Gradio draws over it.
-    assert ax.title.get_window_extent().y1 <= 0.9 * fig.bbox.height + 1
     texts = [t.get_text() for t in ax.texts]
     assert texts == ["0%", "70%"]
     # The 0% bar has a visible mark, drawn above the x axis (the axis starts below 0).
@@ -305,11 +316,22 @@ def test_chart_has_its_title_clear_of_the_label_a_visible_zero_bar_and_chance():
     assert any(seg[0][1] == 0 for c in marks for seg in c.get_segments())
     dashed = [c for c in ax.collections if c.get_linestyle()[0][1]]  # (offset, dash pattern)
     assert sorted(round(c.get_segments()[0][0][1], 3) for c in dashed) == [0.333, 0.5]
-    assert [label.get_text() for label in ax.get_xticklabels()] == [
-        "trio:\npicked the original\nn = 6",
-        "duel:\nspotted NF4\nn = 10",
-    ]
-    assert [t.get_text() for t in fig.legends[0].get_texts()][1].endswith("interval")
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["Trio\nn=6", "NF4\nn=10"]
+    assert fig.legends[0].get_texts()[0].get_text() == "live 95% interval"
+    # Shown 326 px wide (a 390-px phone less the page's margins), no text is below 11 px;
+    # every text of the figure counts, tick labels and legend included.
+    assert presentation.chart_min_text_px(fig) >= 11
+    empty = presentation.detection_chart({"detection": [rows[0] | {"rate": None}]})
+    assert presentation.chart_min_text_px(empty) >= 11
+
+
+def test_the_chart_is_an_svg_image_with_a_text_alternative():
+    rows = [e.to_dict() for e in assess([_group(0, 6, mode="trio", variant="all"), _group(7, 10)])]
+    tag = presentation.detection_chart_html({"detection": rows})
+    assert tag.startswith('<img src="data:image/svg+xml;base64,')
+    data = tag.split("base64,", 1)[1].split('"', 1)[0]
+    assert base64.b64decode(data).lstrip().startswith(b"<?xml")
+    assert 'alt="How often people were right: trio: picked the original: 0% of 6; ' in tag
 
 
 def test_wording_true_to_the_device_and_the_pool():
@@ -323,9 +345,14 @@ def test_wording_true_to_the_device_and_the_pool():
 
 
 def _group(correct, decided, cant_tell=0, mode="duel", variant="nf4"):
+    """One answer per person and per prompt; the can't-tell answers come last."""
     labels = np.arange(decided)
     counts = ClusterCounts.from_labels(labels, labels < correct)
-    return GroupCounts(mode, variant, decided + cant_tell, correct, cant_tell, counts, counts)
+    answered = np.arange(decided + cant_tell)
+    cant = ClusterCounts.from_labels(answered, answered >= decided)
+    return GroupCounts(
+        mode, variant, decided + cant_tell, correct, cant_tell, counts, counts, cant, cant
+    )
 
 
 def test_example_prompts_skip_comments_and_blank_lines(tmp_path):
@@ -342,13 +369,11 @@ def test_hardest_prompts_table_keeps_the_prompt_as_plain_text():
     assert table["data"] == [["duel", "**a fox**", 5, "40.0%", "5.0–85.0%", "50%"]]
 
 
-def test_verdicts_markdown_counts_holms_tests_in_good_english():
-    def results(tests: int) -> dict:
-        rows = [{"verdict_text": "x", "level": 0.95, "p_value": 0.5}] * tests
-        return {"detection": [*rows, {"verdict_text": "no answers yet"}]}
-
-    assert "across this one test keeps" in presentation.verdicts_markdown(results(1))
-    assert "across these 3 tests keeps" in presentation.verdicts_markdown(results(3))
+def test_verdicts_markdown_shows_the_one_level_only_once_there_are_answers():
+    answered = {"verdict_text": "x", "rate": 0.5, "needed_text": ""}
+    none = {"verdict_text": "No decided answers yet for NF4.", "rate": None}
+    assert "95% confidence" in presentation.verdicts_markdown({"detection": [answered, none]})
+    assert "95%" not in presentation.verdicts_markdown({"detection": [none]})
 
 
 def test_trio_picks_says_answer_for_one_and_answers_for_more():

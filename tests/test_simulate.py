@@ -10,6 +10,7 @@ import pytest
 from core.bench import validate
 from core.bench.simulate import build_parser, bulk_load, main, parse_accuracy, run_load
 from core.game.stats import DISTINGUISHABLE, detection_table
+from core.game.verdicts import ANSWERS_NEEDED
 from tests.data_helpers import make_store
 
 
@@ -54,7 +55,7 @@ def test_simulated_accuracies_are_recovered(tmp_path):
     for variant, p in truth.items():
         assert rows[variant].ci_low <= p <= rows[variant].ci_high, variant
     assert rows["int8"].verdict != DISTINGUISHABLE
-    assert rows["nf4"].verdict == DISTINGUISHABLE and rows["nf4"].p_holm < 1e-6
+    assert rows["nf4"].verdict == DISTINGUISHABLE and rows["nf4"].log10_e_value > 6
 
 
 def test_bulk_load_recovers_trio_and_cant_tell_at_scale(tmp_path):
@@ -106,23 +107,61 @@ def test_bad_accuracy(bad):
 
 
 def test_fast_validation_of_the_verdicts(capsys):
-    """The issue's five criteria on 100 studies each, bounds loosened by 3 Monte-Carlo
-    standard errors (the full run, 500 studies, is in README)."""
-    assert main(["--validate", "--studies", "100", "--fast"]) == 0
+    """The issue's criteria (a)-(e), fast form (500 studies, bounds loosened by 3
+    Monte-Carlo standard errors), as a script reads them: JSON, one name per figure."""
+    assert main(["--validate", "--fast", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"] and report["studies"] == 500
+    figures = {f["name"]: f for f in report["figures"]}
+    for name in (
+        "a_monitoring_false_alarms", "b_margin_edge_false_within", "c_reload_coverage",
+        "d_crossed_coverage", "e_power",
+    ):  # fmt: skip
+        assert figures[name]["bound"] is not None and figures[name]["holds"], name
+    # Clustering by page load, as before a person was kept, falls short of the person's.
+    assert figures["c_reload_by_page_load_coverage"]["value"] < 0.9
+    assert (
+        figures["d_crossed_person_only_coverage"]["value"] < figures["d_crossed_coverage"]["value"]
+    )
+
+
+def test_the_table_names_every_criterion(capsys):
+    assert main(["--validate", "--studies", "20", "--fast"]) == 0
     out = capsys.readouterr().out
-    assert out.count("| yes |") == 16 and "**NO**" not in out
+    for name in ("a_monitoring_false_alarms", "b_margin_edge_false_within", "e_power"):
+        assert f"| `{name}` |" in out
+    assert "**NO**" not in out
 
 
-@pytest.mark.parametrize("bad", ["0", "1", "-0.1", "x"])
-def test_bad_clustering_level(bad, capsys):
+def test_the_answers_needed_in_the_sentences_come_from_the_command(capsys):
+    assert main(["--answers-needed"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for mode, (rate, answers) in ANSWERS_NEEDED.items():
+        assert report["modes"][mode] == {"rate": rate, "decided_answers": answers}
+
+
+def test_results_viewers_report_the_age_of_what_was_shown(tmp_path):
+    store = make_store(tmp_path)
+    report = run_load(
+        store,
+        _args("--generations", "4", "--rounds", "200", "--threads", "4", "--results-viewers", "2"),
+    )
+    assert report["failed"] == 0 and report["lost"] == 0
+    assert report["results_viewers"] == 2 and report["results_shown"] >= 200
+    ages = report["results_age_seconds"]
+    assert 0 <= ages["p50"] <= ages["p99"] <= ages["max"]
+
+
+@pytest.mark.parametrize("bad", ["-1", "x"])
+def test_bad_results_viewers(bad, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["--validate", "--studies", "1", "--clustering-level", bad])
-    assert e.value.code == 2 and "--clustering-level" in capsys.readouterr().err
+        main(["--rounds", "1", "--results-viewers", bad])
+    assert e.value.code == 2 and "--results-viewers" in capsys.readouterr().err
 
 
 def test_a_missed_bound_fails_the_validation():
-    row = validate.Figure("x", "y", value=0.2, bound=0.05, at_least=False, studies=100)
+    row = validate.Figure("x", "x", "y", value=0.2, bound=0.05, at_least=False, studies=100)
     assert not row.holds(fast=True) and not row.holds(fast=False)
-    near = validate.Figure("x", "y", value=0.07, bound=0.05, at_least=False, studies=100)
+    near = validate.Figure("x", "x", "y", value=0.07, bound=0.05, at_least=False, studies=100)
     assert near.holds(fast=True) and not near.holds(fast=False)
     assert "**NO**" in validate.table([row], fast=False)

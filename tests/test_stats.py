@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from core.bench.simulate import build_parser, bulk_load
-from core.game.inference import exact_interval
+from core.game import inference
 from core.game.rounds import CANT_TELL
 from core.game.stats import (
     NO_DATA,
@@ -64,9 +64,11 @@ def test_tables_from_stored_guesses(tmp_path):
         d = table[key]
         assert (d.answered, d.correct, d.cant_tell, d.decided) == (n, k, c, n - c), key
         assert d.rate == k / (n - c)
-        assert (d.binomial_ci_low, d.binomial_ci_high) == pytest.approx(
-            exact_interval(k, n - c, d.level)
+        half = inference.confidence_halfwidth(n - c, inference.row_alphas(4)[1])
+        assert (d.ci_low, d.ci_high) == pytest.approx(
+            (max(0, d.rate - half), min(1, d.rate + half))
         )
+        assert d.people == 3 and d.level == 0.95
 
     tp = trio_picks(store)
     assert tp["answered"] == sum(picks.values())
@@ -113,17 +115,24 @@ def test_cluster_counts_match_a_recount_of_the_rows(tmp_path):
             assert g.answered == len(mine)
             assert g.cant_tell == sum(r["cant_tell"] for r in mine)
             per = defaultdict(lambda: [0, 0])
+            per_cant_tell = defaultdict(lambda: [0, 0])
             for r in mine:
+                per_cant_tell[r[column]][0] += r["cant_tell"]
+                per_cant_tell[r[column]][1] += 1
                 if not r["cant_tell"]:
                     per[r[column]][0] += r["correct"]
                     per[r[column]][1] += 1
-            expected = Counter(tuple(v) for v in per.values())
-            counts = getattr(g, clusters)
-            got = {
-                (int(k), int(n)): int(c)
-                for k, n, c in zip(counts.correct, counts.decided, counts.clusters, strict=True)
-            }
-            assert got == dict(expected), (g.mode, g.variant, column)
+            for counts, expected in (
+                (getattr(g, clusters), per),
+                (getattr(g, f"{clusters}_cant_tell"), per_cant_tell),
+            ):
+                got = {
+                    (int(k), int(n)): int(c)
+                    for k, n, c in zip(counts.correct, counts.decided, counts.clusters, strict=True)
+                }
+                assert got == dict(Counter(tuple(v) for v in expected.values())), (
+                    g.mode, g.variant, column,
+                )  # fmt: skip
 
 
 def test_rankings_are_by_interval_bound_with_deterministic_ties(tmp_path):
@@ -155,22 +164,29 @@ def test_rankings_are_by_interval_bound_with_deterministic_ties(tmp_path):
     assert top == top_players(store, limit=10, min_decided=1, mode="duel")
 
 
-def test_summary_reports_holm_and_the_margin(tmp_path):
+def test_summary_reports_the_family_and_the_margin(tmp_path):
     store = _bulk(
         tmp_path, "--bulk-guesses", "4000", "--mode", "both", "--accuracy", "bf16=0.6,nf4=0.75"
     )
     s = summary(store, margin=0.1)
-    assert s["definitions"]["margin"] == 0.1
-    assert s["holm"]["tests"] == ["trio all", "duel int8", "duel nf4", "duel all"]
-    assert all(a >= p for a, p in zip(s["holm"]["adjusted"], s["holm"]["p_values"], strict=True))
+    assert s["definitions"]["margin"] == 0.1 and s["definitions"]["level"] == 0.95
+    assert "e-process" in s["definitions"]["live_test"]
+    family = s["family"]
+    assert family["rows"] == ["trio all", "duel int8", "duel nf4", "duel all"]
+    assert family["test_alpha_per_row"] == family["interval_alpha_per_row"] == 0.05 / 8
+    assert family["e_threshold"] == pytest.approx(160)
+    assert s["answers_needed"]["duel"]["rate"] == 0.6
     rows = {(d["mode"], d["variant"]): d for d in s["detection"]}
-    assert rows[("duel", "nf4")]["verdict"] == "distinguishable"
+    nf4 = rows[("duel", "nf4")]
+    assert nf4["verdict"] == "distinguishable" and nf4["log10_e_value"] > 10
+    assert nf4["verdict_text"].startswith("People can tell NF4 from BF16: right in 7")
     assert rows[("duel", "int8")]["margin"] == 0.1
-    assert s == summary(store, margin=0.1)  # seeded bootstraps: the same data, the same summary
+    assert all(d["level"] == 0.95 for d in s["detection"])
+    assert s == summary(store, margin=0.1)  # the same data, the same summary
 
 
 def test_summary_of_an_empty_database(tmp_path):
     s = summary(make_store(tmp_path))
     assert all(d["verdict"] == NO_DATA for d in s["detection"])
-    assert s["counts"]["guesses"] == 0 and s["holm"]["tests"] == []
+    assert s["counts"]["guesses"] == 0 and s["family"]["level"] == 0.95
     json.dumps(s)

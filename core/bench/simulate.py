@@ -13,9 +13,14 @@ must all be 0.
 ``--bulk-guesses N --time-stats-export`` instead bulk-loads N answered rounds (for
 timing statistics and export at scale; not through the Game API).
 
-``--validate [--studies S] [--fast] [--clustering-level A]`` instead checks the verdicts on
-simulated studies with known truth (core.bench.validate), prints the table and exits 1 if any
-figure misses; ``--clustering-level`` measures another level of the clustering pre-test.
+``--results-viewers V`` (with a load run) makes every player refresh the shared Results
+(core.game.results_cache, as the app does after each guess) and V more threads press
+Refresh once a second; the report adds votes/s and the age of every Results shown.
+
+``--validate [--studies S] [--fast] [--json]`` instead checks the verdicts on simulated
+studies with known truth (core.bench.validate), prints the table (JSON with ``--json``) and
+exits 1 if any figure misses. ``--answers-needed [--studies S]`` prints the decided answers
+the live test needs at the stated effects (core.game.verdicts.ANSWERS_NEEDED).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import random
 import secrets
 import shutil
@@ -35,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from core.bench import validate
@@ -48,15 +55,19 @@ from core.config import (
     GenerationSettings,
 )
 from core.errors import DatabaseError, NoReadyRoundError
-from core.game import export, stats
-from core.game.inference import CLUSTERING_TEST_LEVEL
+from core.game import export, presentation, stats
+from core.game.results_cache import RESULTS_MAX_AGE_SECONDS, ResultsCache
 from core.game.rounds import CANT_TELL, Game, RoundView
+from core.game.verdicts import ANSWERS_NEEDED
 from core.records import Generation, VariantResult
 from core.store.storage import Store, default_images_dir
 
 logger = logging.getLogger(__name__)
 
 MODE_CHOICES = (*MODE_SPECS, "both")
+FULL_STUDIES = 2000  # --validate
+FAST_STUDIES = 500  # --validate --fast
+NEEDED_STUDIES = 2000  # --answers-needed
 
 
 def synthetic_generation(index: int, rng: random.Random, size: int = 32) -> Generation:
@@ -150,6 +161,7 @@ class ThreadResult:
     round_seconds: list[float] = field(default_factory=list)
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    results_ages: list[float] = field(default_factory=list)  # age of each Results shown (s)
 
 
 def _modes(mode: str) -> Iterator[str]:
@@ -166,6 +178,7 @@ def _play(
     generation_ids: list[int],
     result: ThreadResult,
     start: threading.Barrier,
+    results: ResultsCache | None = None,
 ) -> None:
     rng = random.Random(args.seed * 1000 + thread)
     game = Game(store, random.Random(rng.random()), rounds_per_minute=0)
@@ -193,6 +206,8 @@ def _play(
             t2 = time.perf_counter()
             game.guess(session, view.round_id, answer)
             t3 = time.perf_counter()
+            if results is not None:  # the app refreshes the player's Results after a guess
+                result.results_ages.append(results.get()[1])
         except Exception as e:  # counted and reported; the run goes on
             result.failed += 1
             if len(result.errors) < 5:
@@ -201,6 +216,15 @@ def _play(
         result.acknowledged.append(view.round_id)
         result.round_seconds.append(t1 - t0)
         result.guess_seconds.append(t3 - t2)
+
+
+def _view_results(
+    results: ResultsCache, stop: threading.Event, result: ThreadResult, every: float = 1.0
+) -> None:
+    """A person keeping Results open and pressing Refresh every ``every`` seconds."""
+    while not stop.is_set():
+        result.results_ages.append(results.get()[1])
+        stop.wait(every)
 
 
 def _percentile_ms(values: list[float], q: float) -> float | None:
@@ -225,21 +249,50 @@ def run_load(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     ]
     results = [ThreadResult() for _ in range(args.threads)]
     barrier = threading.Barrier(args.threads + 1)
+    viewers = args.results_viewers
+    cache = (
+        None
+        if viewers is None
+        else ResultsCache(lambda: results_now(store), max_age=args.results_max_age)
+    )
+    if cache is not None:
+        cache.get()  # the Results as the first visitor opened them, before the run
     threads = [
         threading.Thread(
             target=_play,
-            args=(store, i, per_thread[i], args, prefix, generation_ids, results[i], barrier),
+            args=(
+                store,
+                i,
+                per_thread[i],
+                args,
+                prefix,
+                generation_ids,
+                results[i],
+                barrier,
+                cache,
+            ),
             name=f"player-{i}",
         )
         for i in range(args.threads)
     ]
     for t in threads:
         t.start()
+    stop = threading.Event()
+    watching = [ThreadResult() for _ in range(viewers or 0)]
+    watchers = [
+        threading.Thread(target=_view_results, args=(cache, stop, w), name=f"viewer-{i}")
+        for i, w in enumerate(watching)
+    ]
     barrier.wait()
     start = time.perf_counter()
+    for t in watchers:
+        t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
+    stop.set()
+    for t in watchers:
+        t.join()
 
     acknowledged = [r for res in results for r in res.acknowledged]
     guess_seconds = [s for res in results for s in res.guess_seconds]
@@ -269,7 +322,59 @@ def run_load(store: Store, args: argparse.Namespace) -> dict[str, Any]:
             "p50": _percentile_ms(round_seconds, 50),
             "p99": _percentile_ms(round_seconds, 99),
         },
+        **({} if cache is None else _freshness(results + watching, cache, len(watching), store)),
         "detection": [d.to_dict() for d in stats.detection_table(store)],
+    }
+
+
+def results_now(store: Store) -> dict[str, Any]:
+    """What the app's shared Results cache computes (core.game.arena.Arena._results_now,
+    without the engine's costs): the summary and the chart drawn once."""
+    summary = stats.summary(store)
+    summary["chart_html"] = presentation.detection_chart_html({**summary, "costs": []})
+    return summary
+
+
+def render_seconds(summary: dict[str, Any], repeats: int = 5) -> float:
+    """Median seconds to turn a cached summary into what one refresh of the Results tab
+    shows (app.on_results: markdown and tables; the chart is already drawn)."""
+    times = []
+    results = {**summary, "costs": []}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        presentation.verdicts_markdown(results)
+        presentation.detection_table(results)
+        presentation.detection_details_table(results)
+        presentation.trio_picks(results)
+        presentation.hardest_table(results)
+        presentation.cost_table(results)
+        presentation.cost_note(results)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def _freshness(
+    results: list[ThreadResult], cache: ResultsCache, viewers: int, store: Store
+) -> dict[str, Any]:
+    """How old the Results shown during the run were (seconds), what one recomputation
+    costs after the run (this process's CPU: SQLite included), and what each refresh
+    costs on top."""
+    ages = sorted(a for r in results for a in r.results_ages)
+    start, cpu = time.perf_counter(), time.process_time()
+    summary = results_now(store)
+    compute = (time.perf_counter() - start, time.process_time() - cpu)
+    return {
+        "results_viewers": viewers,
+        "results_shown": len(ages),
+        "results_age_seconds": {
+            "p50": round(ages[len(ages) // 2], 3) if ages else None,
+            "p99": round(ages[min(len(ages) - 1, int(0.99 * len(ages)))], 3) if ages else None,
+            "max": round(ages[-1], 3) if ages else None,
+        },
+        "results_max_age_setting_seconds": cache.max_age,
+        "recompute_seconds_after_run": round(compute[0], 3),
+        "recompute_cpu_seconds_after_run": round(compute[1], 3),
+        "render_ms_per_refresh": round(1000 * render_seconds(summary), 2),
     }
 
 
@@ -374,19 +479,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate the verdicts on simulated studies with known truth; exit 1 on a miss",
     )
     parser.add_argument(
-        "--studies", type=_positive, default=500, help="--validate: studies per figure"
+        "--studies",
+        type=_positive,
+        help=f"--validate / --answers-needed: studies per figure (default {FULL_STUDIES}; "
+        f"{FAST_STUDIES} with --fast; {NEEDED_STUDIES} for --answers-needed)",
     )
     parser.add_argument(
         "--fast",
         action="store_true",
-        help="--validate: loosen each bound by 3 Monte-Carlo standard errors (for few studies)",
+        help=f"--validate: {FAST_STUDIES} studies, each bound loosened by 3 Monte-Carlo "
+        "standard errors",
     )
     parser.add_argument(
-        "--clustering-level",
-        type=_level,
-        default=CLUSTERING_TEST_LEVEL,
-        help="--validate: level of Tarone's test at which a clustering widens the headline "
-        f"(default {CLUSTERING_TEST_LEVEL:g}, the app's; another level shows what it would cost)",
+        "--answers-needed",
+        action="store_true",
+        help="print the decided answers the live test needs at the stated effects",
+    )
+    parser.add_argument(
+        "--results-viewers",
+        type=_non_negative,
+        help="load run: players refresh the shared Results after each guess, and this many "
+        "more threads press Refresh every second; reports the age of what was shown",
+    )
+    parser.add_argument(
+        "--results-max-age",
+        type=float,
+        default=RESULTS_MAX_AGE_SECONDS,
+        help="--results-viewers: seconds the shared Results are kept before a recomputation "
+        f"(default {RESULTS_MAX_AGE_SECONDS:g}, the app's)",
     )
     return parser
 
@@ -401,14 +521,25 @@ def _positive(value: str) -> int:
     return n
 
 
-def _level(value: str) -> float:
+def _non_negative(value: str) -> int:
     try:
-        level = float(value)
+        n = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not 0.0 < level < 1.0:
-        raise argparse.ArgumentTypeError(f"{level} must be strictly between 0 and 1")
-    return level
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} must be at least 0")
+    return n
+
+
+def answers_needed(studies: int, seed: int) -> dict[str, dict[str, float | int]]:
+    """Per mode, the decided answers by which 80% of simulated studies at the stated effect
+    (verdicts.ANSWERS_NEEDED's rate) are called distinguishable, rounded up to 10."""
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2)]
+    out = {}
+    for rng, (mode, (rate, _)) in zip(rngs, ANSWERS_NEEDED.items(), strict=True):
+        needed = validate.answers_needed(rng, studies, rate, mode)
+        out[mode] = {"rate": rate, "decided_answers": 10 * math.ceil(needed / 10)}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,17 +547,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0.0 <= args.cant_tell <= 1.0:
         parser.error("--cant-tell must be in 0…1")
+    if not args.results_max_age >= 0:
+        parser.error(f"--results-max-age must be at least 0 seconds, got {args.results_max_age}")
     logging.basicConfig(level=logging.WARNING)
+    if args.answers_needed:
+        studies = args.studies or NEEDED_STUDIES
+        needed = answers_needed(studies, args.seed)
+        report = {"studies": studies, "seed": args.seed, "power": 0.8, "modes": needed}
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
     if args.validate:
-        start = time.perf_counter()
-        rows = validate.figures(args.studies, args.seed, args.clustering_level)
-        sys.stdout.write(validate.table(rows, args.fast) + "\n")
-        sys.stdout.write(
-            f"{args.studies} studies per figure, seed {args.seed}, "
-            f"Tarone's test at {args.clustering_level:g}, "
-            f"{time.perf_counter() - start:.0f} s\n"
-        )
-        return 0 if all(row.holds(args.fast) for row in rows) else 1
+        start, cpu = time.perf_counter(), time.process_time()
+        studies = args.studies or (FAST_STUDIES if args.fast else FULL_STUDIES)
+        rows = validate.figures(studies, args.seed)
+        passed = all(row.holds(args.fast) for row in rows)
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+        if args.json:
+            report = {
+                "studies": studies, "seed": args.seed, "fast": args.fast, "passed": passed,
+                "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
+                "figures": [row.to_dict(args.fast) for row in rows],
+            }  # fmt: skip
+            json.dump(report, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(validate.table(rows, args.fast) + "\n")
+            sys.stdout.write(
+                f"{studies} studies per figure, seed {args.seed}, {seconds:.0f} s wall, "
+                f"{cpu_seconds:.0f} s CPU\n"
+            )
+        return 0 if passed else 1
     tmp = None
     if args.db is None:
         tmp = Path(tempfile.mkdtemp(prefix="spot-simulate-"))

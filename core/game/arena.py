@@ -26,9 +26,10 @@ from core.config import (
     validate_prompt,
 )
 from core.errors import BusyError, InvalidSettingError, RateLimitedError, excerpt
-from core.game import stats
+from core.game import presentation, stats
 from core.game.detail import Region, magnified_crops
 from core.game.export import export_zip
+from core.game.results_cache import ResultsCache
 from core.game.rounds import (
     Game,
     ReadyRounds,
@@ -106,11 +107,14 @@ class Arena:
     settings: AppSettings
     _queue: threading.BoundedSemaphore = field(init=False, repr=False)
     _generation_limiter: SlidingWindowLimiter = field(init=False, repr=False)
+    _results: ResultsCache = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # One generation runs (the engine's lock) and queue_size more may wait for it.
         self._queue = threading.BoundedSemaphore(self.settings.queue_size + 1)
         self._generation_limiter = SlidingWindowLimiter(self.settings.generations_per_minute)
+        # Shared by every player: recomputed at most every few seconds (core.game.results_cache).
+        self._results = ResultsCache(self._results_now)
 
     @property
     def spec(self) -> ModelSpec:
@@ -228,9 +232,16 @@ class Arena:
     # --- results -------------------------------------------------------------------------
 
     def results(self) -> dict[str, Any]:
-        """The statistics summary plus this deployment's measured cost per variant."""
+        """The statistics summary plus this deployment's measured cost per variant, shared
+        by every player and at most a few seconds old (see core.game.results_cache). The
+        dict is shared: read it, never change it."""
+        return self._results.get()[0]
+
+    def _results_now(self) -> dict[str, Any]:
         summary = stats.summary(self.store, margin=self.settings.margin_points / 100)
         summary["costs"] = self.store.variant_costs(self.spec.name)
+        # Drawn once here, shared by every refresh (see presentation.detection_chart_html).
+        summary["chart_html"] = presentation.detection_chart_html(summary)
         return summary
 
     def export_zip(self, directory: Path, keep_seconds: float = 3600.0) -> Path:

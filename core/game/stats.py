@@ -4,17 +4,17 @@ Definitions (also in README.md, "How the statistics are defined"):
 
 * answered: guesses, "can't tell" included; decided: answered minus can't-tell.
 * rate = correct / decided, tested against chance (duel 1/2, trio 1/3): valid because the
-  slots are shuffled uniformly, so a player who cannot tell is right by chance whenever they
-  decide. correct / answered is shown as the descriptive "spotted" rate; the can't-tell
-  share has its own 95% interval.
-* The headline family (trio; duel int8, NF4 and all) goes through core.game.verdicts:
-  two-sided exact tests and intervals, widened by a bootstrap over players or one over
-  generations where Tarone's test finds clustering, Holm-corrected, three verdicts with
-  margin ``m``.
-* Hardest prompts: generations ranked by the upper bound of the 95% exact interval of their
-  decided rate, lowest first (a prompt is "hard" when even its optimistic rate is low), then
-  by rate, more decided answers first, generation id. Top players: sessions ranked by the
-  lower bound, highest first, then by rate, more decided answers first, session id.
+  slots are shuffled uniformly, so a person who cannot tell is right by chance whenever they
+  decide. correct / answered is shown as the descriptive "spotted" rate.
+* The headline family (trio; duel int8, NF4 and all) goes through core.game.verdicts: a
+  live test (beta-mixture e-process) and a live interval (confidence sequence) per row, the
+  family's 5% split over them, valid however often anyone looks; one-look descriptive
+  intervals clustered two ways, by person and by prompt. The stored ``session_id`` is the
+  person.
+* Hardest prompts and top players (exploratory: no correction for picking the extremes):
+  generations ranked by the upper bound of the 95% exact interval of their decided rate,
+  lowest first, then by rate, more decided answers first, generation id; people ranked by
+  the lower bound, highest first, then by rate, more decided answers first, id.
 
 Every count comes from a GROUP BY in SQL (core.store.storage), so the cost in Python does not
 grow with the number of guesses. ``python -m core.game.stats --db PATH`` prints the summary.
@@ -37,12 +37,16 @@ from scipy.stats import beta
 
 from core.config import MODE_SPECS, QUANTIZED_VARIANTS, REFERENCE_VARIANT, VARIANT_NAMES
 from core.errors import DatabaseError
-from core.game.inference import ALPHA, CLUSTERING_TEST_LEVEL, ClusterCounts
+from core.game import inference
+from core.game.inference import ALPHA, LEVEL, MIN_PEOPLE, ClusterCounts
 from core.game.verdicts import (
     ALL_VARIANTS,
+    ANSWERS_NEEDED,
+    CLUSTERED_INTERVAL,
     DEFAULT_MARGIN,
     DISTINGUISHABLE,
     INDISTINGUISHABLE,
+    LIVE_INTERVAL,
     NO_DATA,
     NOT_ENOUGH_DATA,
     Estimate,
@@ -91,7 +95,11 @@ def _without_prompt(rows: list[tuple[Any, ...]]) -> list[Cluster]:
     return [(r[0], r[1], *r[3:]) for r in rows]
 
 
-def _pooled(rows: list[Cluster]) -> dict[tuple[str, Any], tuple[int, int, int]]:
+# (mode, cluster id) -> (answered, decided, correct) over a mode's variants
+Pooled = dict[tuple[str, Any], tuple[int, int, int]]
+
+
+def _pooled(rows: list[Cluster]) -> Pooled:
     """(mode, cluster id) -> (answered, decided, correct) over a mode's variants."""
     out: dict[tuple[str, Any], tuple[int, int, int]] = {}
     for mode, cluster, _, answered, decided, correct in rows:
@@ -100,18 +108,29 @@ def _pooled(rows: list[Cluster]) -> dict[tuple[str, Any], tuple[int, int, int]]:
     return out
 
 
-def _cluster_counts(rows: list[Cluster]) -> dict[tuple[str, str], ClusterCounts]:
-    """(mode, variant or "all") -> its clusters' (correct, decided) pairs with multiplicity."""
-    pairs: defaultdict[tuple[str, str], Counter[tuple[int, int]]] = defaultdict(Counter)
-    for mode, _, variant, _, decided, correct in rows:
+ClusterMap = dict[tuple[str, str], ClusterCounts]
+
+
+def _cluster_counts(rows: list[Cluster], pooled: Pooled) -> tuple[ClusterMap, ClusterMap]:
+    """(mode, variant or "all") -> its clusters' (correct, decided) pairs with multiplicity,
+    and the same clusters' (can't tell, answered) pairs; ``pooled`` is ``_pooled(rows)``."""
+    decided: defaultdict[tuple[str, str], Counter[tuple[int, int]]] = defaultdict(Counter)
+    cant_tell: defaultdict[tuple[str, str], Counter[tuple[int, int]]] = defaultdict(Counter)
+    for mode, _, variant, answered, n, correct in rows:
         if variant is not None:  # a duel variant's own clusters
-            pairs[(mode, variant)][(correct, decided)] += 1
-    for (mode, _), (_, decided, correct) in _pooled(rows).items():
-        pairs[(mode, ALL_VARIANTS)][(correct, decided)] += 1
-    return {
-        key: ClusterCounts.of([(k, n, c) for (k, n), c in sorted(counter.items())])
-        for key, counter in pairs.items()
-    }
+            decided[(mode, variant)][(correct, n)] += 1
+            cant_tell[(mode, variant)][(answered - n, answered)] += 1
+    for (mode, _), (answered, n, correct) in pooled.items():
+        decided[(mode, ALL_VARIANTS)][(correct, n)] += 1
+        cant_tell[(mode, ALL_VARIANTS)][(answered - n, answered)] += 1
+
+    def counts(pairs: defaultdict[tuple[str, str], Counter[tuple[int, int]]]) -> ClusterMap:
+        return {
+            key: ClusterCounts.of([(k, n, c) for (k, n), c in sorted(counter.items())])
+            for key, counter in pairs.items()
+        }
+
+    return counts(decided), counts(cant_tell)
 
 
 def headline_groups(
@@ -120,19 +139,21 @@ def headline_groups(
     by_session: list[Cluster] | None = None,
     by_generation: list[tuple[Any, ...]] | None = None,
 ) -> list[GroupCounts]:
-    """The counts of every headline group, from SQL's per-player and per-generation counts
+    """The counts of every headline row, from SQL's per-person and per-generation counts
     (arguments: those counts when already read)."""
     groups = store.guess_groups() if groups is None else groups
     by_session = store.decided_by_session() if by_session is None else by_session
     by_generation = store.decided_by_generation() if by_generation is None else by_generation
-    sessions = _cluster_counts(by_session)
-    generations = _cluster_counts(_without_prompt(by_generation))
+    per_generation = _without_prompt(by_generation)
+    people, people_ct = _cluster_counts(by_session, _pooled(by_session))
+    generations, generations_ct = _cluster_counts(per_generation, _pooled(per_generation))
     empty = ClusterCounts.of([])
     out = []
     for mode, variant in headline_keys():
         tallies = [
             t for m, compared, _, t in groups if m == mode and variant in (ALL_VARIANTS, compared)
         ]
+        key = (mode, variant)
         out.append(
             GroupCounts(
                 mode=mode,
@@ -140,22 +161,19 @@ def headline_groups(
                 answered=sum(t.answered for t in tallies),
                 correct=sum(t.correct for t in tallies),
                 cant_tell=sum(t.cant_tell for t in tallies),
-                sessions=sessions.get((mode, variant), empty),
-                generations=generations.get((mode, variant), empty),
+                sessions=people.get(key, empty),
+                generations=generations.get(key, empty),
+                sessions_cant_tell=people_ct.get(key, empty),
+                generations_cant_tell=generations_ct.get(key, empty),
             )
         )
     return out
 
 
-def detection_table(
-    store: Store,
-    margin: float = DEFAULT_MARGIN,
-    rng: np.random.Generator | None = None,
-    **counts: Any,
-) -> list[Estimate]:
-    """The verdict of every headline group (see core.game.verdicts), Holm across them.
+def detection_table(store: Store, margin: float = DEFAULT_MARGIN, **counts: Any) -> list[Estimate]:
+    """The verdict of every headline row (see core.game.verdicts), one family.
     ``counts``: the store's counts when already read (see headline_groups)."""
-    return assess(headline_groups(store, **counts), margin, rng)
+    return assess(headline_groups(store, **counts), margin)
 
 
 def trio_picks(store: Store, groups: Groups | None = None) -> dict[str, Any]:
@@ -208,6 +226,7 @@ def hardest_prompts(
     min_decided: int = 5,
     mode: str = "duel",
     by_generation: list[tuple[Any, ...]] | None = None,
+    pooled: Pooled | None = None,
 ) -> list[dict[str, Any]]:
     """The generations people spot least in ``mode``: at least ``min_decided`` decided
     answers, ranked by the upper bound of the 95% exact interval of their decided rate
@@ -217,7 +236,9 @@ def hardest_prompts(
     prompts = {r[1]: r[2] for r in by_generation}
     rows = [
         (gid, prompts[gid], *figures)
-        for (m, gid), figures in sorted(_pooled(_without_prompt(by_generation)).items())
+        for (m, gid), figures in sorted(
+            (_pooled(_without_prompt(by_generation)) if pooled is None else pooled).items()
+        )
         if m == mode and figures[1] >= min_decided
     ]
     ranked = _ranked(rows, [r[4] for r in rows], [r[3] for r in rows])
@@ -245,6 +266,7 @@ def top_players(
     min_decided: int = 5,
     mode: str = "duel",
     by_session: list[Cluster] | None = None,
+    pooled: Pooled | None = None,
 ) -> list[dict[str, Any]]:
     """The sessions best at ``mode``: at least ``min_decided`` decided answers, ranked by
     the lower bound of the 95% exact interval of their decided rate (highest first), then
@@ -252,7 +274,9 @@ def top_players(
     by_session = store.decided_by_session() if by_session is None else by_session
     rows = [
         (session, *figures)
-        for (m, session), figures in sorted(_pooled(by_session).items())
+        for (m, session), figures in sorted(
+            (_pooled(by_session) if pooled is None else pooled).items()
+        )
         if m == mode and figures[1] >= min_decided
     ]
     ranked = _ranked(rows, [r[3] for r in rows], [r[2] for r in rows])
@@ -278,36 +302,42 @@ def session_stats(store: Store, session_id: str) -> dict[str, int]:
 
 
 DEFINITIONS = {
-    "rate": "correct / decided (decided = answered - can't tell); the tested rate",
+    "rate": "correct / decided (decided = answered - can't tell); the tested rate, per answer",
     "spotted_rate": "correct / answered; descriptive only",
-    "cant_tell_share": "can't tell / answered, with a 95% exact interval",
-    "test": (
-        "exact two-sided binomial test of correct out of decided against chance "
-        "(duel 1/2, trio 1/3), p = min(1, 2 min(P(X <= k), P(X >= k)))"
+    "live_test": (
+        "beta-mixture likelihood ratio (e-process) of 'nobody can tell': every decided answer "
+        "right with probability chance (duel 1/2, trio 1/3) given the past, prior "
+        f"Beta({inference.PRIOR_STRENGTH:g} p0, {inference.PRIOR_STRENGTH:g} (1 - p0)); "
+        "distinguishable when the e-value reaches e_threshold = 1 / the row's test alpha "
+        "(Ville's inequality: valid however often anyone looks, under any clustering)"
     ),
-    "interval": (
-        "two-sided Clopper-Pearson interval at the effective size decided / design effect "
-        "(Korn-Graubard, Satterthwaite degrees of freedom); the design effect is the larger "
-        "bootstrap-over-players or bootstrap-over-generations variance over the binomial one "
-        "among the clusterings where Tarone's test finds extra-binomial spread "
-        f"(p < {CLUSTERING_TEST_LEVEL:g}); none found: the binomial interval"
+    "live_interval": (
+        f"{LIVE_INTERVAL}: Hoeffding normal-mixture boundary for the average success "
+        "probability of the answers given, valid at every look and under any dependence"
     ),
-    "holm": (
-        "Holm's correction across the headline rows; every interval is shown at the level "
-        "1 - a* at which it excludes chance exactly when Holm rejects (p_holm <= alpha)"
+    "family": (
+        "the headline rows are one family: half of alpha split evenly over their live "
+        "tests, half over their live intervals, so a false distinguishable or a false "
+        "within +-margin on any row at any look happens with probability <= alpha"
     ),
     "verdicts": (
-        "distinguishable: the interval excludes chance; indistinguishable: the interval "
-        "lies within chance +- margin; otherwise not enough data, with about how many more "
-        "decided answers would settle it with 80% power at the current rate"
+        "distinguishable: the e-value reaches its bar or the live interval excludes chance; "
+        "indistinguishable: the live interval lies within chance +- margin; otherwise not "
+        f"enough data (too few people to tell below {MIN_PEOPLE} people or prompts)"
+    ),
+    "clustered_interval": (
+        f"{CLUSTERED_INTERVAL}: Cameron-Gelbach-Miller variance, t quantile at the level "
+        "shown with min(people, prompts) - 1 degrees of freedom; per person: mean of people's "
+        "own rates, t-interval over people; the can't-tell share gets the same two-way interval"
     ),
     "hardest_prompts": (
-        "generations ranked by the upper bound of the 95% exact interval of their decided "
-        "rate, lowest first; ties: rate, more decided answers, generation id"
+        "exploratory (no correction for picking the extremes): generations ranked by the "
+        "upper bound of the 95% exact interval of their decided rate, lowest first; ties: "
+        "rate, more decided answers, generation id"
     ),
     "top_players": (
-        "sessions ranked by the lower bound of the 95% exact interval of their decided rate, "
-        "highest first; ties: rate, more decided answers, session id"
+        "exploratory: people ranked by the lower bound of the 95% exact interval of their "
+        "decided rate, highest first; ties: rate, more decided answers, id"
     ),
 }
 
@@ -318,34 +348,43 @@ def summary(
     margin: float = DEFAULT_MARGIN,
     hardest_limit: int = 10,
     min_decided: int = 5,
-    rng: np.random.Generator | None = None,
 ) -> dict[str, Any]:
     """Everything the Results tab and summary.json show, JSON-ready. ``margin`` is a
-    fraction (0.05 = ±5 points of chance); ``rng`` drives the bootstraps (default: seeded,
-    so the same data give the same summary)."""
+    fraction (0.05 = ±5 points of chance). The same data give the same summary."""
     groups = store.guess_groups()
     by_session = store.decided_by_session()
     by_generation = store.decided_by_generation()
     estimates = detection_table(
-        store, margin, rng, groups=groups, by_session=by_session, by_generation=by_generation
+        store, margin, groups=groups, by_session=by_session, by_generation=by_generation
     )
+    test_alpha, interval_alpha = inference.row_alphas(len(estimates))
+    # Each mode's rankings read the same pooled counts: pool them once.
+    per_generation, per_person = _pooled(_without_prompt(by_generation)), _pooled(by_session)
     return {
-        "definitions": {**DEFINITIONS, "alpha": ALPHA, "margin": margin},
+        "definitions": {**DEFINITIONS, "alpha": ALPHA, "level": LEVEL, "margin": margin},
         "counts": store.counts(),
         "detection": [e.to_dict() for e in estimates],
-        "holm": {
-            "tests": [f"{e.mode} {e.variant}" for e in estimates if e.p_value is not None],
-            "p_values": [e.p_value for e in estimates if e.p_value is not None],
-            "adjusted": [e.p_holm for e in estimates if e.p_value is not None],
-            "level": next((e.level for e in estimates if e.level is not None), None),
+        "family": {
+            "rows": [f"{e.mode} {e.variant}" for e in estimates],
+            "alpha": ALPHA,
+            "test_alpha_per_row": test_alpha,
+            "interval_alpha_per_row": interval_alpha,
+            "e_threshold": inference.e_threshold(test_alpha),
+            "level": LEVEL,
+        },
+        "answers_needed": {
+            mode: {"rate": rate, "decided_answers": answers, "people_at_least": MIN_PEOPLE}
+            for mode, (rate, answers) in ANSWERS_NEEDED.items()
         },
         "trio_picks": trio_picks(store, groups),
         "hardest_prompts": {
-            mode: hardest_prompts(store, hardest_limit, min_decided, mode, by_generation)
+            mode: hardest_prompts(
+                store, hardest_limit, min_decided, mode, by_generation, per_generation
+            )
             for mode in MODE_SPECS
         },
         "top_players": {
-            mode: top_players(store, hardest_limit, min_decided, mode, by_session)
+            mode: top_players(store, hardest_limit, min_decided, mode, by_session, per_person)
             for mode in MODE_SPECS
         },
     }

@@ -1,23 +1,28 @@
 """Three verdicts from counts: distinguishable, indistinguishable within ±m, not enough data.
 
-``assess(groups, margin, rng)`` takes the headline groups shown together (duel per quantized
-variant, duel overall, trio) and returns one ``Estimate`` each. For every group:
+``assess(groups, margin)`` takes the headline rows shown together (trio, duel per quantized
+variant, duel overall) and returns one ``Estimate`` each. The family's error, ALPHA = 5%,
+is split evenly: half over the rows' live tests, half over their live intervals
+(core.game.inference.row_alphas). The level shown is always 95%: it does not move as data
+arrive. For every row:
 
-1. rate = correct / decided; its exact test against chance (two-sided, see core.game.inference);
-2. a bootstrap over players (sessions) and one over generations give two design effects,
-   and Tarone's test, one per clustering, says whether answers spread more between players
-   (or prompts) than independent answers would (level ``CLUSTERING_TEST_LEVEL``). The larger
-   design effect among the clusterings the test finds turns n into an effective size, and
-   the headline interval and p-value are the exact ones at that size. When the test finds
-   none, the headline is the plain binomial interval, and the note says so, with the
-   bootstrap interval beside it whenever a bootstrap is wider;
-3. Holm's correction runs over the family's headline p-values, and every interval of the
-   family is shown at the one level 1 − a* at which it excludes chance exactly when Holm
-   rejects its test (95% when every test is rejected, 1 − 0.05 / 4 when none is);
-4. the verdict reads the headline interval [lo, hi] only:
-   chance outside it -> "distinguishable"; inside chance ± margin -> "indistinguishable
-   within ±m points"; otherwise "not enough data yet", with about how many more decided
-   answers would settle it at the current estimate (power 80%).
+1. rate = correct / decided; the live test's e-value against chance (a beta-mixture
+   likelihood ratio, valid however often anyone looks) and the live interval (a confidence
+   sequence for the average success probability of the answers given, valid under any
+   clustering);
+2. the verdict:
+   * *distinguishable*: the e-value reaches its bar (1 / the row's test alpha), or the live
+     interval excludes chance;
+   * *indistinguishable within ±m*: otherwise, when the live interval lies inside chance ± m;
+   * *not enough data yet*: otherwise; "too few people to tell yet" below MIN_PEOPLE people
+     or prompts, and the simulated answers the live test needs at a stated effect
+     (ANSWERS_NEEDED, from ``python -m core.bench.simulate --answers-needed``);
+3. descriptive figures for one look (not monitoring-valid, labelled so): the two-way
+   clustered interval of the per-answer rate (person × prompt), the per-person rate, and the
+   can't-tell share with its own two-way clustered interval.
+
+Under "nobody can tell" (every row at chance) and at every look, a false "distinguishable"
+or a false "within ±m" happens on any row with probability at most 5% together.
 """
 
 from __future__ import annotations
@@ -27,11 +32,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
 from core.config import MODE_SPECS, QUANTIZED_VARIANTS, VARIANTS
 from core.game import inference
-from core.game.inference import ALPHA, ClusterCounts
+from core.game.inference import ALPHA, LEVEL, MIN_PEOPLE, ClusterCounts
 
 DISTINGUISHABLE = "distinguishable"
 INDISTINGUISHABLE = "indistinguishable"
@@ -39,12 +42,25 @@ NOT_ENOUGH_DATA = "not_enough_data"
 NO_DATA = "no_data"
 ALL_VARIANTS = "all"
 DEFAULT_MARGIN = 0.05  # ±5 points of chance
-CANT_TELL_LEVEL = 0.95
+LIVE_INTERVAL = "anytime-valid confidence sequence (live)"
+CLUSTERED_INTERVAL = "two-way clustered t-interval by person and prompt (one look, descriptive)"
+# What the live test needs at a stated effect, per mode: (true rate, decided answers by
+# which 80% of simulated studies are called distinguishable in the app's family of four
+# rows; 200 people of 10 answers each, each with their own rate: rate + N(0, 0.07²)),
+# rounded up to 10. From
+# ``python -m core.bench.simulate --answers-needed`` (seed 0, 2,000 studies; README).
+ANSWERS_NEEDED: dict[str, tuple[float, int]] = {"duel": (0.60, 480), "trio": (0.45, 340)}
 
 
 @dataclass(frozen=True)
 class GroupCounts:
-    """The counts of one headline group: totals and the same answers by cluster."""
+    """The counts of one headline row: totals and the same answers by cluster.
+
+    ``sessions`` and ``generations`` hold each person's / generation's (correct, decided);
+    ``sessions_cant_tell`` and ``generations_cant_tell`` (optional) each one's (can't tell,
+    answered), for the can't-tell share's clustered interval. The stored ``session_id``
+    is the person.
+    """
 
     mode: str
     variant: str  # the duel's quantized variant, or "all"
@@ -53,6 +69,8 @@ class GroupCounts:
     cant_tell: int
     sessions: ClusterCounts
     generations: ClusterCounts
+    sessions_cant_tell: ClusterCounts | None = None
+    generations_cant_tell: ClusterCounts | None = None
 
     @property
     def decided(self) -> int:
@@ -61,7 +79,7 @@ class GroupCounts:
 
 @dataclass(frozen=True)
 class Estimate:
-    """Everything shown about one headline group. Rates are fractions (0…1)."""
+    """Everything shown about one headline row. Rates are fractions (0…1)."""
 
     mode: str
     variant: str
@@ -71,106 +89,38 @@ class Estimate:
     cant_tell: int
     chance: float
     margin: float
-    rate: float | None  # correct / decided: the tested rate
+    people: int  # people with a decided answer in this row
+    prompts: int  # generations with a decided answer in this row
+    level: float  # the one confidence level shown (95%, whatever the data)
+    rate: float | None  # correct / decided: the tested rate (per answer)
     spotted_rate: float | None  # correct / answered: descriptive only
-    cant_tell_share: float | None
-    cant_tell_ci_low: float | None  # 95% exact interval of the can't-tell share
-    cant_tell_ci_high: float | None
-    level: float | None  # confidence level of every interval below (Holm, see module doc)
-    ci_low: float | None  # the headline interval: exact, at the effective size
+    log10_e_value: float | None  # the live test's e-value, log10
+    e_threshold: float  # the bar: distinguishable at e-value ≥ this
+    ci_low: float | None  # the live interval (see interval_kind)
     ci_high: float | None
-    binomial_ci_low: float | None  # exact interval as if all answers were independent
-    binomial_ci_high: float | None
-    sessions: int
-    session_design_effect: float | None
-    session_ci_low: float | None  # percentile interval of the bootstrap over players
-    session_ci_high: float | None
-    generations: int
-    generation_design_effect: float | None
-    generation_ci_low: float | None  # percentile interval of the bootstrap over generations
-    generation_ci_high: float | None
-    session_dispersion_p: float | None  # Tarone's test of extra-binomial spread by player
-    generation_dispersion_p: float | None  # … by generation
-    design_effect: float | None  # the one applied to the headline (1: none found)
-    clustered_by: str | None  # "players", "prompts" or None
-    effective_decided: float | None  # decided / design effect, Korn–Graubard
-    p_value_binomial: float | None  # exact two-sided test, answers taken as independent
-    p_value: float | None  # the same test at the effective size (the headline)
-    p_holm: float | None  # Holm-adjusted headline p-value within the family
+    interval_kind: str
+    clustered_ci_low: float | None  # one look, per answer, two-way clustered
+    clustered_ci_high: float | None
+    clustered_df: int | None  # its degrees of freedom: min(people, prompts) − 1
+    per_person_rate: float | None  # mean of each person's own rate
+    per_person_ci_low: float | None
+    per_person_ci_high: float | None
+    cant_tell_share: float | None
+    cant_tell_ci_low: float | None  # one look, two-way clustered
+    cant_tell_ci_high: float | None
     verdict: str
-    within_margin: bool | None  # the headline interval lies inside chance ± margin
-    more_decided_needed: int | None  # for "not enough data": about how many more
-    verdict_text: str
-    clustering_note: str
+    within_margin: bool | None  # the live interval lies inside chance ± margin
+    too_few_people: bool
+    verdict_text: str  # the plain sentence, shown first
+    needed_text: str  # what the live test needs, for a row not settled yet
+    details_text: str  # the numbers behind the sentence
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class _Pass1:
-    group: GroupCounts
-    rate: float
-    p_binomial: float
-    p_value: float
-    effective: float
-    session_deff: float
-    generation_deff: float
-    session_dispersion: float
-    generation_dispersion: float
-    design_effect: float
-    clustered_by: str | None
-    session_rates: np.ndarray
-    generation_rates: np.ndarray
-
-
-def _first_pass(
-    group: GroupCounts, rng: np.random.Generator, replicates: int, clustering_level: float
-) -> _Pass1:
-    k, n = group.correct, group.decided
-    chance = MODE_SPECS[group.mode].chance
-    session_rates = inference.bootstrap_rates(group.sessions, rng, replicates)
-    generation_rates = inference.bootstrap_rates(group.generations, rng, replicates)
-    session_deff = inference.design_effect(session_rates, group.sessions.count, k, n)
-    generation_deff = inference.design_effect(generation_rates, group.generations.count, k, n)
-    session_dispersion = inference.tarone_p_value(group.sessions, k, n)
-    generation_dispersion = inference.tarone_p_value(group.generations, k, n)
-    # A clustering widens the headline only when Tarone's test finds extra-binomial spread
-    # along it (at ``clustering_level``); of those, the larger design effect sets it. Never
-    # narrower than the binomial (Korn & Graubard truncate the design effect at 1).
-    found = [
-        (deff, name, counts)
-        for deff, name, counts, spread_p in (
-            (session_deff, "players", group.sessions, session_dispersion),
-            (generation_deff, "prompts", group.generations, generation_dispersion),
-        )
-        if deff > 1.0 and spread_p < clustering_level
-    ]
-    deff, clustered_by, widest = max(found, key=lambda f: f[0]) if found else (1.0, None, None)
-    effective = float(n)
-    if widest is not None:
-        df = inference.variance_clusters(widest, n, deff) - 1.0
-        effective = inference.effective_size(n, deff, df)
-    rate = k / n
-    return _Pass1(
-        group=group,
-        rate=rate,
-        p_binomial=inference.exact_p_value(k, n, chance),
-        p_value=inference.exact_p_value(rate * effective, effective, chance),
-        effective=effective,
-        session_deff=session_deff,
-        generation_deff=generation_deff,
-        session_dispersion=session_dispersion,
-        generation_dispersion=generation_dispersion,
-        design_effect=deff,
-        clustered_by=clustered_by,
-        session_rates=session_rates,
-        generation_rates=generation_rates,
-    )
-
-
 def label(mode: str, variant: str) -> str:
-    """A group's name at the head of its verdict: "Trio", "NF4", "LLM.int8 or NF4"."""
+    """A row's name in numbers and tables: "Trio", "NF4", "LLM.int8 or NF4"."""
     if mode == "trio":
         return "Trio"
     if variant == ALL_VARIANTS:
@@ -178,232 +128,171 @@ def label(mode: str, variant: str) -> str:
     return VARIANTS[variant].label
 
 
-def _pct(x: float, digits: int = 0) -> str:
-    return f"{100 * x:.{digits}f}"
+def _what(mode: str, variant: str) -> str:
+    """What people do when they can tell: "tell NF4 from BF16", "pick the original …"."""
+    if mode == "trio":
+        return "pick the original (BF16) out of three images"
+    return f"tell {label(mode, variant)} from BF16"
 
 
-def _level_text(level: float) -> str:
-    return f"{100 * level:.4g}%"
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
 
 
-def _text(
-    mode: str,
-    variant: str,
-    *,
-    rate: float,
-    decided: int,
-    chance: float,
-    low: float,
-    high: float,
-    level: float,
-    verdict: str,
-    margin: float,
-    more: int | None,
-) -> str:
-    what = "pick the original" if mode == "trio" else "spot the quantized image"
-    digits = 1 if high - low < 0.03 else 0  # a narrow interval would read "50–50%"
-    head = (
-        f"{label(mode, variant)} — people {what} in {_pct(rate, digits)}% of decided {mode}s "
-        f"({_level_text(level)} CI {_pct(low, digits)}–{_pct(high, digits)}%, "
-        f"n = {decided:,}, chance {_pct(chance)}%)"
-    )
-    points = f"±{100 * margin:.3g} points of chance"
+def _people(n: int) -> str:
+    return f"{n:,} {'person' if n == 1 else 'people'}"
+
+
+def _answers(n: int) -> str:
+    return f"{n:,} decided answer{'' if n == 1 else 's'}"
+
+
+def e_value_text(log10_e: float) -> str:
+    """An e-value for people: "3.2", "450", "10^12" (no exponent below a million)."""
+    if log10_e < 6:
+        value = 10**log10_e
+        return f"{value:.2g}" if value < 10 else f"{value:,.0f}"
+    return f"10^{log10_e:.0f}"
+
+
+def sentence(f: dict[str, Any]) -> str:
+    """The plain sentence of one row (its figures as in Estimate), shown first."""
+    mode, variant, verdict = f["mode"], f["variant"], f["verdict"]
+    what = _what(mode, variant)
+    if verdict == NO_DATA:
+        return f"No decided answers yet for {label(mode, variant)}" + (
+            " (only “can't tell” so far)." if f.get("answered") else "."
+        )
+    base = f"{_answers(f['decided'])} from {_people(f['people'])}"
     if verdict == DISTINGUISHABLE:
-        tail = ": distinguishable"
-        if high < chance:
-            tail += " (people pick the wrong one more often than chance)"
-        if low >= chance - margin and high <= chance + margin:
-            tail += f", though only by less than {points} (equivalent within the margin)"
-        return head + tail + "."
+        if f["rate"] < f["chance"]:
+            return (
+                f"People can {what}, but they pick the wrong one: right in {_pct(f['rate'])} "
+                f"of {base}, where chance is {_pct(f['chance'])}."
+            )
+        tail = (
+            f", though by less than ±{100 * f['margin']:.3g} points" if f["within_margin"] else ""
+        )
+        return (
+            f"People can {what}{tail}: right in {_pct(f['rate'])} of {base}, "
+            f"where chance is {_pct(f['chance'])}."
+        )
     if verdict == INDISTINGUISHABLE:
-        return head + f": indistinguishable within {points}."
-    settle = (
-        f"more than {inference.MAX_MORE:,} more decided answers would be needed to settle it"
-        if more is None
-        else f"about {more:,} more decided answers would settle it"
-    )
-    return head + f": not enough data yet — {settle}."
-
-
-def _interval_text(interval: tuple[float, float]) -> str:
-    return f"{_pct(interval[0], 1)}–{_pct(interval[1], 1)}%"
-
-
-def _clustering_note(
-    first: _Pass1,
-    binomial: tuple[float, float],
-    bootstraps: dict[str, tuple[float, float]],
-    clustering_level: float,
-) -> str:
-    """Says in words which interval is the headline and, when they differ, why."""
-    level = f"p < {clustering_level:g}"
-    if first.clustered_by is not None:
-        dispersion = (
-            first.session_dispersion
-            if first.clustered_by == "players"
-            else first.generation_dispersion
-        )
         return (
-            f"Answers vary by {first.clustered_by} (design effect {first.design_effect:.2f}, "
-            f"Tarone's test of extra-binomial spread p = {dispersion:.2g}, {level}): the "
-            f"headline interval is the exact one at an effective {first.effective:.0f} of "
-            f"{first.group.decided} decided answers, wider than the binomial "
-            f"{_interval_text(binomial)}."
+            f"People can't {what}: their rate is within ±{100 * f['margin']:.3g} points of "
+            f"chance ({_pct(f['chance'])}): {base}."
         )
-    wider = [
-        (name, deff, p)
-        for name, deff, p in (
-            ("players", first.session_deff, first.session_dispersion),
-            ("prompts", first.generation_deff, first.generation_dispersion),
-        )
-        if deff > 1.0
-    ]
-    if not wider:
-        return (
-            "No more spread between players or between prompts than independent answers "
-            f"would show (design effects {first.session_deff:.2f} and "
-            f"{first.generation_deff:.2f}): the headline interval is the binomial one."
-        )
-    parts = "; ".join(
-        f"over {name} {_interval_text(bootstraps[name])} (design effect {deff:.2f}, "
-        f"Tarone's test p = {p:.2g})"
-        for name, deff, p in wider
-    )
+    text = f"People can't reliably {what} yet: {base}."
+    if f["people"] < MIN_PEOPLE:
+        return text + " Too few people to tell yet."
+    if f["prompts"] < MIN_PEOPLE:
+        return text + " Too few prompts to tell yet."
+    return text
+
+
+def needed_text(mode: str) -> str:
+    """What the live test needs at a stated effect (simulated; see ANSWERS_NEEDED)."""
+    rate, answers = ANSWERS_NEEDED[mode]
     return (
-        f"The bootstrap intervals differ from the binomial {_interval_text(binomial)}: {parts}. "
-        f"Tarone's test does not find more spread than independent answers would show "
-        f"({level} needed), so the headline interval is the binomial one."
+        f"To detect a rate of {_pct(rate)} in a {mode} (chance {_pct(MODE_SPECS[mode].chance)}), "
+        f"the live test needs about {answers:,} decided answers from at least {MIN_PEOPLE} "
+        "people (simulated)."
     )
 
 
-def _no_data(group: GroupCounts, chance: float, margin: float) -> Estimate:
+def _interval(low: float | None, high: float | None) -> str:
+    return "—" if low is None or high is None else f"{100 * low:.1f}–{100 * high:.1f}%"
+
+
+def _details(e: dict[str, Any]) -> str:
+    """The numbers behind the sentence, in one line."""
+    return (
+        f"{label(e['mode'], e['variant'])}: {100 * e['rate']:.1f}% of {e['decided']:,} decided "
+        f"answers, live {100 * e['level']:.0f}% interval {_interval(e['ci_low'], e['ci_high'])}; "
+        f"live test e-value {e_value_text(e['log10_e_value'])} (distinguishable at "
+        f"{e['e_threshold']:,.0f}). One look: "
+        f"{_interval(e['clustered_ci_low'], e['clustered_ci_high'])} per answer "
+        f"(clustered by person and prompt), {100 * e['per_person_rate']:.1f}% per person "
+        f"({_interval(e['per_person_ci_low'], e['per_person_ci_high'])}); can't tell "
+        f"{100 * e['cant_tell_share']:.1f}% of answers "
+        f"({_interval(e['cant_tell_ci_low'], e['cant_tell_ci_high'])})."
+    )
+
+
+def _cant_tell_interval(group: GroupCounts) -> tuple[float | None, float | None]:
+    if group.sessions_cant_tell is None or group.generations_cant_tell is None:
+        return None, None
+    low, high, _ = inference.clustered_interval(
+        group.sessions_cant_tell, group.generations_cant_tell, group.cant_tell, group.answered
+    )
+    return low, high
+
+
+def _no_data(group: GroupCounts, chance: float, margin: float, threshold: float) -> Estimate:
     share = group.cant_tell / group.answered if group.answered else None
-    ct = (
-        inference.exact_interval(group.cant_tell, group.answered, CANT_TELL_LEVEL)
-        if group.answered
-        else (None, None)
-    )
-    what = "no answers yet" if group.answered == 0 else "only can't-tell answers so far"
+    low, high = _cant_tell_interval(group) if group.answered else (None, None)
     return Estimate(
         group.mode, group.variant, group.answered, 0, 0, group.cant_tell, chance, margin,
-        None, 0.0 if group.answered else None, share, ct[0], ct[1], None, None, None, None,
-        None, group.sessions.count, None, None, None, group.generations.count, None, None,
-        None, None, None, None, None, None, None, None, None, NO_DATA, None, None,
-        f"{label(group.mode, group.variant)}: {what}.", "",
+        0, 0, LEVEL, None, 0.0 if group.answered else None, None, threshold, None, None,
+        LIVE_INTERVAL, None, None, None, None, None, None, share, low, high, NO_DATA, None,
+        True, sentence(
+            {"mode": group.mode, "variant": group.variant, "verdict": NO_DATA,
+             "answered": group.answered}
+        ), "", "",
     )  # fmt: skip
 
 
-def assess(
-    groups: Sequence[GroupCounts],
-    margin: float = DEFAULT_MARGIN,
-    rng: np.random.Generator | None = None,
-    *,
-    alpha: float = ALPHA,
-    replicates: int = inference.BOOTSTRAP_REPLICATES,
-    with_more_needed: bool = True,
-    clustering_level: float = inference.CLUSTERING_TEST_LEVEL,
-) -> list[Estimate]:
-    """The estimates of a family of headline groups shown together, in the order given.
+def decide(
+    log10_e: float, low: float, high: float, chance: float, margin: float, threshold: float
+) -> tuple[str, bool]:
+    """(verdict, within margin) from the live test and the live interval."""
+    within = low >= chance - margin and high <= chance + margin
+    if log10_e >= math.log10(threshold) or low > chance or high < chance:
+        return DISTINGUISHABLE, within
+    return (INDISTINGUISHABLE if within else NOT_ENOUGH_DATA), within
 
-    ``rng`` drives the bootstraps (default: a fixed seed, so a summary is reproducible).
-    ``with_more_needed=False`` skips the power search (simulations that do not show it).
-    ``clustering_level``: the level of Tarone's test at which a clustering widens the headline
-    (the validation's ``--clustering-level`` measures what another level would cost).
-    """
+
+def assess(
+    groups: Sequence[GroupCounts], margin: float = DEFAULT_MARGIN, *, alpha: float = ALPHA
+) -> list[Estimate]:
+    """The estimates of the headline rows shown together, in the order given; the family's
+    alpha is split over ``len(groups)`` rows (the app always passes its four)."""
     if not 0.0 < margin < 0.5:
         raise ValueError(f"the margin must be between 0 and 0.5 (a fraction), got {margin}")
-    rng = np.random.default_rng(0) if rng is None else rng
-    firsts = {
-        i: _first_pass(g, rng, replicates, clustering_level)
-        for i, g in enumerate(groups)
-        if g.decided > 0
-    }
-    tested = sorted(firsts)
-    p_values = [firsts[i].p_value for i in tested]
-    adjusted = dict(zip(tested, inference.holm(p_values), strict=True))
-    level = 1.0 - inference.holm_level(p_values, alpha) if p_values else None
+    test_alpha, interval_alpha = inference.row_alphas(max(1, len(groups)), alpha)
+    threshold = inference.e_threshold(test_alpha)
     out = []
-    for i, group in enumerate(groups):
+    for group in groups:
         chance = MODE_SPECS[group.mode].chance
-        if i not in firsts:
-            out.append(_no_data(group, chance, margin))
-            continue
-        first = firsts[i]
-        assert level is not None
         k, n = group.correct, group.decided
-        low, high = inference.exact_interval(first.rate * first.effective, first.effective, level)
-        within = low >= chance - margin and high <= chance + margin
-        if low > chance or high < chance:
-            verdict = DISTINGUISHABLE
-        elif within:
-            verdict = INDISTINGUISHABLE
-        else:
-            verdict = NOT_ENOUGH_DATA
-        more = None
-        if verdict == NOT_ENOUGH_DATA and with_more_needed:
-            needed = inference.decided_needed(first.rate, chance, margin, level)
-            if needed is not None:
-                # ``needed`` counts effective answers: scale back to decided ones.
-                more = max(1, math.ceil(needed * n / first.effective) - n)
-        binomial = inference.exact_interval(k, n, level)
-        session = inference.percentile_interval(first.session_rates, level)
-        generation = inference.percentile_interval(first.generation_rates, level)
-        cant_tell = inference.exact_interval(group.cant_tell, group.answered, CANT_TELL_LEVEL)
-        out.append(
-            Estimate(
-                mode=group.mode,
-                variant=group.variant,
-                answered=group.answered,
-                decided=n,
-                correct=k,
-                cant_tell=group.cant_tell,
-                chance=chance,
-                margin=margin,
-                rate=first.rate,
-                spotted_rate=k / group.answered,
-                cant_tell_share=group.cant_tell / group.answered,
-                cant_tell_ci_low=cant_tell[0],
-                cant_tell_ci_high=cant_tell[1],
-                level=level,
-                ci_low=low,
-                ci_high=high,
-                binomial_ci_low=binomial[0],
-                binomial_ci_high=binomial[1],
-                sessions=group.sessions.count,
-                session_design_effect=first.session_deff,
-                session_ci_low=session[0],
-                session_ci_high=session[1],
-                generations=group.generations.count,
-                generation_design_effect=first.generation_deff,
-                generation_ci_low=generation[0],
-                generation_ci_high=generation[1],
-                session_dispersion_p=first.session_dispersion,
-                generation_dispersion_p=first.generation_dispersion,
-                design_effect=first.design_effect,
-                clustered_by=first.clustered_by,
-                effective_decided=first.effective,
-                p_value_binomial=first.p_binomial,
-                p_value=first.p_value,
-                p_holm=adjusted[i],
-                verdict=verdict,
-                within_margin=within,
-                more_decided_needed=more,
-                verdict_text=_text(
-                    group.mode,
-                    group.variant,
-                    rate=first.rate,
-                    decided=n,
-                    chance=chance,
-                    low=low,
-                    high=high,
-                    level=level,
-                    verdict=verdict,
-                    margin=margin,
-                    more=more,
-                ),
-                clustering_note=_clustering_note(
-                    first, binomial, {"players": session, "prompts": generation}, clustering_level
-                ),
-            )
-        )
+        if n <= 0:
+            out.append(_no_data(group, chance, margin, threshold))
+            continue
+        rate = k / n
+        log10_e = float(inference.log_e_value(k, n, chance)) / math.log(10)
+        half = float(inference.confidence_halfwidth(n, interval_alpha))
+        low, high = max(0.0, rate - half), min(1.0, rate + half)
+        verdict, within = decide(log10_e, low, high, chance, margin, threshold)
+        people, prompts = group.sessions.count, group.generations.count
+        too_few = min(people, prompts) < MIN_PEOPLE
+        c_low, c_high, df = inference.clustered_interval(group.sessions, group.generations, k, n)
+        person_rate, p_low, p_high = inference.per_person(group.sessions)
+        ct_low, ct_high = _cant_tell_interval(group)
+        figures: dict[str, Any] = {
+            "mode": group.mode, "variant": group.variant, "answered": group.answered,
+            "decided": n, "correct": k, "cant_tell": group.cant_tell, "chance": chance,
+            "margin": margin, "people": people, "prompts": prompts, "level": LEVEL,
+            "rate": rate, "spotted_rate": k / group.answered, "log10_e_value": log10_e,
+            "e_threshold": threshold, "ci_low": low, "ci_high": high,
+            "interval_kind": LIVE_INTERVAL, "clustered_ci_low": c_low,
+            "clustered_ci_high": c_high, "clustered_df": df, "per_person_rate": person_rate,
+            "per_person_ci_low": p_low, "per_person_ci_high": p_high,
+            "cant_tell_share": group.cant_tell / group.answered, "cant_tell_ci_low": ct_low,
+            "cant_tell_ci_high": ct_high, "verdict": verdict, "within_margin": within,
+            "too_few_people": too_few,
+        }  # fmt: skip
+        figures["verdict_text"] = sentence(figures)
+        figures["needed_text"] = needed_text(group.mode) if verdict == NOT_ENOUGH_DATA else ""
+        figures["details_text"] = _details(figures)
+        out.append(Estimate(**figures))
     return out
