@@ -301,7 +301,7 @@ def build_play_tab(arena: Arena) -> PlayTab:
                 headers=presentation.REVEAL_HEADERS,
                 interactive=False,
                 label="Measured cost",
-                elem_classes=["scroll-table"],
+                elem_classes=["scroll-table", "fit-table"],
             )
             gr.Markdown(presentation.REVEAL_HELP)
             compare_with = gr.Radio(config.QUANTIZED_VARIANTS, label="Compare BF16 with")
@@ -380,7 +380,7 @@ def build_results_tab(arena: Arena) -> ResultsTab:
             headers=presentation.DETECTION_HEADERS,
             interactive=False,
             label="Detection",
-            elem_classes=["scroll-table"],
+            elem_classes=["scroll-table", "fit-table"],
         )
         with gr.Accordion("Details: every interval and test", open=False):
             gr.Markdown(presentation.DETAILS_HELP)
@@ -388,7 +388,7 @@ def build_results_tab(arena: Arena) -> ResultsTab:
                 headers=presentation.DETECTION_DETAIL_HEADERS,
                 interactive=False,
                 label="Detection details",
-                elem_classes=["scroll-table"],
+                elem_classes=["scroll-table", "fit-table"],
             )
         # The figure has its own title: Gradio's label would cover it on a phone.
         chart = gr.Plot(show_label=False, elem_classes=["detection-chart"])
@@ -398,20 +398,20 @@ def build_results_tab(arena: Arena) -> ResultsTab:
             datatype="str",  # players' prompts: plain text, never "markdown" or "html"
             interactive=False,
             label="Hardest prompts",
-            elem_classes=["scroll-table"],
+            elem_classes=["scroll-table", "fit-table"],
         )
         costs_table = gr.Dataframe(
             headers=presentation.COST_HEADERS,
             interactive=False,
             label=f"Memory and time per variant here ({arena.engine.device_label})",
-            elem_classes=["scroll-table"],
+            elem_classes=["scroll-table", "fit-table"],
         )
         cost_note = gr.Markdown("")
         gr.Dataframe(
             value=presentation.reference_table(),
             interactive=False,
             label=f"Reference: {config.SEED_REFERENCE_SOURCE}",
-            elem_classes=["scroll-table"],
+            elem_classes=["scroll-table", "fit-table"],
         )
         with gr.Row():
             export_btn = gr.Button("Export the data (zip)", variant="secondary")
