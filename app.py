@@ -35,10 +35,10 @@ from starlette.middleware import Middleware
 from core import config
 from core.checkpoints.micro import vocabulary
 from core.config import AppSettings
-from core.errors import AnswerCapError, SpotError, StorageFullError
+from core.errors import SpotError, StorageFullError
 from core.game import presentation
 from core.game.arena import Arena
-from core.game.identity import PersonIds, key_from_text, load_or_create_key
+from core.game.identity import KEY_FILE_NAME, PersonIds, key_from_text, load_or_create_key
 from core.game.request_limits import RequestLimits
 from core.game.rounds import CANT_TELL, SLOT_LABELS, Reveal, RoundView, check_mode
 from core.store.round_images import RoundImages
@@ -443,13 +443,12 @@ def ready_updates(arena: Arena, play: PlayTab, st: PlayerState, mode: str) -> di
     """The ready-round buttons enabled exactly when a ready round is waiting for this
     player in ``mode``, and the status line saying so when none is."""
     ready = arena.ready_rounds(st.session, mode)
-    try:
-        arena.game.check_answer_cap(st.session)
-    except AnswerCapError as capped:
+    capped = arena.answer_cap_note(st.session)
+    if capped is not None:  # today's last answer given: no new round, and why
         return {
             play.ready_btn: gr.Button(interactive=False),
             play.next_btn: gr.Button(interactive=False),
-            play.status: f"*{str(capped)[0].upper()}{str(capped)[1:]}.*",
+            play.status: f"*{capped[:1].upper()}{capped[1:]}.*",
         }
     return {
         play.ready_btn: gr.Button(interactive=ready.unseen > 0),
@@ -507,7 +506,11 @@ def on_page_load(
     out: dict[Any, Any] = {play.generate_btn: gr.Button(interactive=True)}
     if person.token is not None:
         out[browser] = person.token
-    view = arena.open_round(st.session)
+    try:
+        view = arena.open_round(st.session)
+    except Exception:  # a round that cannot be shown again must not keep the page from playing
+        logger.exception("could not restore the open round of a returning player")
+        view = None
     if view is None:
         return out | {state: st} | ready_updates(arena, play, st, mode)
     out[play.mode] = view.mode
@@ -857,7 +860,7 @@ def load_person_key(settings: AppSettings, environ: Mapping[str, str]) -> bytes:
     text = environ.get(config.PERSON_KEY_VARIABLE, "")
     if text != "":
         return key_from_text(text, config.PERSON_KEY_VARIABLE)
-    return load_or_create_key(Path(settings.db).parent / "person.key")
+    return load_or_create_key(Path(settings.db).parent / KEY_FILE_NAME)
 
 
 def round_images(settings: AppSettings) -> RoundImages:

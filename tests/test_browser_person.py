@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import expect
 
 import app
-from core.game.identity import BROWSER_ID
+from core.game.identity import ACCOUNT_ID, BROWSER_ID
 from tests.app_server import SIZE, STEPS, launched_app
 from tests.browser_helpers import CHROMIUM, CHROMIUM_ARGS
 
@@ -134,3 +134,74 @@ def test_a_reload_keeps_the_person_and_never_serves_an_answered_round(browser, s
             other.close()
     finally:
         context.close()
+
+
+def session_cookie(client_secret: str, userinfo: dict) -> str:
+    """The cookie Gradio's OAuth callback would leave after a sign-in: Starlette's signed
+    session (itsdangerous, keyed as gradio.oauth.attach_oauth keys it) holding the
+    profile. No Hub is reachable here, so the test signs in by holding it."""
+    import base64
+    import hashlib
+    import json
+    import time
+
+    import itsdangerous
+
+    session = {"oauth_info": {"userinfo": userinfo, "expires_at": int(time.time()) + 3600}}
+    signer = itsdangerous.TimestampSigner(
+        hashlib.sha256(f"{client_secret}-v4".encode()).hexdigest()
+    )
+    return signer.sign(base64.b64encode(json.dumps(session).encode())).decode()
+
+
+def test_a_signed_in_player_is_their_account(browser, tiny_engine, tmp_path, monkeypatch):
+    import gradio.oauth as gradio_oauth
+
+    space = {
+        "OAUTH_CLIENT_ID": "client", "OAUTH_CLIENT_SECRET": "secret-of-the-space",
+        "OAUTH_SCOPES": "openid profile", "OPENID_PROVIDER_URL": "https://huggingface.co",
+    }  # fmt: skip
+    # As on a Space with `hf_oauth: true` (Gradio reads these when it is imported).
+    # Only Gradio's OAuth is told it runs on a Space (the real routes, not the local mock,
+    # which would ask the Hub who is logged in here).
+    monkeypatch.setattr(gradio_oauth, "get_space", lambda: "someone/spot-the-quantized")
+    for name, value in space.items():
+        monkeypatch.setattr(gradio_oauth, name, value)
+    userinfo = {
+        "sub": "65f0c0ffee00000000000042", "name": "Alice Example",
+        "preferred_username": "alice-the-tester",
+        "profile": "https://huggingface.co/alice-the-tester", "picture": "",
+    }  # fmt: skip
+    with launched_app(tiny_engine, tmp_path, oauth=True) as served:
+        settings = tiny_engine.default_settings(seed=31).with_(steps=STEPS, width=SIZE, height=SIZE)
+        served.store.save_generation(tiny_engine.generate("ready 31", settings))
+        account = served.arena.persons.account_person(app.account_subject(userinfo))
+        cookie = session_cookie(space["OAUTH_CLIENT_SECRET"], userinfo)
+        for _ in range(2):  # two browsers, one account
+            context = browser.new_context()
+            context.add_cookies([{"name": "session", "value": cookie, "url": served.url}])
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            try:
+                open_page(page, served.url)
+                page.get_by_role("button", name="Logout (alice-the-tester)").wait_for()
+                if not served.answer_keys():
+                    page.get_by_role("button", name="Play a ready round").click()
+                    page.get_by_text(QUESTION).wait_for()
+                    answer_a(page)
+                else:  # the second browser: the account has answered the only round
+                    page.get_by_text("No ready round left for you").wait_for()
+            finally:
+                context.close()
+        (played,) = served.answer_keys()
+        assert played["session_id"] == account and ACCOUNT_ID.fullmatch(account)
+        # A browser that is not signed in is someone else.
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            open_page(page, served.url)
+            page.get_by_role("button", name="Sign in with Hugging Face").wait_for()
+            expect(page.get_by_role("button", name="Play a ready round")).to_be_enabled()
+        finally:
+            context.close()

@@ -28,6 +28,7 @@ from core.game.identity import (
     load_or_create_key,
 )
 from core.game.rounds import DAY_SECONDS
+from tests.app_server import generate_args, launched_app
 from tests.data_helpers import Clock, make_game, make_generation, make_store
 
 KEY = bytes(range(32))
@@ -150,8 +151,9 @@ def test_the_sign_in_button_only_where_oauth_is_enabled(tiny_engine, store, monk
     assert oauth_enabled(space) and not oauth_enabled({**space, "OAUTH_SCOPES": ""})
     assert not oauth_enabled({})
     # As on a Space with `hf_oauth: true` (Gradio reads these when it is imported).
-    monkeypatch.setenv("SYSTEM", "spaces")
-    monkeypatch.setenv("SPACE_ID", "someone/spot-the-quantized")
+    # Only Gradio's OAuth is told it runs on a Space (the real routes, not the local mock,
+    # which would ask the Hub who is logged in here).
+    monkeypatch.setattr(gradio_oauth, "get_space", lambda: "someone/spot-the-quantized")
     for name, value in space.items():
         monkeypatch.setattr(gradio_oauth, name, value)
     signed = app.build_demo(arena, oauth=True)
@@ -275,3 +277,24 @@ def test_the_export_holds_no_account_name(tiny_engine, store, tmp_path):
     assert person.id.encode() in text  # the person is in the export, by id
     for value in ("alice", "Alice", userinfo["sub"], "huggingface.co/"):
         assert value.encode() not in text, value
+
+
+def test_the_served_app_applies_the_daily_cap(tiny_engine, tmp_path):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    with launched_app(tiny_engine, tmp_path, answers_per_day=1) as served:
+        for index in range(2):
+            served.store.save_generation(make_generation(index))
+        player = Client(served.url, verbose=False, download_files=False)
+        player.predict("duel", api_name="/ready_round")
+        player.predict("A", "duel", api_name="/guess")
+        with pytest.raises(AppError, match="today's 1 answer, the most this server takes"):
+            player.predict("duel", api_name="/ready_round")
+        with pytest.raises(AppError, match="today's 1 answer"):
+            player.predict(*generate_args(), api_name="/generate")
+        assert served.counts()["generations"] == 2  # no GPU time for a capped person
+        # Another client is another person, with a day of its own.
+        Client(served.url, verbose=False, download_files=False).predict(
+            "duel", api_name="/ready_round"
+        )

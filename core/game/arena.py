@@ -25,7 +25,13 @@ from core.config import (
     coerce_number,
     validate_prompt,
 )
-from core.errors import BusyError, InvalidSettingError, RateLimitedError, excerpt
+from core.errors import (
+    AnswerCapError,
+    BusyError,
+    InvalidSettingError,
+    RateLimitedError,
+    excerpt,
+)
 from core.game import stats
 from core.game.detail import Region, magnified_crops
 from core.game.export import export_zip
@@ -131,6 +137,15 @@ class Arena:
         the browser's signed token, else a new person whose token the browser must keep
         (core.game.identity.PersonIds.person)."""
         return self.persons.person(token, account)
+
+    def answer_cap_note(self, session_id: str) -> str | None:
+        """Why this person gets no new round today (the daily answer cap's message), or
+        None while they may still answer."""
+        try:
+            self.game.check_answer_cap(session_id)
+        except AnswerCapError as capped:
+            return str(capped)
+        return None
 
     def open_round(self, session_id: str) -> RoundView | None:
         """The person's unanswered, still open round, served again (a reload restores it)."""
