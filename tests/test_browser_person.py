@@ -7,6 +7,8 @@
   and a round whose answer the person has seen is never served to them again: with two
   ready generations, two rounds in all, then "No ready round left for you".
 * A new browser (its own local storage) is another person.
+* Signed in (on a Space with OAuth), two browsers of one account are one person, stored
+  under the account's keyed hash; the page says who is signed in.
 """
 
 from __future__ import annotations
