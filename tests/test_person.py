@@ -132,6 +132,13 @@ def test_the_key_file_is_made_once_private_and_kept(tmp_path):
     assert path.read_text() == "not a key\n"  # a bad file is never replaced
 
 
+def test_a_key_that_cannot_be_written_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the key's folder should be\n")
+    with pytest.raises(InvalidSettingError, match="cannot make or read the person key"):
+        load_or_create_key(blocker / "person.key")
+
+
 def test_a_bad_key_stops_the_app_before_it_loads_anything(tmp_path, caplog):
     argv = ["--db", str(tmp_path / "arena.db"), "--model", "tiny"]
     assert app.main(argv, {"SPOT_PERSON_KEY": "too short"}) == 2

@@ -153,23 +153,34 @@ def load_or_create_key(path: Path) -> bytes:
     replacing it would make every browser a new person.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as out:
-                out.write(secrets.token_hex(KEY_BYTES) + "\n")
-            os.link(tmp, path)
-            logger.info("created the person key %s", path)
-        except FileExistsError:
-            pass  # another process made it first: read theirs
-        finally:
-            tmp.unlink(missing_ok=True)
-    text = path.read_text(encoding="ascii", errors="replace").strip()
+    try:
+        if not path.exists():
+            _create_key_file(path)
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+    except OSError as exc:
+        raise InvalidSettingError(
+            f"cannot make or read the person key {path} ({exc.strerror or exc}); make its "
+            "folder writable or set SPOT_PERSON_KEY"
+        ) from None
     if not re.fullmatch(r"[0-9a-f]{64}", text):
         raise InvalidSettingError(
             f"{path} is not a person key (64 hex digits); restore it, or delete it to make "
             "every browser a new person"
         )
     return bytes.fromhex(text)
+
+
+def _create_key_file(path: Path) -> None:
+    """Write 32 random bytes as hex to ``path`` unless another process got there first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(secrets.token_hex(KEY_BYTES) + "\n")
+        os.link(tmp, path)
+        logger.info("created the person key %s", path)
+    except FileExistsError:
+        pass  # another process made it first: read theirs
+    finally:
+        tmp.unlink(missing_ok=True)
