@@ -196,6 +196,16 @@ def test_an_open_round_is_restored_and_an_answered_one_never_served_again(store)
     assert game.ready_rounds("q", "trio").unseen == 2
 
 
+def test_an_answer_seen_in_one_mode_is_seen_in_the_other(store):
+    clock = Clock()
+    game = make_game(store, clock=clock, round_ttl_seconds=600)
+    store.save_generation(make_generation())
+    game.guess("p", game.new_round("p", "trio").round_id, "A")
+    clock.now += 10 * 600
+    assert game.ready_rounds("p", "duel").unseen == 0  # the reveal named every image
+    assert game.ready_rounds("q", "duel").unseen == 1
+
+
 def test_a_round_left_to_expire_is_served_again_with_a_fresh_shuffle(store):
     clock = Clock()
     game = make_game(store, clock=clock, round_ttl_seconds=600)
