@@ -7,7 +7,9 @@ frozen dataclass; module-level handlers of a few lines that call
 the arena and the tab with ``bind`` (``functools.partial`` keeping Gradio's type hints);
 the wiring of events (``wire_play``, ``wire_results``); and launching (``main`` reads the
 flags and environment with ``AppSettings.from_argv``, loads the services and serves). A
-player's server-side state is a frozen ``PlayerState`` in a ``gr.State``.
+player's server-side state is a frozen ``PlayerState`` in a ``gr.State``; who the player
+is (their person id, core.game.identity) comes from a signed token in the browser's
+local storage (``gr.BrowserState``) or, on a Space with OAuth, from their account.
 
     python app.py                       # the micro model on a CPU, FLUX.1-dev on a GPU
     python app.py --model black-forest-labs/FLUX.1-schnell --offload model
@@ -19,6 +21,7 @@ import functools
 import hashlib
 import inspect
 import logging
+import os
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -35,6 +38,7 @@ from core.config import AppSettings
 from core.errors import SpotError, StorageFullError
 from core.game import presentation
 from core.game.arena import Arena
+from core.game.identity import KEY_FILE_NAME, PersonIds, key_from_text, load_or_create_key
 from core.game.request_limits import RequestLimits
 from core.game.rounds import CANT_TELL, SLOT_LABELS, Reveal, RoundView, check_mode
 from core.store.round_images import RoundImages
@@ -45,6 +49,16 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 MODE_LABELS = {"trio": "Trio: spot the original among 3", "duel": "Duel: spot the quantized of 2"}
 CANT_TELL_LABEL = "Can't tell"
 MESSAGE_MAX_CHARS = 400  # a message shown to a player is never longer (values are quoted short)
+# Where the browser keeps its person token (gr.BrowserState). Both are public: Gradio sends
+# them to the page, whose local storage they only obfuscate; what makes a token good is
+# its server-side signature (core.game.identity). Fixed, so tokens outlive a restart.
+PERSON_STORAGE_KEY = "spot-the-quantized-person"
+PERSON_STORAGE_SECRET = "spot-the-quantized-person-v1"
+# Beside "Sign in with Hugging Face" (on a Space with OAuth): what signing in changes.
+SIGN_IN_NOTE = (
+    "Optional: signed in, your answers count as one player on every device. Only a keyed "
+    "hash of your account is stored, never its name."
+)
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -103,9 +117,11 @@ def _input_name(block: Any) -> str:
 
 @dataclass(frozen=True)
 class PlayerState:
-    """What the server keeps for one player (a gr.State, never sent to the browser): the
-    session id, the round being played with its image files by slot, and its reveal once
-    the player has guessed. Core code never sees this object, only its fields."""
+    """What the server keeps for one page (a gr.State, never sent to the browser): the
+    player's session id (their person id, set when the page loads; a scripted client
+    without a page gets one of its own), the round being played with its image files by
+    slot, and its reveal once the player has guessed. Core code never sees this object,
+    only its fields."""
 
     session: str
     round_id: str | None = None
@@ -119,8 +135,19 @@ class PlayerState:
 
 
 def player_state(arena: Arena, st: PlayerState | None) -> PlayerState:
-    """The player's state, or a fresh one with a new session for a first visit."""
+    """The player's state; a caller whose page never loaded (a scripted API client) gets a
+    fresh one with a session of its own."""
     return st if isinstance(st, PlayerState) else PlayerState(session=arena.new_session_id())
+
+
+def account_subject(profile: gr.OAuthProfile | None) -> str | None:
+    """The signed-in account's stable id (OAuth ``sub``; the user name only where a
+    provider gives no subject), or None when nobody is signed in. Only its keyed hash is
+    ever stored."""
+    if profile is None:
+        return None
+    subject = profile.get("sub") or profile.get("preferred_username")
+    return f"hf:{subject}" if subject else None
 
 
 def bind(handler: Callable[..., Any], /, *args: Any) -> Callable[..., Any]:
@@ -226,7 +253,9 @@ def build_play_tab(arena: Arena) -> PlayTab:
             min_width=240,
         )
         with gr.Column(scale=1, min_width=160):
-            generate_btn = gr.Button("Generate", variant="primary")
+            # Enabled when the page has loaded and the player is known (on_page_load): a
+            # round started before would belong to no one.
+            generate_btn = gr.Button("Generate", variant="primary", interactive=False)
             ready_btn = gr.Button("Play a ready round", variant="secondary", interactive=False)
     mode = gr.Radio(
         [(label, name) for name, label in MODE_LABELS.items()], value="trio", label="Mode"
@@ -272,7 +301,7 @@ def build_play_tab(arena: Arena) -> PlayTab:
                 headers=presentation.REVEAL_HEADERS,
                 interactive=False,
                 label="Measured cost",
-                elem_classes=["scroll-table"],
+                elem_classes=["scroll-table", "fit-table"],
             )
             gr.Markdown(presentation.REVEAL_HELP)
             compare_with = gr.Radio(config.QUANTIZED_VARIANTS, label="Compare BF16 with")
@@ -351,7 +380,7 @@ def build_results_tab(arena: Arena) -> ResultsTab:
             headers=presentation.DETECTION_HEADERS,
             interactive=False,
             label="Detection",
-            elem_classes=["scroll-table"],
+            elem_classes=["scroll-table", "fit-table"],
         )
         with gr.Accordion("Details: every interval and test", open=False):
             gr.Markdown(presentation.DETAILS_HELP)
@@ -359,7 +388,7 @@ def build_results_tab(arena: Arena) -> ResultsTab:
                 headers=presentation.DETECTION_DETAIL_HEADERS,
                 interactive=False,
                 label="Detection details",
-                elem_classes=["scroll-table"],
+                elem_classes=["scroll-table", "fit-table"],
             )
         # An SVG drawn once per Results recomputation (presentation.detection_chart_html),
         # not a gr.Plot, which would encode the figure again for every refresh.
@@ -370,20 +399,20 @@ def build_results_tab(arena: Arena) -> ResultsTab:
             datatype="str",  # players' prompts: plain text, never "markdown" or "html"
             interactive=False,
             label=presentation.HARDEST_LABEL,
-            elem_classes=["scroll-table"],
+            elem_classes=["scroll-table", "fit-table"],
         )
         costs_table = gr.Dataframe(
             headers=presentation.COST_HEADERS,
             interactive=False,
             label=f"Memory and time per variant here ({arena.engine.device_label})",
-            elem_classes=["scroll-table"],
+            elem_classes=["scroll-table", "fit-table"],
         )
         cost_note = gr.Markdown("")
         gr.Dataframe(
             value=presentation.reference_table(),
             interactive=False,
             label=f"Reference: {config.SEED_REFERENCE_SOURCE}",
-            elem_classes=["scroll-table"],
+            elem_classes=["scroll-table", "fit-table"],
         )
         with gr.Row():
             export_btn = gr.Button("Export the data (zip)", variant="secondary")
@@ -415,6 +444,13 @@ def ready_updates(arena: Arena, play: PlayTab, st: PlayerState, mode: str) -> di
     """The ready-round buttons enabled exactly when a ready round is waiting for this
     player in ``mode``, and the status line saying so when none is."""
     ready = arena.ready_rounds(st.session, mode)
+    capped = arena.answer_cap_note(st.session)
+    if capped is not None:  # today's last answer given: no new round, and why
+        return {
+            play.ready_btn: gr.Button(interactive=False),
+            play.next_btn: gr.Button(interactive=False),
+            play.status: f"*{capped[:1].upper()}{capped[1:]}.*",
+        }
     return {
         play.ready_btn: gr.Button(interactive=ready.unseen > 0),
         play.next_btn: gr.Button(interactive=ready.unseen > 0),
@@ -454,12 +490,40 @@ def round_updates(
 
 
 @user_errors
-def on_load(arena: Arena, play: PlayTab, st: PlayerState | None, mode: str) -> dict[Any, Any]:
-    """Page load and mode change: only the ready-round buttons and the status line.
+def on_page_load(
+    arena: Arena, play: PlayTab, state: gr.State, browser: gr.BrowserState, token: object,
+    mode: str, profile: gr.OAuthProfile | None,
+) -> dict[Any, Any]:  # fmt: skip
+    """The page has loaded: who is playing (the signed-in account, else the browser's
+    signed token, else a new person whose token the browser keeps), their unanswered
+    round if one is still open (a reload restores it, the same shuffle), the ready-round
+    buttons, and Generate enabled.
 
-    Never writes the state: a round started while this runs (a click right after the page
-    shows) would otherwise be replaced by the empty state this handler began with. The
-    session is created by the first handler that needs one.
+    The only handler that writes the person into the state. Nothing that starts a round
+    can run before it: Generate and the ready-round buttons are enabled by its answer.
+    """
+    person = arena.person(token, account_subject(profile))
+    st = PlayerState(session=person.id)
+    out: dict[Any, Any] = {play.generate_btn: gr.Button(interactive=True)}
+    if person.token is not None:
+        out[browser] = person.token
+    try:
+        view = arena.open_round(st.session)
+    except Exception:  # a round that cannot be shown again must not keep the page from playing
+        logger.exception("could not restore the open round of a returning player")
+        view = None
+    if view is None:
+        return out | {state: st} | ready_updates(arena, play, st, mode)
+    out[play.mode] = view.mode
+    return out | round_updates(arena, play, st, view, state)
+
+
+@user_errors
+def on_load(arena: Arena, play: PlayTab, st: PlayerState | None, mode: str) -> dict[Any, Any]:
+    """Mode change: only the ready-round buttons and the status line.
+
+    Never writes the state: a round started while this runs would otherwise be replaced
+    by the state this handler began with.
     """
     return ready_updates(arena, play, player_state(arena, st), mode)
 
@@ -602,8 +666,8 @@ def set_button(label: str, interactive: bool) -> gr.Button:
 # --- wiring ------------------------------------------------------------------------------------
 
 
-def wire_play(arena: Arena, demo: gr.Blocks, state: gr.State, play: PlayTab,
-              results: ResultsTab) -> None:  # fmt: skip
+def wire_play(arena: Arena, demo: gr.Blocks, state: gr.State, browser: gr.BrowserState,
+              play: PlayTab, results: ResultsTab) -> None:  # fmt: skip
     """Connect the Play tab's events to their handlers.
 
     Errors show as a notice (gr.Error's toast) and, through ``show_progress_on``, as a
@@ -625,8 +689,12 @@ def wire_play(arena: Arena, demo: gr.Blocks, state: gr.State, play: PlayTab,
     ready_outputs = [play.ready_btn, play.next_btn, play.status]
     status = [play.status]
 
+    demo.load(
+        bind(on_page_load, arena, play, state, browser), [browser, play.mode],
+        [*round_outputs, play.mode, play.generate_btn, browser], api_visibility="private",
+        show_progress_on=status,
+    )  # fmt: skip
     load = bind(on_load, arena, play)
-    demo.load(load, [state, play.mode], ready_outputs, api_visibility="private")
     play.mode.change(load, [state, play.mode], ready_outputs, api_visibility="private")
 
     busy = play.generate_btn.click(
@@ -721,16 +789,25 @@ def wire_results(arena: Arena, demo: gr.Blocks, results: ResultsTab) -> None:
     )
 
 
-def build_demo(arena: Arena) -> gr.Blocks:
-    """The whole UI over ``arena``; nothing here holds state beyond gr.State."""
+def build_demo(arena: Arena, *, oauth: bool = False) -> gr.Blocks:
+    """The whole UI over ``arena``; nothing here holds state beyond gr.State and the
+    person token in gr.BrowserState. ``oauth``: offer "Sign in with Hugging Face" (only
+    where the Space enables OAuth: Gradio's LoginButton needs its routes)."""
     with Blocks(title="Spot the Quantized Model") as demo:
         state = gr.State(None)
+        browser = gr.BrowserState(
+            None, storage_key=PERSON_STORAGE_KEY, secret=PERSON_STORAGE_SECRET
+        )
         gr.Markdown("# Spot the Quantized Model\n" + presentation.TAGLINE)
+        if oauth:
+            with gr.Row():
+                gr.LoginButton(size="sm", scale=0, min_width=200)
+                gr.Markdown(SIGN_IN_NOTE, elem_classes=["sign-in-note"])
         with gr.Tab("Play"):
             play = build_play_tab(arena)
         results = build_results_tab(arena)
         build_about_tab(arena)
-        wire_play(arena, demo, state, play, results)
+        wire_play(arena, demo, state, browser, play, results)
         wire_results(arena, demo, results)
     return demo
 
@@ -754,8 +831,9 @@ def on_zero_gpu(engine: Any, seconds: int = 120) -> Any:
     return engine
 
 
-def load_arena(settings: AppSettings) -> Arena:
-    """Load the engine, open the database and build the services object."""
+def load_arena(settings: AppSettings, person_key: bytes | None = None) -> Arena:
+    """Load the engine, open the database and build the services object; ``person_key``
+    signs and hashes person ids (load_person_key; None: a random key for this process)."""
     from core.engine.generation import Engine  # torch is imported only when serving
     from core.game.rounds import Game
     from core.store.storage import Store
@@ -772,8 +850,19 @@ def load_arena(settings: AppSettings) -> Arena:
         rounds_per_minute=settings.rounds_per_minute,
         round_ttl_seconds=settings.round_ttl_seconds,
         round_images=round_images(settings),
+        answers_per_day=settings.answers_per_day,
     )
-    return Arena(engine, store, game, settings)
+    persons = PersonIds.ephemeral() if person_key is None else PersonIds(person_key)
+    return Arena(engine, store, game, settings, persons=persons)
+
+
+def load_person_key(settings: AppSettings, environ: Mapping[str, str]) -> bytes:
+    """The key behind person ids: SPOT_PERSON_KEY where set, else ``person.key`` beside
+    the database (made on first use). Raises InvalidSettingError for a bad one."""
+    text = environ.get(config.PERSON_KEY_VARIABLE, "")
+    if text != "":
+        return key_from_text(text, config.PERSON_KEY_VARIABLE)
+    return load_or_create_key(Path(settings.db).parent / KEY_FILE_NAME)
 
 
 def round_images(settings: AppSettings) -> RoundImages:
@@ -790,9 +879,10 @@ def round_images(settings: AppSettings) -> RoundImages:
     )
 
 
-def launch(arena: Arena, **kwargs: Any) -> gr.Blocks:
-    """Queue and launch the demo; keyword arguments go to ``Blocks.launch``."""
-    demo = build_demo(arena)
+def launch(arena: Arena, *, oauth: bool = False, **kwargs: Any) -> gr.Blocks:
+    """Queue and launch the demo (``oauth``: see build_demo); keyword arguments go to
+    ``Blocks.launch``."""
+    demo = build_demo(arena, oauth=oauth)
     demo.queue(default_concurrency_limit=16, max_size=None)
     settings = arena.settings
     demo.launch(
@@ -816,13 +906,15 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     flags and environment); 2 for a bad setting or a model that cannot load, 0 when the
     server stops. argparse's own errors print the usage and exit with status 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    environ = os.environ if environ is None else environ
     try:
         settings = AppSettings.from_argv(argv, environ)
-        arena = load_arena(settings)
+        person_key = load_person_key(settings, environ)
+        arena = load_arena(settings, person_key)
     except SpotError as exc:
         logger.error("%s", exc)
         return 2
-    launch(arena)
+    launch(arena, oauth=config.oauth_enabled(environ))
     return 0
 
 

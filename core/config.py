@@ -481,6 +481,8 @@ class AppSettings:
     round_ttl_seconds: int = 3600
     # Equivalence margin of the verdicts, in points of chance: "indistinguishable within ±m".
     margin_points: float = 5.0
+    # At most this many answers per person per UTC day (0: no cap).
+    answers_per_day: int = 0
 
     @classmethod
     def from_argv(
@@ -710,7 +712,33 @@ APP_SETTINGS: tuple[SettingSpec, ...] = (
         rule="must be a positive number of seconds",
     ),
     MARGIN,
+    SettingSpec(
+        "answers_per_day",
+        "--answers-per-day",
+        "SPOT_ANSWERS_PER_DAY",
+        "answers one person may give per UTC day (0: no cap)",
+        kind=int,
+        metavar="N",
+        accepts=_at_least(0),
+        rule="must be 0 or more",
+    ),
 )
+
+# Read by app.main only, never a flag (a secret on the command line shows in `ps`): the key
+# that signs browser person ids and hashes account ids (core.game.identity). Unset: a key
+# file beside the database, made on first use.
+PERSON_KEY_VARIABLE = "SPOT_PERSON_KEY"
+# A Space with `hf_oauth: true` sets these; with all four, the app offers "Sign in with
+# Hugging Face" and a signed-in player is their account.
+OAUTH_VARIABLES: tuple[str, ...] = (
+    "OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_SCOPES", "OPENID_PROVIDER_URL",
+)  # fmt: skip
+
+
+def oauth_enabled(environ: Mapping[str, str]) -> bool:
+    """Whether the environment enables Hugging Face OAuth (every OAUTH_VARIABLES set)."""
+    return all(environ.get(name, "") != "" for name in OAUTH_VARIABLES)
+
 
 # Setting name -> environment variable, documented in README.md.
 ENV_VARS: dict[str, str] = {spec.name: spec.variable for spec in APP_SETTINGS}

@@ -159,6 +159,10 @@ class RateLimitedError(SpotError):
     """This session started too many rounds in the last minute."""
 
 
+class AnswerCapError(RateLimitedError):
+    """This person has given the most answers the server takes from one person a day."""
+
+
 class RoundNotFoundError(SpotError):
     """No round has this id (unknown or forged)."""
 

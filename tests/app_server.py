@@ -106,6 +106,7 @@ def launched_app(
     *,
     rng_seed: int = 0,
     max_pages: int | None = None,
+    oauth: bool = False,
     **settings: Any,
 ) -> Iterator[LaunchedApp]:
     settings.setdefault("generations_per_minute", 0)
@@ -125,9 +126,10 @@ def launched_app(
         rounds_per_minute=app_settings.rounds_per_minute,
         round_ttl_seconds=app_settings.round_ttl_seconds,
         round_images=app.round_images(app_settings),
+        answers_per_day=app_settings.answers_per_day,
     )
     arena = Arena(engine, store, game, app_settings)
-    demo = app.launch(arena, prevent_thread_lock=True, quiet=True)
+    demo = app.launch(arena, oauth=oauth, prevent_thread_lock=True, quiet=True)
     try:
         yield LaunchedApp(
             url=f"http://127.0.0.1:{app_settings.port}/",

@@ -241,6 +241,50 @@ def play(page, served, shots: Path, name: str) -> None:
     save(page, shots / f"{name}-results.png", full_page=True)
     # No table widens the page: they scroll inside their own box.
     assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
+    if page.viewport_size["width"] <= 640:
+        check_tables_fit(page)
+
+
+def check_tables_fit(page) -> None:
+    """On a phone every column of every shown table, the rate and the verdict included, lies
+    inside the table's box (nothing to scroll sideways to), with each column's cells under
+    its header."""
+    tables = page.evaluate(
+        """() => [...document.querySelectorAll('.fit-table')]
+            .filter(t => t.offsetParent !== null)
+            .map(t => {
+                const box = t.querySelector('.table-wrap').getBoundingClientRect();
+                const span = e => { const r = e.getBoundingClientRect();
+                                    return [r.left, r.right]; };
+                return {
+                    label: t.querySelector('.label')?.innerText ?? '',
+                    box: [box.left, box.right],
+                    heads: [...t.querySelectorAll('th.header-cell')].map(
+                        th => [th.innerText.trim(), ...span(th)]),
+                    cells: [...t.querySelectorAll('.virtual-row')].map(row =>
+                        [...row.querySelectorAll('.body-cell')].map(span)),
+                };
+            })"""
+    )
+    labels = [table["label"] for table in tables]
+    assert "Detection" in labels, labels
+    for table in tables:
+        left, right = table["box"]
+        assert table["heads"], table["label"]
+        for name, head_left, head_right in table["heads"]:
+            assert left - 1 <= head_left < head_right <= right + 1, (table["label"], name)
+        for row in table["cells"]:
+            for (_, head_left, head_right), (cell_left, cell_right) in zip(
+                table["heads"], row, strict=True
+            ):
+                assert abs(cell_left - head_left) <= 1 and abs(cell_right - head_right) <= 1
+    detection = table_named(tables, "Detection")
+    names = [head[0] for head in detection["heads"]]
+    assert any(name.startswith("Rate") for name in names) and "Verdict" in names, names
+
+
+def table_named(tables: list[dict], label: str) -> dict:
+    return next(table for table in tables if table["label"] == label)
 
 
 @pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["laptop", "phone"])

@@ -193,6 +193,7 @@ SETTING_CASES: dict[str, tuple[list[str], object, str, object]] = {
     "rounds_per_minute": (["--rounds-per-minute", "0"], 0, "12", 12),
     "round_ttl_seconds": (["--round-ttl", "60"], 60, "120", 120),
     "margin_points": (["--margin", "2.5"], 2.5, "10", 10.0),
+    "answers_per_day": (["--answers-per-day", "50"], 50, "200", 200),
 }
 
 

@@ -25,10 +25,17 @@ from core.config import (
     coerce_number,
     validate_prompt,
 )
-from core.errors import BusyError, InvalidSettingError, RateLimitedError, excerpt
+from core.errors import (
+    AnswerCapError,
+    BusyError,
+    InvalidSettingError,
+    RateLimitedError,
+    excerpt,
+)
 from core.game import presentation, stats
 from core.game.detail import Region, magnified_crops
 from core.game.export import export_zip
+from core.game.identity import Person, PersonIds
 from core.game.results_cache import ResultsCache
 from core.game.rounds import (
     Game,
@@ -105,6 +112,9 @@ class Arena:
     store: Store
     game: Game
     settings: AppSettings
+    # Who plays (core.game.identity). The app passes one made with the deployment's key;
+    # the default, a random key, lasts as long as this arena (tests, simulations).
+    persons: PersonIds = field(default_factory=PersonIds.ephemeral, repr=False)
     _queue: threading.BoundedSemaphore = field(init=False, repr=False)
     _generation_limiter: SlidingWindowLimiter = field(init=False, repr=False)
     _results: ResultsCache = field(init=False, repr=False)
@@ -122,7 +132,28 @@ class Arena:
 
     @staticmethod
     def new_session_id() -> str:
+        """A session id for a caller without a person (a scripted API client): one person
+        per client session."""
         return secrets.token_urlsafe(16)
+
+    def person(self, token: object, account: str | None = None) -> Person:
+        """The person behind a page: the signed-in account (its OAuth subject id), else
+        the browser's signed token, else a new person whose token the browser must keep
+        (core.game.identity.PersonIds.person)."""
+        return self.persons.person(token, account)
+
+    def answer_cap_note(self, session_id: str) -> str | None:
+        """Why this person gets no new round today (the daily answer cap's message), or
+        None while they may still answer."""
+        try:
+            self.game.check_answer_cap(session_id)
+        except AnswerCapError as capped:
+            return str(capped)
+        return None
+
+    def open_round(self, session_id: str) -> RoundView | None:
+        """The person's unanswered, still open round, served again (a reload restores it)."""
+        return self.game.open_round(session_id)
 
     # --- generation ----------------------------------------------------------------------
 
@@ -163,13 +194,15 @@ class Arena:
         """Generate all variants for ``prompt``, store them, and start a round of them.
 
         Everything is validated and every limit checked before the engine is touched:
-        RateLimitedError past the per-session limit, BusyError when the queue is full.
+        AnswerCapError past the daily answer cap, RateLimitedError past the per-session
+        limit, BusyError when the queue is full.
         Only a generation that was made and stored counts against the player's limit.
         """
         check_session_id(session_id)
         check_mode(mode)
         prompt = validate_prompt(prompt)
         settings = settings.validate(self.spec)
+        self.game.check_answer_cap(session_id)  # no GPU time for a round nobody may answer
         if not self._generation_limiter.take(session_id):
             hint = (
                 "play a ready round while you wait"

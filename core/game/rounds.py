@@ -22,6 +22,7 @@ from core.config import (
     ModeSpec,
 )
 from core.errors import (
+    AnswerCapError,
     ForeignRoundError,
     GenerationNotFoundError,
     IncompleteGenerationError,
@@ -42,6 +43,7 @@ CANT_TELL = "cant_tell"
 SLOT_LABELS: tuple[str, ...] = ("A", "B", "C")
 SESSION_ID_MAX_CHARS = 128
 ROUND_ID_MAX_CHARS = 64
+DAY_SECONDS = 86_400  # the daily answer cap counts from 00:00 UTC
 
 
 @dataclass(frozen=True)
@@ -132,12 +134,16 @@ class Game:
         rounds_per_minute: int = 30,
         round_ttl_seconds: float = 3600,
         round_images: RoundImages | None = None,
+        answers_per_day: int = 0,
     ) -> None:
         """``round_images``: where a served app gets each round's own image files (see
         core.store.round_images); without it a round shows the stored files (tests and
-        simulations that serve nothing)."""
+        simulations that serve nothing). ``answers_per_day``: the most answers one
+        session (a person) may give per UTC day; 0: no cap."""
         if rounds_per_minute < 0:
             raise ValueError("rounds_per_minute must be >= 0 (0 means unlimited)")
+        if answers_per_day < 0:
+            raise ValueError("answers_per_day must be >= 0 (0 means no cap)")
         if round_ttl_seconds <= 0:
             raise ValueError("round_ttl_seconds must be positive")
         self.store = store
@@ -146,6 +152,31 @@ class Game:
         self.rounds_per_minute = rounds_per_minute
         self.round_ttl_seconds = round_ttl_seconds
         self.round_images = round_images
+        self.answers_per_day = answers_per_day
+
+    # --- the daily cap -----------------------------------------------------------------
+
+    def _day_start(self) -> float:
+        """This UTC day's first second (epoch seconds), by the game's clock."""
+        now = self.clock()
+        return now - now % DAY_SECONDS
+
+    def check_answer_cap(self, session_id: str) -> None:
+        """Raise AnswerCapError when the session has given today's last answer (no cap:
+        never). Called before a round starts, so no one plays a round they cannot
+        answer; the guess itself is checked again, in the transaction that writes it."""
+        check_session_id(session_id)
+        if self.answers_per_day <= 0:
+            return
+        if self.store.answers_since(session_id, self._day_start()) >= self.answers_per_day:
+            raise AnswerCapError(self._cap_message())
+
+    def _cap_message(self) -> str:
+        n = self.answers_per_day
+        return (
+            f"you have given today's {n} answer{'s' if n != 1 else ''}, the most this server "
+            "takes from one person a day; thank you! More from 00:00 UTC"
+        )
 
     # --- rounds ------------------------------------------------------------------------
 
@@ -153,28 +184,33 @@ class Game:
         """Whether the pool holds a generation this session has not seen, for ``mode``."""
         check_session_id(session_id)
         required, any_of = _needed_variants(check_mode(mode))
-        return self.store.count_unseen_generations(session_id, required, any_of) > 0
+        return (
+            self.store.count_unseen_generations(session_id, required, any_of, now=self.clock()) > 0
+        )
 
     def ready_rounds(self, session_id: str, mode: str) -> ReadyRounds:
         """How many ready rounds of ``mode`` the pool holds, in all and unseen by this
         session (tells a fresh pool from one the player has played through)."""
         check_session_id(session_id)
         required, any_of = _needed_variants(check_mode(mode))
-        playable, unseen = self.store.count_playable_generations(session_id, required, any_of)
+        playable, unseen = self.store.count_playable_generations(
+            session_id, required, any_of, now=self.clock()
+        )
         return ReadyRounds(playable=playable, unseen=unseen)
 
     def new_round(self, session_id: str, mode: str, generation_id: int | None = None) -> RoundView:
         """Start a round of ``generation_id`` or, when None, of an unseen pooled generation.
 
-        Raises InvalidSessionError, InvalidModeError, NoReadyRoundError,
+        Raises InvalidSessionError, InvalidModeError, AnswerCapError, NoReadyRoundError,
         GenerationNotFoundError, IncompleteGenerationError or RateLimitedError.
         """
         check_session_id(session_id)
         spec = check_mode(mode)
+        self.check_answer_cap(session_id)
         required, any_of = _needed_variants(spec)
         if generation_id is None:
             generation_id = self.store.pick_unseen_generation(
-                session_id, required, any_of, self.rng.randrange
+                session_id, required, any_of, self.rng.randrange, now=self.clock()
             )
             if generation_id is None:
                 raise NoReadyRoundError(
@@ -202,6 +238,29 @@ class Game:
             raise RateLimitedError(
                 f"at most {self.rounds_per_minute} rounds a minute; wait a moment"
             )
+        return self._view(round_id, spec, generation, slot_variants)
+
+    def open_round(self, session_id: str) -> RoundView | None:
+        """The session's latest round that is unanswered and still open, served again
+        (the same shuffle, fresh image files): a page reload restores it rather than lose
+        it. None when there is none."""
+        check_session_id(session_id)
+        stored = self.store.latest_open_round(session_id, self.clock())
+        if stored is None:
+            return None
+        generation = self.store.generation(stored.generation_id)
+        if generation is None:
+            return None
+        return self._view(stored.id, MODE_SPECS[stored.mode], generation, stored.answer_key)
+
+    def _view(
+        self,
+        round_id: str,
+        spec: ModeSpec,
+        generation: StoredGeneration,
+        slot_variants: dict[str, str],
+    ) -> RoundView:
+        """What the player sees of a round: its images served in slot order, no key."""
         paths = self.store.image_paths(generation.id)
         shown = tuple(slot_variants.values())
         if self.round_images is None:
@@ -246,7 +305,7 @@ class Game:
 
         Raises InvalidSessionError, InvalidAnswerError, RoundNotFoundError,
         ForeignRoundError (a subclass of RoundNotFoundError, same message),
-        RoundAlreadyGuessedError or RoundExpiredError.
+        RoundAlreadyGuessedError, RoundExpiredError or AnswerCapError.
         """
         check_session_id(session_id)
         if not isinstance(answer, str):
@@ -273,11 +332,16 @@ class Game:
         correct_slot = _correct_slot(spec, slots)
         designated = None if answer == CANT_TELL else slots[answer]
         correct = None if answer == CANT_TELL else answer == correct_slot
-        self.store.insert_guess(
-            NewGuess(
-                round=stored, answer=answer, variant=designated, correct=correct, created_at=now
+        try:
+            self.store.insert_guess(
+                NewGuess(
+                    round=stored, answer=answer, variant=designated, correct=correct, created_at=now
+                ),
+                max_answers=self.answers_per_day,
+                answers_since=now - now % DAY_SECONDS,
             )
-        )
+        except AnswerCapError:
+            raise AnswerCapError(self._cap_message()) from None
         return Reveal(
             round_id=stored.id,
             mode=stored.mode,

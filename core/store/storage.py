@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import VARIANT_NAMES, GenerationSettings, check_variants
-from core.errors import DatabaseError, RoundAlreadyGuessedError
+from core.errors import AnswerCapError, DatabaseError, RoundAlreadyGuessedError
 from core.records import IMAGE_FIGURES, Generation
 from core.store.database import Database
 from core.store.images import ImageWriter
@@ -198,25 +198,40 @@ class Store(Database):
         )
         return {r["variant"]: {k: v for k, v in dict(r).items() if k != "variant"} for r in rows}
 
+    # A generation is *seen* by a session (a person) once the session has a round of it that
+    # was answered, or that can still be answered at ``now``: an open round is restored,
+    # not served twice, and a round left unanswered until it expired is served again with
+    # a fresh shuffle (its answer was never shown). With ``now`` None every round counts.
+
     def count_unseen_generations(
-        self, session_id: str, required: Sequence[str], any_of: Sequence[str] = ()
+        self,
+        session_id: str,
+        required: Sequence[str],
+        any_of: Sequence[str] = (),
+        *,
+        now: float | None = None,
     ) -> int:
-        sql, params = self._unseen_sql("count(*)", session_id, required, any_of)
+        sql, params = self._unseen_sql("count(*)", session_id, required, any_of, now)
         return int(self._conn().execute(sql, params).fetchone()[0])
 
     def count_playable_generations(
-        self, session_id: str, required: Sequence[str], any_of: Sequence[str] = ()
+        self,
+        session_id: str,
+        required: Sequence[str],
+        any_of: Sequence[str] = (),
+        *,
+        now: float | None = None,
     ) -> tuple[int, int]:
         """(generations having every ``required`` variant and one of ``any_of`` when given,
-        how many of them this session has no round of), read in one statement."""
+        how many of them this session has not seen at ``now``), read in one statement."""
         where, params = self._variants_sql(required, any_of)
+        seen, seen_params = self._seen_sql(session_id, now)
         row = (
             self._conn()
             .execute(
-                "SELECT count(*), coalesce(sum(NOT EXISTS (SELECT 1 FROM rounds r "
-                "WHERE r.session_id = ? AND r.generation_id = g.id)), 0) "
+                f"SELECT count(*), coalesce(sum(NOT EXISTS ({seen})), 0) "
                 f"FROM generations g WHERE 1{where}",
-                [session_id, *params],
+                [*seen_params, *params],
             )
             .fetchone()
         )
@@ -228,34 +243,51 @@ class Store(Database):
         required: Sequence[str],
         any_of: Sequence[str],
         choose: Callable[[int], int],
+        *,
+        now: float | None = None,
     ) -> int | None:
-        """Id of a generation this session has no round of, having every ``required``
-        variant and at least one of ``any_of`` (when given); None when there is none.
+        """Id of a generation this session has not seen at ``now``, having every
+        ``required`` variant and at least one of ``any_of`` (when given); None when there
+        is none.
 
         ``choose(n)`` picks an index in 0 … n-1 (the game's injected RNG), so the choice
         is reproducible and needs no list of candidates in Python.
         """
         with self._read() as conn:
-            sql, params = self._unseen_sql("count(*)", session_id, required, any_of)
+            sql, params = self._unseen_sql("count(*)", session_id, required, any_of, now)
             n = int(conn.execute(sql, params).fetchone()[0])
             if n == 0:
                 return None
-            sql, params = self._unseen_sql("g.id", session_id, required, any_of)
+            sql, params = self._unseen_sql("g.id", session_id, required, any_of, now)
             row = conn.execute(
                 sql + " ORDER BY g.id LIMIT 1 OFFSET ?", (*params, choose(n))
             ).fetchone()
         return None if row is None else int(row[0])
 
     @staticmethod
+    def _seen_sql(session_id: str, now: float | None) -> tuple[str, list[Any]]:
+        """A subquery that finds a row when ``session_id`` has seen generation ``g``."""
+        sql = "SELECT 1 FROM rounds r WHERE r.session_id = ? AND r.generation_id = g.id"
+        if now is None:
+            return sql, [session_id]
+        return (
+            sql + " AND (r.expires_at > ? OR EXISTS "
+            "(SELECT 1 FROM guesses x WHERE x.round_id = r.id))",
+            [session_id, now],
+        )
+
+    @staticmethod
     def _unseen_sql(
-        what: str, session_id: str, required: Sequence[str], any_of: Sequence[str]
+        what: str,
+        session_id: str,
+        required: Sequence[str],
+        any_of: Sequence[str],
+        now: float | None = None,
     ) -> tuple[str, list[Any]]:
         where, params = Store._variants_sql(required, any_of)
-        sql = (
-            f"SELECT {what} FROM generations g WHERE NOT EXISTS "
-            "(SELECT 1 FROM rounds r WHERE r.session_id = ? AND r.generation_id = g.id)" + where
-        )
-        return sql, [session_id, *params]
+        seen, seen_params = Store._seen_sql(session_id, now)
+        sql = f"SELECT {what} FROM generations g WHERE NOT EXISTS ({seen})" + where
+        return sql, [*seen_params, *params]
 
     @staticmethod
     def _variants_sql(required: Sequence[str], any_of: Sequence[str]) -> tuple[str, list[Any]]:
@@ -348,17 +380,56 @@ class Store(Database):
             guessed=bool(row["guessed"]),
         )
 
+    def latest_open_round(self, session_id: str, now: float) -> StoredRound | None:
+        """The session's most recent round that is unanswered and still open at ``now``
+        (a page reload restores it); None when there is none."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT r.id FROM rounds r WHERE r.session_id = ? AND r.expires_at > ? "
+                "AND NOT EXISTS (SELECT 1 FROM guesses x WHERE x.round_id = r.id) "
+                "ORDER BY r.created_at DESC LIMIT 1",
+                (session_id, now),
+            )
+            .fetchone()
+        )
+        return None if row is None else self.fetch_round(row[0])
+
     # --- guesses -----------------------------------------------------------------------
 
-    def insert_guess(self, guess: NewGuess) -> int:
+    def answers_since(self, session_id: str, since: float) -> int:
+        """How many guesses the session made at or after ``since`` (seconds, epoch)."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT count(*) FROM guesses WHERE session_id = ? AND created_at >= ?",
+                (session_id, since),
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
+    def insert_guess(
+        self, guess: NewGuess, *, max_answers: int = 0, answers_since: float = 0.0
+    ) -> int:
         """Write the guess and return its id; RoundAlreadyGuessedError if one exists.
 
         The UNIQUE index on round_id makes this atomic: of any number of concurrent
-        guesses on one round, exactly one is written.
+        guesses on one round, exactly one is written. When ``max_answers`` > 0 and the
+        round's session already has that many guesses made at or after ``answers_since``,
+        nothing is written and AnswerCapError is raised (the count and the insert are one
+        transaction, so concurrent guesses cannot overshoot).
         """
         r = guess.round
         try:
             with self._write() as conn:
+                if max_answers > 0:
+                    (given,) = conn.execute(
+                        "SELECT count(*) FROM guesses WHERE session_id = ? AND created_at >= ?",
+                        (r.session_id, answers_since),
+                    ).fetchone()
+                    if given >= max_answers:
+                        raise AnswerCapError(f"at most {max_answers} answers a day per person")
                 cursor = conn.execute(
                     "INSERT INTO guesses (round_id, session_id, generation_id, mode, "
                     "compared_variant, answer, variant, correct, cant_tell, seconds, created_at) "
