@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the runner calls these functions: no import at run time
-    from core.bench.runner import BenchmarkSettings, Row
+if TYPE_CHECKING:
+    from core.bench.rows import BenchmarkSettings, Row
 
 GOAL_ENGINE_VS_STANDALONE = 1.05
 GOAL_FLOOR_RATIO = 1.3

@@ -17,14 +17,11 @@ placement and what to try. On a CPU-only machine everything runs on the CPU.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
 from diffusers import (
@@ -33,17 +30,16 @@ from diffusers import (
     FluxPipeline,
     FluxTransformer2DModel,
 )
-from diffusers import BitsAndBytesConfig as DiffusersBnbConfig
 from transformers import (
     AutoTokenizer,
     CLIPTextModel,
     T5EncoderModel,
 )
-from transformers import BitsAndBytesConfig as TransformersBnbConfig
 
 from core.checkpoints.tiny import ensure_tiny_checkpoint
 from core.config import PER_VARIANT_COMPONENTS, VARIANT_NAMES, VARIANTS, ModelSpec, check_variants
 from core.engine import int8
+from core.engine.backends import DTYPE, allow_cpu_quantization, quantization_configs
 from core.engine.measure import release_memory, tensor_bytes
 from core.engine.placement import (
     PlacementPlan,
@@ -57,8 +53,6 @@ from core.engine.placement import (
 from core.errors import InvalidSettingError, LoadOutOfMemoryError, ModelUnavailableError
 
 logger = logging.getLogger(__name__)
-
-DTYPE = torch.bfloat16
 
 HUB_HELP = (
     "If the model is gated (FLUX.1-dev is), accept its licence on huggingface.co and set "
@@ -77,53 +71,6 @@ def resolve_device(device: str | None) -> torch.device:
     if torch_device.type == "cuda" and torch_device.index is None:
         torch_device = torch.device("cuda", torch.cuda.current_device())
     return torch_device
-
-
-def quantization_configs(quantization: str) -> tuple[Any, Any]:
-    """The (diffusers, transformers) BitsAndBytesConfig pair of a variant, or (None, None)."""
-    if quantization == "none":
-        return None, None
-    if quantization == "int8":
-        kwargs: dict[str, Any] = {"load_in_8bit": True}
-    elif quantization == "nf4":
-        kwargs = {
-            "load_in_4bit": True,
-            "bnb_4bit_quant_type": "nf4",
-            "bnb_4bit_compute_dtype": DTYPE,
-        }
-    else:
-        raise ValueError(f"unknown quantization {quantization!r}")
-    return DiffusersBnbConfig(**kwargs), TransformersBnbConfig(**kwargs)
-
-
-@contextlib.contextmanager
-def _allow_cpu_quantization(device: torch.device) -> Iterator[None]:
-    """Let diffusers' bitsandbytes quantizers load on a CPU-only machine.
-
-    WORKAROUND (diffusers 0.42.1, upstream issue #10395): ``validate_environment`` of
-    diffusers' BnB4Bit/BnB8Bit quantizers raises "No GPU found. A GPU is needed for
-    quantization." although bitsandbytes >= 0.49 quantizes and computes on the CPU and
-    transformers' own quantizer (used for T5) already allows it. Only on the CPU, we skip
-    that check; the rest of the loading path — replacing ``nn.Linear`` with
-    ``Linear8bitLt`` / ``Linear4bit`` and quantizing each weight — is diffusers' own.
-    Remove this once diffusers accepts the CPU.
-    """
-    if device.type != "cpu":
-        yield
-        return
-    from diffusers.quantizers.bitsandbytes.bnb_quantizer import (
-        BnB4BitDiffusersQuantizer,
-        BnB8BitDiffusersQuantizer,
-    )
-
-    def skip(self: object, *args: object, **kwargs: object) -> None:
-        return None
-
-    with (
-        mock.patch.object(BnB4BitDiffusersQuantizer, "validate_environment", skip),
-        mock.patch.object(BnB8BitDiffusersQuantizer, "validate_environment", skip),
-    ):
-        yield
 
 
 def resolve_source(spec: ModelSpec) -> Path:
@@ -261,7 +208,7 @@ def _load_variant_components(
             source, subfolder="text_encoder_2", dtype=DTYPE, device_map=bf16_map
         )
         return transformer, text_encoder_2
-    with _allow_cpu_quantization(device):
+    with allow_cpu_quantization(device):
         transformer = FluxTransformer2DModel.from_pretrained(
             source,
             subfolder="transformer",

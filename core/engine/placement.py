@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from core.config import GIB, MIB, OFFLOAD_CHOICES, PER_VARIANT_COMPONENTS, VARIANTS, byte_unit
+from core.engine.backends import quantization_configs
 from core.errors import InvalidSettingError, ModelUnavailableError, PlacementError
 
 # Room left for activations, as a share of the bf16 transformer: FLUX.1-dev at 1024x1024
@@ -134,8 +135,6 @@ def _quantized_bytes(module: torch.nn.Module) -> tuple[int, int, int]:
 
 def _quantize_on_meta(name: str, module: torch.nn.Module, quantization: str) -> None:
     """Swap ``module``'s Linear layers as ``from_pretrained`` would for this quantization."""
-    from core.engine.loading import quantization_configs
-
     diffusers_config, transformers_config = quantization_configs(quantization)
     if name == "transformer":
         from diffusers.quantizers.bitsandbytes.utils import replace_with_bnb_linear
