@@ -142,13 +142,15 @@ def fresh_peak(device: torch.device) -> dict[str, int | None]:
 class Measurement:
     """Seconds of the measured block and its memory in bytes (None where not measured).
 
-    ``allocated_before_bytes``: CUDA bytes allocated just before the block;
+    ``allocated_before_bytes`` / ``reserved_before_bytes``: CUDA bytes allocated and
+    reserved just before the block (cached blocks released first);
     ``peak_allocated_bytes`` / ``peak_reserved_bytes``: the device's peaks during it (all
     of the process's tensors); ``peak_rss_bytes``: the whole process's peak RSS (CPU).
     """
 
     seconds: float = 0.0
     allocated_before_bytes: int | None = None
+    reserved_before_bytes: int | None = None
     peak_allocated_bytes: int | None = None
     peak_reserved_bytes: int | None = None
     peak_rss_bytes: int | None = None
@@ -160,12 +162,23 @@ class Measurement:
             return None
         return max(0, self.peak_allocated_bytes - self.allocated_before_bytes)
 
+    @property
+    def reserved_growth_bytes(self) -> int | None:
+        """How far the reserved peak rose above what was reserved just before the block
+        (CUDA): the call's activations as ``max_memory_reserved`` sees them, the caching
+        allocator's blocks and fragmentation included. None off CUDA."""
+        if self.peak_reserved_bytes is None or self.reserved_before_bytes is None:
+            return None
+        return max(0, self.peak_reserved_bytes - self.reserved_before_bytes)
+
 
 @contextmanager
 def measure(device: torch.device) -> Iterator[Measurement]:
     """Time the block and record its peak memory on ``device``; fills the yielded record."""
     result = Measurement()
-    result.allocated_before_bytes = fresh_peak(device)["allocated"]
+    before = fresh_peak(device)
+    result.allocated_before_bytes = before["allocated"]
+    result.reserved_before_bytes = before["reserved"]
     synchronize(device)
     started = time.perf_counter()
     try:
