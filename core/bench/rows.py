@@ -63,6 +63,13 @@ class Row:
 
     ``seconds`` holds every measured (post-warm-up) generation; ``status`` is ``ok``,
     ``oom`` (out of accelerator memory, at load or during a generation) or ``failed``.
+    Memory: ``standalone_peak_bytes`` is in the seed's terms (``max_memory_reserved``):
+    the seed recipe's own reserved peak in standalone mode, the engine's estimate of it in
+    engine mode; ``activation_peak_bytes`` is allocated-based. Moves (offloaded variants,
+    per generation, median): ``moved_bytes`` host → device and ``move_seconds`` both ways
+    beside ``move_floor_seconds`` = moved bytes ÷ the pinned copy rate measured in the run;
+    a group-offloaded variant also streams ``streamed_bytes_per_step`` inside its steps
+    (overlapped with compute), whose floor is ``stream_floor_seconds`` per generation.
     """
 
     variant: str
@@ -84,6 +91,11 @@ class Row:
     allocated_after_free_bytes: int | None = None
     seconds: list[float] = field(default_factory=list)
     floor_ratio: float | None = None
+    moved_bytes: int | None = None
+    move_seconds: float | None = None
+    move_floor_seconds: float | None = None
+    streamed_bytes_per_step: int | None = None
+    stream_floor_seconds: float | None = None
 
     @property
     def seconds_median(self) -> float | None:
