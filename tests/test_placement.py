@@ -188,3 +188,58 @@ def test_plan_command_prints_bytes_per_variant_without_loading_weights():
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert short.returncode == 1 and "does not fit" in short.stdout
+
+
+# --- The quantization backends' registry (core.engine.backends) ---------------------------
+
+
+def test_every_variant_has_a_backend_and_the_engine_never_compares_backend_names():
+    import ast
+
+    from core.config import VARIANTS
+    from core.engine.backends import BACKENDS, backend, quantized_backends
+
+    assert {v.quantization for v in VARIANTS.values()} <= set(BACKENDS)
+    assert [b.name for b in quantized_backends()] == ["int8", "nf4"]
+    assert backend("none").group_offload and not backend("int8").group_offload
+    names = set(BACKENDS) - {"none"}  # "none" is also an --offload value
+    for module in ("loading", "placement", "measure", "pinned"):
+        tree = ast.parse((REPO / "core" / "engine" / f"{module}.py").read_text())
+        literals = {
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        }
+        assert not literals & names, (module, literals & names)
+
+
+def test_a_new_backend_is_one_class_and_one_variants_line(flux_dev, monkeypatch):
+    """A backend that stores every layer at half its bf16 size, registered by one class
+    and one VARIANTS line: sizing and the plan pick it up with no other change."""
+    import dataclasses
+
+    import core.engine.backends as backends
+    from core.config import VARIANTS
+    from core.engine.placement import ComponentSizes, ModelSizes
+
+    class Half(backends.Backend):
+        name = "half"
+        quantized = True
+        group_offload = False
+
+        def storage_delta(self, layer: torch.nn.Module) -> int | None:
+            if type(layer) is not torch.nn.Linear:
+                return None
+            return -layer.weight.numel() * backends.BF16_BYTES // 2
+
+    monkeypatch.setitem(backends.BACKENDS, "half", Half())
+    monkeypatch.setitem(VARIANTS, "half", dataclasses.replace(VARIANTS["nf4"], name="half",
+                                                             quantization="half"))  # fmt: skip
+    sizes = model_sizes(component_configs(MODELS[SYNTHETIC_DEV]))
+    t5 = sizes.components["text_encoder_2"]
+    assert 0.5 < t5.ratio("half") < 0.6 and t5.ratio("nf4") == flux_dev.components[
+        "text_encoder_2"
+    ].ratio("nf4")
+    assert isinstance(sizes, ModelSizes) and isinstance(t5, ComponentSizes)
+    plan = plan_placement(sizes, ("bf16", "half"), CUDA, "auto", int(24e9), int(500e9))
+    assert plan.per_variant == {"bf16": "group", "half": "model"}

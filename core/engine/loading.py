@@ -39,7 +39,7 @@ from transformers import (
 from core.checkpoints.tiny import ensure_tiny_checkpoint
 from core.config import PER_VARIANT_COMPONENTS, VARIANT_NAMES, VARIANTS, ModelSpec, check_variants
 from core.engine import int8
-from core.engine.backends import DTYPE, allow_cpu_quantization, quantization_configs
+from core.engine.backends import DTYPE, Backend, backend
 from core.engine.measure import release_memory, tensor_bytes
 from core.engine.pinned import PinnedModules, TimedModules, install_move_hook
 from core.engine.placement import (
@@ -221,14 +221,14 @@ class ModelSet:
 
 
 def _load_variant_components(
-    source: Path, quantization: str, device: torch.device, resident: bool
+    source: Path, quantized: Backend, device: torch.device, resident: bool
 ) -> tuple[FluxTransformer2DModel, T5EncoderModel]:
     """The variant's transformer and T5. Quantized weights are always created on
     ``device`` (bitsandbytes quantizes where the weights land); bf16 weights go straight
     to ``device`` when they stay there (``resident``), else to the CPU for offloading."""
-    diffusers_config, transformers_config = quantization_configs(quantization)
+    diffusers_config, transformers_config = quantized.load_configs()
     device_map = {"": str(device) if device.type == "cpu" else device.index or 0}
-    if diffusers_config is None:
+    if not quantized.quantized:
         bf16_map = device_map if resident else {"": "cpu"}
         transformer = FluxTransformer2DModel.from_pretrained(
             source, subfolder="transformer", dtype=DTYPE, device_map=bf16_map
@@ -237,7 +237,7 @@ def _load_variant_components(
             source, subfolder="text_encoder_2", dtype=DTYPE, device_map=bf16_map
         )
         return transformer, text_encoder_2
-    with allow_cpu_quantization(device):
+    with quantized.loading(device):
         transformer = FluxTransformer2DModel.from_pretrained(
             source,
             subfolder="transformer",
@@ -457,17 +457,16 @@ def _load(
         movers["shared"] = _offload_copies([text_encoder, vae], plan.shared_pinned)
     for name in variants:
         placed = plan.variants[name]
-        quantization = VARIANTS[name].quantization
+        variant_backend = backend(VARIANTS[name].quantization)
         transformer, text_encoder_2 = _load_variant_components(
-            folder, quantization, torch_device, resident=placed.mode == "resident"
+            folder, variant_backend, torch_device, resident=placed.mode == "resident"
         )
         for module in (transformer, text_encoder_2):
-            if quantization == "int8":
-                int8.follow_moves(module)  # before any move: see core.engine.int8
+            variant_backend.after_load(module)  # LLM.int8: its state follows moves
         if placed.mode == "model":
             # The offload hooks bring each module to the GPU when it runs.
             movers[name] = _offload_copies([transformer, text_encoder_2], placed.pinned)
-        elif placed.mode == "group" and quantization == "none":
+        elif placed.mode == "group" and variant_backend.group_offload:
             kept = _apply_group_offload(
                 transformer, torch_device, placed.low_cpu_mem_usage, placed.resident_blocks
             )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from core.engine.int8 import int8_tensors
+from core.engine.backends import state_slots
 
 logger = logging.getLogger(__name__)
 
@@ -72,19 +72,13 @@ def synchronize(device: torch.device) -> None:
 
 
 def _module_tensors(module: torch.nn.Module) -> Iterator[torch.Tensor]:
-    """Every tensor a module holds: parameters, buffers and bitsandbytes' state."""
-    import bitsandbytes as bnb
-
+    """Every tensor a module holds: parameters, buffers and its backend's state (the
+    quantization backends' registry says where: ``core.engine.backends.state_slots``)."""
     yield from module.parameters()
     yield from module.buffers()
     for layer in module.modules():
-        if isinstance(layer, bnb.nn.Linear8bitLt):
-            yield from int8_tensors(layer).values()
-        elif isinstance(layer, bnb.nn.Linear4bit) and layer.weight.quant_state is not None:
-            state = layer.weight.quant_state
-            yield from (t for t in (state.absmax, state.code, state.offset) if t is not None)
-            if state.state2 is not None:
-                yield from (t for t in (state.state2.absmax, state.state2.code) if t is not None)
+        for holder, attribute in state_slots(layer):
+            yield getattr(holder, attribute)
 
 
 def _same_device(tensor: torch.Tensor, device: torch.device) -> bool:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from core.engine import int8
+from core.engine import backends
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ ARENA_CHUNK_BYTES = 256 * 2**20
 # Each tensor starts on this boundary (bytes) inside a chunk: every dtype's alignment.
 ALIGN_BYTES = 512
 
-Slot = tuple[object, str]  # (holder, attribute): getattr/setattr give and take the tensor
+Slot = backends.Slot
 
 
 def allocate_pinned(nbytes: int) -> torch.Tensor:
@@ -99,11 +99,10 @@ def pinned_bytes(sizes: Iterable[int], chunk: int = ARENA_CHUNK_BYTES) -> int:
 
 def state_slots(modules: Iterable[torch.nn.Module]) -> Iterator[Slot]:
     """Every place a tensor of these modules is held: each parameter's ``.data``, each
-    buffer, LLM.int8's ``CB``/``SCB`` (on the layer's state and on its weight) and NF4's
-    quant state. Read afresh on every move: LLM.int8 hands ``CB``/``SCB`` from its weight
-    to its state at its first forward."""
-    import bitsandbytes as bnb
-
+    buffer, and the backend's state (``core.engine.backends.state_slots``: LLM.int8's
+    ``CB``/``SCB`` on the layer's state and on its weight, NF4's quant state). Read afresh
+    on every move: LLM.int8 hands ``CB``/``SCB`` from its weight to its state at its first
+    forward."""
     for module in modules:
         for layer in module.modules():
             for param in layer._parameters.values():
@@ -112,22 +111,7 @@ def state_slots(modules: Iterable[torch.nn.Module]) -> Iterator[Slot]:
             for name, buffer in layer._buffers.items():
                 if buffer is not None:
                     yield layer, name
-            if isinstance(layer, bnb.nn.Linear8bitLt):
-                yield from int8.state_slots(layer)
-            elif isinstance(layer, bnb.nn.Linear4bit):
-                yield from _nf4_state_slots(layer)
-
-
-def _nf4_state_slots(layer: torch.nn.Module) -> Iterator[Slot]:
-    """NF4's quant state: absmax, code and (double quantization) offset and state2."""
-    state = getattr(layer.weight, "quant_state", None)
-    holders = [] if state is None else [(state, ("absmax", "code", "offset"))]
-    if state is not None and state.state2 is not None:
-        holders.append((state.state2, ("absmax", "code")))
-    for holder, attributes in holders:
-        for attribute in attributes:
-            if isinstance(getattr(holder, attribute, None), torch.Tensor):
-                yield holder, attribute
+            yield from backends.state_slots(layer)
 
 
 def _key(tensor: torch.Tensor) -> tuple[object, ...]:

@@ -30,7 +30,6 @@ Placement on CUDA, per variant:
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -40,7 +39,7 @@ from typing import Any
 import torch
 
 from core.config import GIB, MIB, OFFLOAD_CHOICES, PER_VARIANT_COMPONENTS, VARIANTS, byte_unit
-from core.engine.backends import quantization_configs
+from core.engine.backends import BF16_BYTES, REFERENCE, Backend, backend, quantized_backends
 from core.engine.pinned import ARENA_CHUNK_BYTES
 from core.errors import InvalidSettingError, ModelUnavailableError, PlacementError
 
@@ -50,15 +49,6 @@ ACTIVATION_HEADROOM = 0.25
 MIN_HEADROOM_BYTES = 512 * MIB
 # Host RAM kept free for the Python process, the app and the page cache.
 HOST_RESERVE_BYTES = 4 * GIB
-# bitsandbytes' storage: LLM.int8 keeps one float32 scale per output row; NF4 packs two
-# weights per byte with one float32 absmax per block of 64 (no double quantization) and its
-# own copy of the 16-entry float32 NF4 code.
-INT8_SCALE_BYTES = 4
-NF4_BLOCKSIZE = 64
-NF4_ABSMAX_BYTES = 4
-NF4_CODE_BYTES = 16 * 4
-BF16_BYTES = 2
-QUANTIZATIONS = ("none", "int8", "nf4")
 MODEL_COMPONENTS = ("transformer", "text_encoder_2", "text_encoder", "vae")
 SHARED_MODEL_COMPONENTS = ("text_encoder", "vae")
 
@@ -88,7 +78,7 @@ class ComponentSizes:
 
     def ratio(self, quantization: str) -> float:
         """Bytes of ``quantization`` relative to bf16 (1.0 for "none")."""
-        return self.bytes[quantization] / self.bytes["none"]
+        return self.bytes[quantization] / self.bytes[REFERENCE]
 
 
 @dataclass(frozen=True)
@@ -101,7 +91,7 @@ class ModelSizes:
         return sum(self.components[n].bytes[quantization] for n in PER_VARIANT_COMPONENTS)
 
     def shared_bytes(self) -> int:
-        return sum(self.components[n].bytes["none"] for n in SHARED_MODEL_COMPONENTS)
+        return sum(self.components[n].bytes[REFERENCE] for n in SHARED_MODEL_COMPONENTS)
 
 
 def _pow2(size: int) -> int:
@@ -121,50 +111,19 @@ def _tensor_bytes(module: torch.nn.Module) -> list[int]:
     return sizes
 
 
-def _quantized_bytes(module: torch.nn.Module) -> tuple[int, int, int]:
-    """(bytes, quantized Linear layers, kept Linear layers) of a module after the library
-    replaced its layers; bitsandbytes layers at their storage, everything else bf16."""
-    import bitsandbytes as bnb
-
+def _quantized_bytes(module: torch.nn.Module, quantized: Backend) -> tuple[int, int, int]:
+    """(bytes, quantized Linear layers, kept Linear layers) of a module after ``quantized``
+    replaced its layers; its layers at their storage, everything else bf16."""
     total = sum(_tensor_bytes(module))
-    quantized = kept = 0
+    count = kept = 0
     for layer in module.modules():
-        if isinstance(layer, bnb.nn.Linear8bitLt):
-            n = layer.weight.numel()
-            total += n - n * BF16_BYTES + layer.out_features * INT8_SCALE_BYTES
-            quantized += 1
-        elif isinstance(layer, bnb.nn.Linear4bit):
-            n = layer.in_features * layer.out_features
-            packed = math.ceil(n / 2) + math.ceil(n / NF4_BLOCKSIZE) * NF4_ABSMAX_BYTES
-            packed += NF4_CODE_BYTES
-            total += packed - layer.weight.numel() * BF16_BYTES
-            quantized += 1
+        delta = quantized.storage_delta(layer)
+        if delta is not None:
+            total += delta
+            count += 1
         elif type(layer) is torch.nn.Linear:
             kept += 1
-    return total, quantized, kept
-
-
-def _quantize_on_meta(name: str, module: torch.nn.Module, quantization: str) -> None:
-    """Swap ``module``'s Linear layers as ``from_pretrained`` would for this quantization."""
-    diffusers_config, transformers_config = quantization_configs(quantization)
-    if name == "transformer":
-        from diffusers.quantizers.bitsandbytes.utils import replace_with_bnb_linear
-
-        skip = list(diffusers_config.llm_int8_skip_modules or [])
-        skip += list(getattr(module, "_keep_in_fp32_modules", None) or [])
-        replace_with_bnb_linear(
-            module, modules_to_not_convert=skip, quantization_config=diffusers_config
-        )
-    else:
-        from transformers.integrations.bitsandbytes import replace_with_bnb_linear
-        from transformers.quantizers.base import HfQuantizer
-
-        skip = HfQuantizer.get_modules_to_not_convert(
-            module, transformers_config.llm_int8_skip_modules, module._keep_in_fp32_modules
-        )
-        replace_with_bnb_linear(
-            module, modules_to_not_convert=skip, quantization_config=transformers_config
-        )
+    return total, count, kept
 
 
 def _blocks(module: torch.nn.Module) -> dict[str, tuple[int, int]]:
@@ -198,16 +157,17 @@ def component_sizes(name: str, build: Callable[[], torch.nn.Module]) -> Componen
     with torch.device("meta"):
         module = build()
     sizes = _tensor_bytes(module)
-    by_quantization = {"none": sum(sizes)}
+    by_quantization = {REFERENCE: sum(sizes)}
     quantized_layers = kept_layers = 0
     if name in PER_VARIANT_COMPONENTS:
-        for quantization in ("int8", "nf4"):
+        for quantized in quantized_backends():
             with torch.device("meta"):
                 copy = build()
-            _quantize_on_meta(name, copy, quantization)
-            by_quantization[quantization], quantized_layers, kept_layers = _quantized_bytes(copy)
+            quantized.quantize_on_meta(name, copy)
+            sized = _quantized_bytes(copy, quantized)
+            by_quantization[quantized.name], quantized_layers, kept_layers = sized
     else:
-        by_quantization |= dict.fromkeys(("int8", "nf4"), sum(sizes))
+        by_quantization |= {b.name: sum(sizes) for b in quantized_backends()}
     return ComponentSizes(
         name=name,
         parameters=sum(p.numel() for p in module.parameters()),
@@ -387,7 +347,7 @@ def _variant_plan(
         return VariantPlan(mode, largest, host, pinned=pinned), host if pinned else 0
     transformer = sizes.components["transformer"]
     names, kept = _resident_blocks(transformer, block_room)
-    stream_host = sum(c.bytes["none"] if low_cpu else c.pinned_bytes for c in own)
+    stream_host = sum(c.bytes[REFERENCE] if low_cpu else c.pinned_bytes for c in own)
     kept_pinned = sum(transformer.blocks[n][1] for n in names)
     stream_host -= sum(transformer.blocks[n][0] for n in names) if low_cpu else kept_pinned
     kept_host = arena_bytes(kept) if pinned else kept
@@ -446,7 +406,7 @@ def _assemble(
         shared_pinned = "shared" not in pageable
         if shared_pinned:
             shared_host = sum(
-                arena_bytes(sizes.components[n].bytes["none"]) for n in SHARED_MODEL_COMPONENTS
+                arena_bytes(sizes.components[n].bytes[REFERENCE]) for n in SHARED_MODEL_COMPONENTS
             )
             host += shared_host
             pinned += shared_host
@@ -491,7 +451,7 @@ def plan_placement(
     if offload not in OFFLOAD_CHOICES:
         raise InvalidSettingError(f"offload must be one of {', '.join(OFFLOAD_CHOICES)}")
     variants = tuple(variants)
-    transformer = sizes.components["transformer"].bytes["none"]
+    transformer = sizes.components["transformer"].bytes[REFERENCE]
     headroom = max(MIN_HEADROOM_BYTES, int(ACTIVATION_HEADROOM * transformer))
     if device.type == "cpu":
         plan = _assemble(
@@ -517,16 +477,18 @@ def plan_placement(
             quantization = VARIANTS[name].quantization
             largest = max(sizes.components[c].bytes[quantization] for c in PER_VARIANT_COMPONENTS)
             too_big = largest + shared + headroom > budget_bytes
-            modes[name] = "group" if quantization == "none" and too_big else "model"
+            modes[name] = "group" if backend(quantization).group_offload and too_big else "model"
         reason = (
             f"variants need {total / GIB:.1f} GiB + headroom > {budget_bytes / GIB:.1f} GiB: "
             "offloading"
         )
         partial = True
-    # Group offloading cannot move bitsandbytes' quantization state: under --offload group
-    # a quantized variant stays resident, and the plan says so.
+    # Group offloading cannot move some backends' state (bitsandbytes'): under
+    # --offload group such a variant stays resident, and the plan says so.
     modes = {
-        name: "resident" if mode == "group" and VARIANTS[name].quantization != "none" else mode
+        name: "resident"
+        if mode == "group" and not backend(VARIANTS[name].quantization).group_offload
+        else mode
         for name, mode in modes.items()
     }
     context = (str(device), budget_bytes, host_budget_bytes, headroom)
@@ -666,8 +628,9 @@ def format_plan(plan: PlacementPlan, sizes: ModelSizes) -> str:
         f"budget {size(plan.host_budget_bytes)}"
     )
     ratios = ", ".join(
-        f"{name}: int8 {c.ratio('int8'):.2f} / nf4 {c.ratio('nf4'):.2f}"
-        f" ({c.kept_linear_layers} Linear kept)"
+        f"{name}: "
+        + " / ".join(f"{b.name} {c.ratio(b.name):.2f}" for b in quantized_backends())
+        + f" ({c.kept_linear_layers} Linear kept)"
         for name, c in ((n, sizes.components[n]) for n in PER_VARIANT_COMPONENTS)
     )
     lines.append(f"size vs bf16 (counted on the meta device): {ratios}")
