@@ -61,7 +61,8 @@ class ComponentSizes:
     """One component's bytes as each quantization stores it (bf16 for what is kept).
 
     ``largest_block_bytes``: the largest block group offload streams plus what never
-    streams (embeddings, norms), in bf16. ``pinned_bytes``: host bytes group offload pins
+    streams (embeddings, norms), in bf16; ``streaming_bytes`` adds the next block, which
+    CUDA streams prefetch while one runs. ``pinned_bytes``: host bytes group offload pins
     with ``use_stream=True`` (each tensor rounded up to a power of two). ``blocks``: each
     block group offload can stream, by name ("transformer_blocks.3"), as (bf16 bytes,
     pinned bytes), in the order they run.
@@ -75,6 +76,11 @@ class ComponentSizes:
     largest_block_bytes: int
     pinned_bytes: int
     blocks: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def streaming_bytes(self) -> int:
+        largest = max((size for size, _ in self.blocks.values()), default=0)
+        return self.largest_block_bytes + largest
 
     def ratio(self, quantization: str) -> float:
         """Bytes of ``quantization`` relative to bf16 (1.0 for "none")."""
@@ -262,12 +268,13 @@ class VariantPlan:
     """One variant's placement and its estimated bytes.
 
     ``device_bytes``: the most of its own weights on the device at once (resident: all of
-    them; model offload: its largest module; group offload: one block, what never streams
-    and the blocks kept on the device while it runs). ``host_bytes``: host RAM its weights
-    hold (offloaded copies, pinned or not). ``pinned``: its model-offload copies (or its
-    resident blocks' copies) are pinned; False where the plan fell back to pageable
-    memory. ``resident_blocks``: the transformer blocks kept on the device while it runs
-    (group offload); ``streamed_bytes``: the transformer's bytes streamed at every step.
+    them; model offload: its largest module; group offload: two blocks, one running and
+    one prefetched, what never streams and the blocks kept on the device while it runs).
+    ``host_bytes``: host RAM its weights hold (offloaded copies, pinned or not).
+    ``pinned``: its model-offload copies (or its resident blocks' copies) are pinned;
+    False where the plan fell back to pageable memory. ``resident_blocks``: the transformer
+    blocks kept on the device while it runs (group offload); ``streamed_bytes``: the
+    transformer's bytes streamed at every step.
     """
 
     mode: str
@@ -354,7 +361,7 @@ def _variant_plan(
     block_total = sum(b for b, _ in transformer.blocks.values())
     plan = VariantPlan(
         mode,
-        max(c.largest_block_bytes for c in own) + kept,
+        max(c.streaming_bytes for c in own) + kept,
         stream_host + kept_host,
         low_cpu,
         pinned=pinned,
@@ -386,7 +393,7 @@ def _assemble(
     )
     block_room = None
     if partial and budget is not None:
-        streaming = max(sizes.components[n].largest_block_bytes for n in PER_VARIANT_COMPONENTS)
+        streaming = max(sizes.components[n].streaming_bytes for n in PER_VARIANT_COMPONENTS)
         block_room = budget - headroom - shared - resident - streaming
     planned = {
         name: _variant_plan(
