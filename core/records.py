@@ -28,8 +28,9 @@ class VariantResult:
     - ``activation_peak_bytes`` (GPU): the peak during its call above what was allocated
       just before it (under offload, modules brought onto the device count in it);
     - ``standalone_peak_bytes`` (GPU): what this variant would peak at alone with the same
-      placement — its own and the shared modules already on the device + its activation
-      peak; the figure comparable to the seed's table;
+      placement, in the seed's terms (``max_memory_reserved``) — its own and the shared
+      modules already on the device + how far the reserved peak rose during its call; the
+      figure comparable to the seed's table;
     - ``peak_allocated_bytes`` / ``peak_reserved_bytes`` (GPU): the device's peaks during
       the call, *every* loaded variant included;
     - ``peak_rss_bytes`` (CPU): the whole process's peak RSS during the call — a process

@@ -16,6 +16,8 @@ from PIL import Image
 from safetensors import safe_open
 
 from core.bench import benchmark, roofline
+from core.bench.goals import evaluate_goals
+from core.bench.rows import BenchmarkSettings, Row
 from core.checkpoints import synthetic
 from core.config import MODELS, SYNTHETIC_DEV, SYNTHETIC_SCHNELL, GenerationSettings
 from core.engine.generation import Engine
@@ -90,6 +92,81 @@ def test_figures_are_positive_and_consistent(tiny_run: Path) -> None:
     )
     # Goals are only judged on a GPU.
     assert all(goal["met"] is None for goal in results["goals"].values())
+
+
+def test_standalone_is_the_seed_recipe_and_gpu_only_figures_say_so(tiny_run: Path) -> None:
+    results = json.loads((tiny_run / "results.json").read_text())
+    rows = {(r["mode"], r["variant"]): r for r in results["rows"]}
+    for variant in ("bf16", "int8", "nf4"):
+        assert rows[("standalone", variant)]["placement"] == "seed recipe"
+        # No reserved memory on the CPU: no alone-peak, and the goal says why.
+        assert rows[("engine", variant)]["standalone_peak_bytes"] is None
+        goal = results["goals"][f"alone_peak_vs_seed_recipe/{variant}"]
+        assert goal["value"] is None and "CUDA" in goal["skipped"]
+        assert rows[("engine", variant)]["moved_bytes"] is None  # nothing offloaded
+    rates = results["copy_rates"]
+    assert rates["pinned_to_device"] is None and "GPU-only" in rates["skipped"]
+    assert not any(name.startswith("move_vs_link") for name in results["goals"])
+
+
+def test_the_seed_recipe_runs_the_micro_model_on_the_cpu(tmp_path: Path) -> None:
+    argv = ["--model", "micro", "--device", "cpu", "--modes", "standalone", "--variants", "nf4"]
+    argv += ["--steps", "1", "--repeats", "1", "--warmup", "0", "--out", str(tmp_path)]
+    assert benchmark.main(argv) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    (row,) = results["rows"]
+    assert (row["mode"], row["variant"], row["status"]) == ("standalone", "nf4", "ok")
+    assert row["placement"] == "seed recipe" and row["weight_bytes"] > 0
+
+
+def _row(variant: str, mode: str, **figures: object) -> Row:
+    return Row(variant=variant, mode=mode, **figures)  # type: ignore[arg-type]
+
+
+def _bench(tiny_settings: GenerationSettings, cap: float | None) -> BenchmarkSettings:
+    return BenchmarkSettings(
+        spec=MODELS[SYNTHETIC_DEV],
+        variants=("bf16", "int8", "nf4"),
+        generation=tiny_settings,
+        prompt="p",
+        repeats=1,
+        warmup=0,
+        warmup_steps=1,
+        offload="auto",
+        max_gpu_memory_gb=cap,
+        device=torch.device("cuda", 0),  # judged as on a GPU; nothing runs
+        modes=("standalone", "engine"),
+    )
+
+
+def test_goals_hold_moves_to_the_link_alone_peaks_to_the_recipe_and_the_cap_to_resident():
+    settings = GenerationSettings.defaults(MODELS[SYNTHETIC_DEV], 0)
+    rows = [
+        _row("bf16", "standalone", peak_reserved_bytes=100, standalone_peak_bytes=100),
+        _row("int8", "standalone", peak_reserved_bytes=100, standalone_peak_bytes=100),
+        _row("bf16", "engine", placement="group", standalone_peak_bytes=102),
+        _row("int8", "engine", placement="model", standalone_peak_bytes=95,
+             moved_bytes=10**9, move_seconds=0.05, move_floor_seconds=0.02),
+    ]  # fmt: skip
+    engine = {"trio_seconds_median": 30.0}
+    compared = ("steps", "width", "height", "guidance", "max_sequence_length")
+    resident = {
+        "engine": {"placement": "resident", "trio_seconds_median": 20.0},
+        "settings": {k: getattr(settings, k) for k in compared},
+    }
+    goals = evaluate_goals(rows, engine, _bench(settings, 24.0), resident)
+    assert goals["move_vs_link/int8"]["value"] == pytest.approx(2.5)
+    assert goals["move_vs_link/int8"]["met"] is False  # 2.5 > 1.5
+    assert goals["alone_peak_vs_seed_recipe/bf16"]["met"] is True  # +2%
+    assert goals["alone_peak_vs_seed_recipe/int8"]["met"] is False  # -5%
+    capped = goals["capped_trio_vs_resident"]
+    assert capped["value"] == pytest.approx(1.5) and capped["met"] is True  # 50 steps
+    fewer = GenerationSettings.defaults(MODELS[SYNTHETIC_DEV], 0).with_(steps=4)
+    goals = evaluate_goals(rows, engine, _bench(fewer, 24.0), resident)
+    assert "differ" in goals["capped_trio_vs_resident"]["skipped"]
+    goals = evaluate_goals(rows, engine, _bench(settings, 24.0), None)
+    assert "--baseline" in goals["capped_trio_vs_resident"]["skipped"]
+    assert "capped_trio_vs_resident" not in evaluate_goals(rows, engine, _bench(settings, None))
 
 
 @pytest.mark.parametrize(

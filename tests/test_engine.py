@@ -25,6 +25,7 @@ from core.config import (
     GenerationSettings,
     resolve_model,
 )
+from core.engine import pinned
 from core.engine.generation import Engine
 from core.engine.int8 import int8_tensors
 from core.engine.loading import load_models
@@ -384,3 +385,108 @@ def test_gpu_trio_is_measured_with_cuda_peaks():
         )
         assert result.peak_rss_bytes is None
     assert generation.placement == "resident"
+
+
+# --- Pinned host copies of offloaded modules (core.engine.pinned) -------------------------
+
+
+@pytest.fixture
+def pinned_buffers(monkeypatch):
+    """The pinned buffers the copies allocate. Without CUDA, page-locked memory cannot be
+    had: only then is the allocation a plain host buffer; everything else is real."""
+    made: list[torch.Tensor] = []
+    real = pinned.allocate_pinned
+
+    def allocate(nbytes: int) -> torch.Tensor:
+        buffer = (
+            real(nbytes) if torch.cuda.is_available() else torch.empty(nbytes, dtype=torch.uint8)
+        )
+        made.append(buffer)
+        return buffer
+
+    monkeypatch.setattr(pinned, "allocate_pinned", allocate)
+    return made
+
+
+def _in_buffers(tensor: torch.Tensor, buffers: list[torch.Tensor]) -> bool:
+    start = tensor.data_ptr()
+    return any(b.data_ptr() <= start < b.data_ptr() + b.numel() for b in buffers)
+
+
+def _slot_tensors(mover: pinned.PinnedModules) -> list[torch.Tensor]:
+    return [getattr(h, a) for h, a in pinned.state_slots(mover.modules)]
+
+
+def test_pinned_copies_hold_every_tensor_move_on_and_come_back_without_allocating(
+    trio, pinned_buffers
+):
+    """Each variant's transformer and T5 get one pinned copy each (int8's CB/SCB and NF4's
+    quant state included); a move on gives new tensors and the same images; a move off
+    through ``module.to("cpu")`` points every tensor back at the pinned buffers, copying
+    and allocating nothing."""
+    engine = Engine(load_models(resolve_model("tiny", cuda_available=False), device="cpu"))
+    settings = engine.default_settings(seed=7)
+    engine.generate(PROMPT, settings)  # NF4 repacks its state on the CPU at its first call
+    movers = {}
+    for variant in engine.variants:
+        for module in engine.models.own_modules(variant):
+            mover = pinned.PinnedModules([module], allocate=pinned.allocate_pinned)
+            pinned.install_move_hook(module, mover)
+            movers[(variant, type(module).__name__)] = mover
+    assert len(pinned_buffers) >= len(movers)
+    for (variant, _), mover in movers.items():
+        held = _slot_tensors(mover)
+        assert held and all(_in_buffers(t, pinned_buffers) for t in held), variant
+        layout = pinned.arena_layout(
+            [t.numel() * t.element_size() for t in {pinned._key(t): t for t in held}.values()]
+        )
+        assert mover.buffer_bytes == sum(layout[1])
+        if variant == "int8":
+            layers = [m for m in mover.modules[0].modules() if isinstance(m, bnb.nn.Linear8bitLt)]
+            assert layers
+            for layer in layers:  # CB is the int8 weight itself, wherever it is held
+                cb = layer.state.CB if layer.state.CB is not None else layer.weight.CB
+                assert cb.data_ptr() == layer.weight.data_ptr()
+                assert all(_in_buffers(t, pinned_buffers) for t in int8_tensors(layer).values())
+        mover.to_device(torch.device("cpu"))  # ordinary copies stand in for a device
+        assert not any(_in_buffers(t, pinned_buffers) for t in _slot_tensors(mover))
+    buffers_before = len(pinned_buffers)
+    moved_on = engine.generate(PROMPT, settings)
+    for variant in engine.variants:
+        assert moved_on.results[variant].image.tobytes() == trio.results[variant].image.tobytes()
+    for (variant, _), mover in movers.items():
+        mover.modules[0].to("cpu")
+        assert mover.on_host
+        assert all(_in_buffers(t, pinned_buffers) for t in _slot_tensors(mover)), variant
+        log = mover.log.take()
+        assert log["on"]["bytes"] == mover.tensor_bytes and log["off"]["bytes"] == 0
+    assert len(pinned_buffers) == buffers_before
+    back = engine.generate(PROMPT, settings)
+    for variant in engine.variants:
+        assert back.results[variant].image.tobytes() == trio.results[variant].image.tobytes()
+    module = engine.models.own_modules("bf16")[0]
+    with pytest.raises(RuntimeError, match="can be moved, not cast"):
+        module.to(torch.float32)
+
+
+def test_pinned_buffers_are_packed_in_power_of_two_chunks():
+    chunk = pinned.ARENA_CHUNK_BYTES
+    places, buffers = pinned.arena_layout([chunk // 2, chunk // 2, 10, 3 * chunk, 100])
+    assert buffers[0] == chunk and places[:2] == [(0, 0), (0, chunk // 2)]
+    assert places[2] == (1, 0) and buffers[2] == 3 * chunk and places[3] == (2, 0)
+    assert places[4] == (1, pinned.ALIGN_BYTES)
+    assert pinned.pinned_bytes([chunk // 2, chunk // 2, 10]) == chunk + pinned.ALIGN_BYTES
+
+
+def test_move_target_tells_a_move_from_a_cast():
+    def applied(*args, **kwargs):
+        """The function ``Module.to(*args, **kwargs)`` hands to ``_apply``."""
+        seen = []
+        module = torch.nn.Linear(1, 1)
+        module._apply = lambda fn, recurse=True: seen.append(fn)
+        module.to(*args, **kwargs)
+        return seen[0]
+
+    assert pinned.move_target(applied("cpu")) == torch.device("cpu")
+    assert pinned.move_target(applied(torch.float32)) is None
+    assert pinned.move_target(applied(memory_format=torch.channels_last)) is None

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from core.bench.report import format_table
-from core.bench.runner import BenchmarkSettings, run
+from core.bench.rows import BenchmarkSettings
+from core.bench.runner import run
 from core.config import (
     BENCHMARK_MODES,
     GenerationSettings,

@@ -35,6 +35,11 @@ CSV_ROW_FIELDS = (
     "activation_peak_bytes",
     "standalone_peak_bytes",
     "floor_ratio",
+    "moved_bytes",
+    "move_seconds",
+    "move_floor_seconds",
+    "streamed_bytes_per_step",
+    "stream_floor_seconds",
     "error",
 )
 CSV_CONTEXT_FIELDS = (
@@ -153,8 +158,9 @@ def format_table(results: dict[str, Any]) -> str:
         else "the whole process's RSS (in engine mode every loaded variant)"
     )
     lines.append(
-        f"loaded / peak: {memory_kind}; alone-eq = the variant's standalone-equivalent peak "
-        "(its own + shared modules on the device + its activation peak; GPU only); "
+        f"loaded / peak: {memory_kind}; alone-eq = the variant's peak alone in the seed's terms "
+        "(max_memory_reserved; standalone rows: the seed recipe's own, engine rows: its own + "
+        "shared modules on the device + how far the reserved peak rose in its call; GPU only); "
         "weights = the variant's transformer + T5, quantization state included"
     )
     engine = results.get("engine")
@@ -170,10 +176,39 @@ def format_table(results: dict[str, Any]) -> str:
         f"matmul: {matmul['tflops']:.3g} TFLOP/s ({matmul['label']}); floor of one BF16 image: "
         f"{floor['flop_per_image']:.3g} FLOP = {floor['seconds']:.3g} s"
     )
+    rates = results.get("copy_rates") or {}
+    if rates.get("skipped"):
+        lines.append(f"copy rates: {rates['skipped']}")
+    elif rates:
+        lines.append(
+            "copy rates (GB/s): host pageable -> device {pageable_to_device:.1f}, device -> "
+            "pageable host {device_to_pageable:.1f}, pinned -> device {pinned_to_device:.1f}, "
+            "device -> pinned {device_to_pinned:.1f}".format(**rates)
+        )
+    for row in results.get("rows", []):
+        if row.get("moved_bytes"):
+            floor = row.get("move_floor_seconds")
+            lines.append(
+                f"moves {row['mode']} {row['variant']}: {row['moved_bytes'] / 2**30:.2f} GiB on "
+                f"per generation in {row['move_seconds']:.2f} s"
+                + ("" if floor is None else f" (bytes / pinned rate: {floor:.2f} s)")
+            )
+        if row.get("streamed_bytes_per_step"):
+            floor = row.get("stream_floor_seconds")
+            lines.append(
+                f"streams {row['mode']} {row['variant']}: "
+                f"{row['streamed_bytes_per_step'] / 2**30:.2f} GiB per step"
+                + ("" if floor is None else f" (bytes / pinned rate: {floor:.2f} s a generation)")
+            )
     for name, goal in results.get("goals", {}).items():
+        if goal.get("skipped"):
+            lines.append(f"goal {name} (goal {goal['goal']}): skipped: {goal['skipped']}")
+            continue
         met = {True: "met", False: "NOT met", None: "n/a on this device"}[goal["met"]]
         value = goal["value"]
         shown = f"{value / 1e9:.1f} GB" if name == "resident_trio_bytes" else f"{value:.3g}"
+        if name.startswith("alone_peak_vs_seed_recipe"):
+            shown = f"{value:+.1%}"
         lines.append(f"goal {name}: {shown} (goal {goal['goal']}): {met}")
     for name, ratio in (results.get("baseline") or {}).get("seconds_ratio", {}).items():
         lines.append(f"vs baseline {name}: {ratio:.2f}x the seconds")

@@ -84,3 +84,50 @@ def compute_floor(
         "flop_per_image": float(per_step * generation.steps),
         "seconds": per_step * generation.steps / (tflops * 1e12),
     }
+
+
+# Bytes of one timed copy: large enough that the link, not the call, is timed.
+COPY_BYTES = 2**30
+
+
+def copy_rates(device: torch.device, nbytes: int = COPY_BYTES) -> dict[str, Any]:
+    """Host↔device copy rates in GB/s (10^9 bytes a second), measured in this run.
+
+    Four figures, each the best of two synchronized copies of ``nbytes``: host pageable →
+    device, device → pageable host (a fresh host tensor, as ``module.to("cpu")`` makes),
+    and the same both ways with a pinned host buffer. Off CUDA there is no link to
+    measure: every rate is None and ``skipped`` says why.
+    """
+    names = ("pageable_to_device", "device_to_pageable", "pinned_to_device", "device_to_pinned")
+    if device.type != "cuda":
+        return {
+            "bytes": nbytes,
+            **dict.fromkeys(names),
+            "skipped": f"no accelerator link on {device.type}: copy rates are GPU-only",
+        }
+    rates = _measure_copies(device, nbytes)
+    release_memory(device)  # the buffers went with the helper's frame
+    return {"bytes": nbytes, **rates, "skipped": None}
+
+
+def _measure_copies(device: torch.device, nbytes: int) -> dict[str, float]:
+    pageable = torch.empty(nbytes, dtype=torch.uint8)
+    pinned = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+    on_device = torch.empty(nbytes, dtype=torch.uint8, device=device)
+
+    def best(copy: Any) -> float:
+        times = []
+        for _ in range(2):
+            synchronize(device)
+            started = time.perf_counter()
+            copy()
+            synchronize(device)
+            times.append(time.perf_counter() - started)
+        return nbytes / min(times) / 1e9
+
+    return {
+        "pageable_to_device": best(lambda: on_device.copy_(pageable)),
+        "device_to_pageable": best(lambda: on_device.to("cpu")),
+        "pinned_to_device": best(lambda: on_device.copy_(pinned, non_blocking=True)),
+        "device_to_pinned": best(lambda: pinned.copy_(on_device, non_blocking=True)),
+    }

@@ -14,26 +14,36 @@ written after every variant (``core.bench.report``), so a run cut short keeps wh
 
 from __future__ import annotations
 
+import json
 import logging
-import os
-import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import FluxPipeline
 from PIL import Image
 
 from core.bench.goals import compare_with_baseline, evaluate_goals
 from core.bench.report import write_figure, write_results
-from core.bench.roofline import compute_floor, matmul_rate, transformer_shape
+from core.bench.roofline import compute_floor, copy_rates, matmul_rate, transformer_shape
+from core.bench.rows import BenchmarkSettings, Row, machine_info
 from core.checkpoints.synthetic import SYNTHETIC_NOTE, ensure_synthetic_checkpoint
-from core.config import GenerationSettings, ModelSpec
-from core.engine.generation import Engine, describe_device, library_versions
+from core.config import VARIANTS, GenerationSettings
+from core.engine import int8
+from core.engine.backends import DTYPE, allow_cpu_quantization, pipeline_quantization_config
+from core.engine.generation import Engine, pipeline_arguments
 from core.engine.loading import load_models, resolve_source
-from core.engine.measure import fresh_peak, memory_now, release_memory
+from core.engine.measure import (
+    Measurement,
+    fresh_peak,
+    measure,
+    memory_now,
+    release_memory,
+    synchronize,
+    tensor_bytes,
+)
 from core.engine.placement import gpu_budget_bytes
 from core.errors import GenerationOutOfMemoryError, LoadOutOfMemoryError, SpotError
 from core.records import VariantResult
@@ -41,129 +51,56 @@ from core.records import VariantResult
 logger = logging.getLogger(__name__)
 
 
-# --- Settings -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BenchmarkSettings:
-    """One benchmark run: what to load, how to place it and how to generate."""
-
-    spec: ModelSpec
-    variants: tuple[str, ...]
-    generation: GenerationSettings
-    prompt: str
-    repeats: int
-    warmup: int
-    warmup_steps: int
-    offload: str
-    max_gpu_memory_gb: float | None
-    device: torch.device
-    modes: tuple[str, ...]
-    cache_dir: Path | None = None
-    max_host_memory_gb: float | None = None
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "variants": list(self.variants),
-            "prompt": self.prompt,
-            **asdict(self.generation),
-            "repeats": self.repeats,
-            "warmup": self.warmup,
-            "warmup_steps": self.warmup_steps,
-            "offload": self.offload,
-            "max_gpu_memory_gb": self.max_gpu_memory_gb,
-            "max_host_memory_gb": self.max_host_memory_gb,
-            "modes": list(self.modes),
-        }
-
-
-# --- Results ------------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One variant in one mode. Bytes are bytes, seconds are seconds; None = not measured.
-
-    ``seconds`` holds every measured (post-warm-up) generation; ``status`` is ``ok``,
-    ``oom`` (out of accelerator memory, at load or during a generation) or ``failed``.
-    """
-
-    variant: str
-    mode: str
-    placement: str = ""
-    status: str = "ok"
-    error: str | None = None
-    load_seconds: float | None = None
-    weight_bytes: int | None = None
-    shared_weight_bytes: int | None = None
-    loaded_allocated_bytes: int | None = None
-    loaded_reserved_bytes: int | None = None
-    loaded_rss_bytes: int | None = None
-    peak_allocated_bytes: int | None = None
-    peak_reserved_bytes: int | None = None
-    peak_rss_bytes: int | None = None
-    activation_peak_bytes: int | None = None
-    standalone_peak_bytes: int | None = None
-    allocated_after_free_bytes: int | None = None
-    seconds: list[float] = field(default_factory=list)
-    floor_ratio: float | None = None
-
-    @property
-    def seconds_median(self) -> float | None:
-        return statistics.median(self.seconds) if self.seconds else None
-
-    def record(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["seconds_median"] = self.seconds_median
-        out["seconds_min"] = min(self.seconds) if self.seconds else None
-        out["seconds_max"] = max(self.seconds) if self.seconds else None
-        return out
-
-
-def machine_info(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "device": describe_device(device),
-        "device_type": device.type,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        **library_versions(),
-    }
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info["device_name"] = props.name
-        info["device_total_bytes"] = int(props.total_memory)
-    else:
-        info["device_name"] = platform.processor() or platform.machine()
-        info["device_total_bytes"] = None
-    return info
-
-
 # --- Running ------------------------------------------------------------------------------
+
+
+Moves = dict[str, list[tuple[int, float]]]  # variant -> (bytes on, seconds) per generation
 
 
 def _generate_repeats(
     engine: Engine, bench: BenchmarkSettings
-) -> tuple[dict[str, list[VariantResult]], dict[str, Image.Image]]:
-    """Warm up (not measured), then ``repeats`` measured generations of every variant."""
+) -> tuple[dict[str, list[VariantResult]], dict[str, Image.Image], Moves]:
+    """Warm up (not measured), then ``repeats`` measured generations of every variant.
+
+    Also returns each variant's moves per measured generation: (bytes brought onto the
+    device, seconds of its moves both ways), its own modules and resident blocks.
+    """
     warm = bench.generation.with_(steps=bench.warmup_steps)
     for index in range(bench.warmup):
         logger.info("warm-up %d/%d (%d steps)", index + 1, bench.warmup, warm.steps)
         engine.generate(bench.prompt, warm)
+    engine.models.take_moves()  # loading's and warm-up's moves are not measured
     results: dict[str, list[VariantResult]] = {v: [] for v in engine.models.variants}
     images: dict[str, Image.Image] = {}
+    moves: Moves = {v: [] for v in engine.models.variants}
     for index in range(bench.repeats):
         generation = engine.generate(bench.prompt, bench.generation)
+        moved = engine.models.take_moves()
         for variant, result in generation.results.items():
             results[variant].append(result)
             images[variant] = result.image
+            own = moved.get(variant, {})
+            moves[variant].append(
+                (
+                    int(own.get("on", {}).get("bytes", 0)),
+                    sum(float(d.get("seconds", 0.0)) for d in own.values()),
+                )
+            )
         logger.info(
             "repeat %d/%d: %s",
             index + 1,
             bench.repeats,
             ", ".join(f"{v} {r.seconds:.2f} s" for v, r in generation.results.items()),
         )
-    return results, images
+    return results, images, moves
+
+
+def _fill_moves(row: Row, moves: list[tuple[int, float]]) -> None:
+    """The row's median moves per generation; nothing when the variant moved nothing."""
+    if not moves or not any(nbytes for nbytes, _ in moves):
+        return
+    row.moved_bytes = int(statistics.median(nbytes for nbytes, _ in moves))
+    row.move_seconds = statistics.median(seconds for _, seconds in moves)
 
 
 def _fill_from_results(row: Row, results: list[VariantResult]) -> None:
@@ -194,50 +131,93 @@ def _failure(row: Row, exc: BaseException) -> Row:
     return row
 
 
-def _standalone_offload(offload: str) -> str:
-    # The seed's recipe puts the whole pipeline on the GPU; an explicit offload is honoured
-    # (the seed's "with enable_model_cpu_offload" rows).
-    return "none" if offload == "auto" else offload
+def seed_recipe(folder: Path, variant: str, device: torch.device, offload: str) -> FluxPipeline:
+    """The seed notebook's pipeline of one variant, in plain diffusers: one
+    ``FluxPipeline.from_pretrained`` with a ``PipelineQuantizationConfig`` quantizing the
+    transformer and T5, then the whole pipeline ``.to(device)`` — or, under
+    ``--offload model``, ``enable_model_cpu_offload`` (the seed's offload rows). No
+    sharing, no placement plan, no pinned copies: the reference the engine is held to."""
+    quantization = VARIANTS[variant].quantization
+    with allow_cpu_quantization(device):  # the CPU workaround; a no-op on CUDA
+        pipe = FluxPipeline.from_pretrained(
+            folder, quantization_config=pipeline_quantization_config(quantization), dtype=DTYPE
+        )
+    if offload == "model" and device.type == "cuda":
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _recipe_generate(
+    pipe: FluxPipeline, bench: BenchmarkSettings, settings: GenerationSettings
+) -> tuple[Image.Image, Measurement]:
+    with measure(bench.device) as measured, torch.inference_mode():
+        image = pipe(
+            bench.prompt,
+            **pipeline_arguments(bench.spec, settings),
+            generator=torch.Generator("cpu").manual_seed(settings.seed),
+        ).images[0]
+    return image, measured
 
 
 def run_standalone(
     bench: BenchmarkSettings, folder: Path, variant: str
 ) -> tuple[Row, Image.Image | None]:
-    """One variant alone, loaded fresh, measured, and freed before returning."""
+    """One variant alone by the seed's recipe (``seed_recipe``): loaded fresh, measured as
+    the seed measured (memory after loading; ``max_memory_reserved`` during a generation),
+    and freed before returning."""
     device = bench.device
-    row = Row(variant=variant, mode="standalone")
+    row = Row(variant=variant, mode="standalone", placement="seed recipe")
     image = None
+    pipe = None
+    int8.warn_once()
     fresh_peak(device)
     try:
         started = time.perf_counter()
-        models = load_models(
-            bench.spec,
-            variants=(variant,),
-            device=str(device),
-            offload=_standalone_offload(bench.offload),
-            max_gpu_memory_gb=bench.max_gpu_memory_gb,
-            max_host_memory_gb=bench.max_host_memory_gb,
-            source=folder,
-        )
+        pipe = seed_recipe(folder, variant, device, bench.offload)
+        synchronize(device)
         row.load_seconds = time.perf_counter() - started
-        row.placement = models.placement
+        if bench.offload == "model" and device.type == "cuda":
+            row.placement = "seed recipe, enable_model_cpu_offload"
         loaded = memory_now(device)
         row.loaded_allocated_bytes = loaded["allocated"]
         row.loaded_reserved_bytes = loaded["reserved"]
         row.loaded_rss_bytes = loaded["rss"]
-        engine = Engine(models)
-        results, images = _generate_repeats(engine, bench)
-        _fill_from_results(row, results[variant])
-        image = images[variant]
+        warm = bench.generation.with_(steps=bench.warmup_steps)
+        for _ in range(bench.warmup):
+            _recipe_generate(pipe, bench, warm)
+        measured = []
+        for _ in range(bench.repeats):
+            image, figures = _recipe_generate(pipe, bench, bench.generation)
+            measured.append(figures)
+        row.seconds = [m.seconds for m in measured]
+        # Weighed after the calls, as the engine weighs them: on the CPU, bitsandbytes
+        # repacks NF4's quantization state at its first forward.
+        row.weight_bytes = tensor_bytes([pipe.transformer, pipe.text_encoder_2])
+        row.shared_weight_bytes = tensor_bytes([pipe.text_encoder, pipe.vae])
+        row.peak_allocated_bytes = _largest([m.peak_allocated_bytes for m in measured])
+        row.peak_reserved_bytes = _largest([m.peak_reserved_bytes for m in measured])
+        row.peak_rss_bytes = _largest([m.peak_rss_bytes for m in measured])
+        row.activation_peak_bytes = _largest([m.activation_peak_bytes for m in measured])
+        # The seed's "peak" is max_memory_reserved itself: the figure the engine's alone
+        # estimate is held to.
+        row.standalone_peak_bytes = row.peak_reserved_bytes
     except (torch.OutOfMemoryError, SpotError) as exc:
         _failure(row, exc)
     finally:
         # Drop every reference to the pipeline before the next variant loads.
-        engine = models = None  # type: ignore[assignment]
+        pipe = None
         release_memory(device)
     if device.type == "cuda":
         row.allocated_after_free_bytes = int(torch.cuda.memory_allocated(device))
     return row, image
+
+
+def _largest(values: list[int | None]) -> int | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
 
 
 def run_engine(
@@ -290,9 +270,13 @@ def run_engine(
             row.loaded_reserved_bytes = loaded["reserved"]
             row.loaded_rss_bytes = loaded["rss"]
         engine = Engine(models)
-        results, images = _generate_repeats(engine, bench)
+        results, images, moves = _generate_repeats(engine, bench)
         for row in rows:
             _fill_from_results(row, results[row.variant])
+            _fill_moves(row, moves[row.variant])
+            placed = models.plan.variants[row.variant]
+            if placed.mode == "group":
+                row.streamed_bytes_per_step = placed.streamed_bytes
         per_generation = [
             sum(results[v][i].seconds for v in bench.variants) for i in range(bench.repeats)
         ]
@@ -342,6 +326,7 @@ def run(bench: BenchmarkSettings, out: Path, baseline: Path | None = None) -> di
         "units": "bytes and seconds; tables print GiB (2^30 bytes), as the seed's 'GB' were",
     }
     results["matmul"] = matmul_rate(device)
+    results["copy_rates"] = copy_rates(device)
     shape = transformer_shape(folder)
     results["floor"] = compute_floor(shape, bench.generation, results["matmul"]["tflops"])
     results["floor"]["matmul"] = results["matmul"]["label"]
@@ -349,13 +334,22 @@ def run(bench: BenchmarkSettings, out: Path, baseline: Path | None = None) -> di
     images: dict[str, Image.Image] = {}
     engine_summary: dict[str, Any] | None = None
 
+    pinned_rate = results["copy_rates"]["pinned_to_device"]  # GB/s, None off CUDA
+    baseline_results = json.loads(baseline.read_text()) if baseline is not None else None
+
     def save() -> None:
         for row in rows:
             if row.variant == "bf16" and row.seconds_median:
                 row.floor_ratio = row.seconds_median / results["floor"]["seconds"]
+            if pinned_rate:
+                if row.moved_bytes:
+                    row.move_floor_seconds = row.moved_bytes / (pinned_rate * 1e9)
+                if row.streamed_bytes_per_step:
+                    streamed = row.streamed_bytes_per_step * bench.generation.steps
+                    row.stream_floor_seconds = streamed / (pinned_rate * 1e9)
         results["rows"] = [r.record() for r in rows]
         results["engine"] = engine_summary
-        results["goals"] = evaluate_goals(rows, engine_summary, bench)
+        results["goals"] = evaluate_goals(rows, engine_summary, bench, baseline_results)
         if baseline is not None:
             results["baseline"] = compare_with_baseline(rows, baseline, results["settings"])
         results["total_seconds"] = time.perf_counter() - started

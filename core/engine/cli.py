@@ -216,9 +216,18 @@ def main(argv: list[str] | None = None) -> int:
     stats["plan"] = {
         "reason": engine.models.plan.reason,
         "variants": {
-            name: {"mode": v.mode, "device_bytes": v.device_bytes, "host_bytes": v.host_bytes}
+            name: {
+                "mode": v.mode,
+                "device_bytes": v.device_bytes,
+                "host_bytes": v.host_bytes,
+                "pinned": v.pinned,
+                "resident_block_bytes": v.resident_block_bytes,
+                "streamed_bytes_per_step": v.streamed_bytes,
+            }
             for name, v in engine.models.plan.variants.items()
         },
+        "pinned_bytes": engine.models.plan.pinned_bytes,
+        "notes": list(engine.models.plan.notes),
     }
     (args.out / "stats.json").write_text(json.dumps(stats, indent=2, allow_nan=False, default=str))
     sys.stdout.write(format_table(generation) + "\n")

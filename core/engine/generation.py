@@ -216,6 +216,7 @@ class Engine:
                 )
             raise GenerationFailedError(f"the {variant} variant failed: {failure}")
         activation = measured.activation_peak_bytes
+        growth = measured.reserved_growth_bytes
         return VariantResult(
             variant=variant,
             image=image,
@@ -226,5 +227,7 @@ class Engine:
             peak_reserved_bytes=measured.peak_reserved_bytes,
             peak_rss_bytes=measured.peak_rss_bytes,
             activation_peak_bytes=activation,
-            standalone_peak_bytes=None if activation is None else on_device_before + activation,
+            # In the seed's terms (max_memory_reserved): what this variant's own and the shared
+            # modules hold on the device, plus how far the reserved peak rose during its call.
+            standalone_peak_bytes=None if growth is None else on_device_before + growth,
         )

@@ -86,6 +86,21 @@ def int8_tensors(layer: bnb.nn.Linear8bitLt) -> dict[str, torch.Tensor]:
     return {name: t for name, t in named.items() if t is not None}
 
 
+def state_slots(layer: bnb.nn.Linear8bitLt) -> list[tuple[object, str]]:
+    """Where an int8 layer holds its state besides its parameters, as (holder, attribute):
+    ``state.CB``/``state.SCB`` and the weight's ``CB``/``SCB``, those set now. ``CB`` is the
+    int8 weight itself; at its first forward the layer hands both from its weight to its
+    state. Pinned offload (``core.engine.pinned``) re-points each of them on every move,
+    so the state follows the weight there without ``follow_moves``."""
+    holders = (
+        (layer.state, "CB"),
+        (layer.state, "SCB"),
+        (layer.weight, "CB"),
+        (layer.weight, "SCB"),
+    )
+    return [(h, a) for h, a in holders if isinstance(getattr(h, a, None), torch.Tensor)]
+
+
 class _OnceFilter(logging.Filter):
     """Lets the first int8 cast warning through and drops the rest."""
 

@@ -17,14 +17,11 @@ placement and what to try. On a CPU-only machine everything runs on the CPU.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
 from diffusers import (
@@ -33,18 +30,18 @@ from diffusers import (
     FluxPipeline,
     FluxTransformer2DModel,
 )
-from diffusers import BitsAndBytesConfig as DiffusersBnbConfig
 from transformers import (
     AutoTokenizer,
     CLIPTextModel,
     T5EncoderModel,
 )
-from transformers import BitsAndBytesConfig as TransformersBnbConfig
 
 from core.checkpoints.tiny import ensure_tiny_checkpoint
 from core.config import PER_VARIANT_COMPONENTS, VARIANT_NAMES, VARIANTS, ModelSpec, check_variants
 from core.engine import int8
+from core.engine.backends import DTYPE, Backend, backend
 from core.engine.measure import release_memory, tensor_bytes
+from core.engine.pinned import PinnedModules, TimedModules, install_move_hook
 from core.engine.placement import (
     PlacementPlan,
     check_fits,
@@ -57,8 +54,6 @@ from core.engine.placement import (
 from core.errors import InvalidSettingError, LoadOutOfMemoryError, ModelUnavailableError
 
 logger = logging.getLogger(__name__)
-
-DTYPE = torch.bfloat16
 
 HUB_HELP = (
     "If the model is gated (FLUX.1-dev is), accept its licence on huggingface.co and set "
@@ -77,53 +72,6 @@ def resolve_device(device: str | None) -> torch.device:
     if torch_device.type == "cuda" and torch_device.index is None:
         torch_device = torch.device("cuda", torch.cuda.current_device())
     return torch_device
-
-
-def quantization_configs(quantization: str) -> tuple[Any, Any]:
-    """The (diffusers, transformers) BitsAndBytesConfig pair of a variant, or (None, None)."""
-    if quantization == "none":
-        return None, None
-    if quantization == "int8":
-        kwargs: dict[str, Any] = {"load_in_8bit": True}
-    elif quantization == "nf4":
-        kwargs = {
-            "load_in_4bit": True,
-            "bnb_4bit_quant_type": "nf4",
-            "bnb_4bit_compute_dtype": DTYPE,
-        }
-    else:
-        raise ValueError(f"unknown quantization {quantization!r}")
-    return DiffusersBnbConfig(**kwargs), TransformersBnbConfig(**kwargs)
-
-
-@contextlib.contextmanager
-def _allow_cpu_quantization(device: torch.device) -> Iterator[None]:
-    """Let diffusers' bitsandbytes quantizers load on a CPU-only machine.
-
-    WORKAROUND (diffusers 0.42.1, upstream issue #10395): ``validate_environment`` of
-    diffusers' BnB4Bit/BnB8Bit quantizers raises "No GPU found. A GPU is needed for
-    quantization." although bitsandbytes >= 0.49 quantizes and computes on the CPU and
-    transformers' own quantizer (used for T5) already allows it. Only on the CPU, we skip
-    that check; the rest of the loading path — replacing ``nn.Linear`` with
-    ``Linear8bitLt`` / ``Linear4bit`` and quantizing each weight — is diffusers' own.
-    Remove this once diffusers accepts the CPU.
-    """
-    if device.type != "cpu":
-        yield
-        return
-    from diffusers.quantizers.bitsandbytes.bnb_quantizer import (
-        BnB4BitDiffusersQuantizer,
-        BnB8BitDiffusersQuantizer,
-    )
-
-    def skip(self: object, *args: object, **kwargs: object) -> None:
-        return None
-
-    with (
-        mock.patch.object(BnB4BitDiffusersQuantizer, "validate_environment", skip),
-        mock.patch.object(BnB8BitDiffusersQuantizer, "validate_environment", skip),
-    ):
-        yield
 
 
 def resolve_source(spec: ModelSpec) -> Path:
@@ -173,6 +121,10 @@ class ModelSet:
     pipelines: dict[str, FluxPipeline]
     shared: dict[str, Any]
     load_seconds: float
+    # Offloaded modules' host copies (core.engine.pinned), by variant name or "shared".
+    movers: dict[str, list[PinnedModules | TimedModules]] = field(default_factory=dict)
+    # Group-offloaded transformer blocks kept on the device while their variant runs.
+    resident_parts: dict[str, torch.nn.ModuleList] = field(default_factory=dict)
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -209,10 +161,29 @@ class ModelSet:
         modules = [m for n in names for m in self.own_modules(n)]
         return tensor_bytes([*modules, *self.shared.values()], self.device)
 
+    def take_moves(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Bytes and seconds of the moves between host and device since the last call, per
+        variant (its own modules and resident blocks) and "shared": {name: {"on"/"off":
+        {"bytes", "seconds", "moves"}}}."""
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for name, movers in self.movers.items():
+            total = out.setdefault(name, {})
+            for mover in movers:
+                for direction, figures in mover.log.take().items():
+                    entry = total.setdefault(direction, {"bytes": 0, "seconds": 0.0, "moves": 0})
+                    for key, value in figures.items():
+                        entry[key] += value
+        return out
+
     def prepare(self, variant: str) -> FluxPipeline:
         """Return the variant's pipeline, with placement hooks right for running it now."""
         pipe = self.pipelines[variant]
         mode = self.plan.per_variant[variant]
+        # Another variant's blocks kept on the device while it ran go back to the host
+        # (pinned copies: nothing is copied), before this variant brings anything on.
+        for other, part in self.resident_parts.items():
+            if other != variant:
+                part.to("cpu")
         if mode == "model":
             # The last pipeline to install offload hooks owns the shared modules' hooks; a
             # stale owner would let the VAE offload another variant's transformer.
@@ -223,6 +194,8 @@ class ModelSet:
             for module in self.shared.values():
                 if isinstance(module, torch.nn.Module):
                     module.to(self.device)
+        if variant in self.resident_parts:
+            self.resident_parts[variant].to(self.device)
         return pipe
 
     def settle(self, variant: str) -> None:
@@ -236,6 +209,9 @@ class ModelSet:
         elif mode == "group":
             from diffusers.hooks.group_offloading import _GROUP_OFFLOADING
 
+            if variant in self.resident_parts:
+                self.resident_parts[variant].to("cpu")
+
             for module in self.own_modules(variant):
                 for sub in module.modules():
                     registry = getattr(sub, "_diffusers_hook", None)
@@ -245,14 +221,14 @@ class ModelSet:
 
 
 def _load_variant_components(
-    source: Path, quantization: str, device: torch.device, resident: bool
+    source: Path, quantized: Backend, device: torch.device, resident: bool
 ) -> tuple[FluxTransformer2DModel, T5EncoderModel]:
     """The variant's transformer and T5. Quantized weights are always created on
     ``device`` (bitsandbytes quantizes where the weights land); bf16 weights go straight
     to ``device`` when they stay there (``resident``), else to the CPU for offloading."""
-    diffusers_config, transformers_config = quantization_configs(quantization)
+    diffusers_config, transformers_config = quantized.load_configs()
     device_map = {"": str(device) if device.type == "cpu" else device.index or 0}
-    if diffusers_config is None:
+    if not quantized.quantized:
         bf16_map = device_map if resident else {"": "cpu"}
         transformer = FluxTransformer2DModel.from_pretrained(
             source, subfolder="transformer", dtype=DTYPE, device_map=bf16_map
@@ -261,7 +237,7 @@ def _load_variant_components(
             source, subfolder="text_encoder_2", dtype=DTYPE, device_map=bf16_map
         )
         return transformer, text_encoder_2
-    with _allow_cpu_quantization(device):
+    with quantized.loading(device):
         transformer = FluxTransformer2DModel.from_pretrained(
             source,
             subfolder="transformer",
@@ -280,24 +256,63 @@ def _load_variant_components(
 
 
 def _apply_group_offload(
-    module: torch.nn.Module, device: torch.device, low_cpu_mem_usage: bool
-) -> None:
+    module: torch.nn.Module,
+    device: torch.device,
+    low_cpu_mem_usage: bool,
+    keep: tuple[str, ...] = (),
+) -> torch.nn.ModuleList | None:
     """Stream ``module`` block by block from the CPU. Block-level offloading splits only
     the ModuleLists that are direct children; T5's blocks live in ``encoder``, so T5 is
-    offloaded through its encoder (whose embedding is T5's shared one)."""
+    offloaded through its encoder (whose embedding is T5's shared one).
+
+    The blocks named in ``keep`` ("transformer_blocks.3") are left out of streaming: they
+    are returned as a ModuleList for the caller to keep on the device while the variant
+    runs. diffusers offers no way to skip a block, so each ModuleList is swapped for one
+    without the kept blocks while the hooks are installed, then put back whole.
+    """
     from diffusers.hooks import apply_group_offloading
 
     target = module.encoder if isinstance(module, T5EncoderModel) else module
-    apply_group_offloading(
-        target,
-        onload_device=device,
-        offload_device=torch.device("cpu"),
-        offload_type="block_level",
-        num_blocks_per_group=1,
-        use_stream=True,
-        # True when host RAM is short (the plan decides): no pinned copy of every tensor.
-        low_cpu_mem_usage=low_cpu_mem_usage,
-    )
+    originals: dict[str, torch.nn.ModuleList] = {}
+    kept: list[torch.nn.Module] = []
+    for name, child in list(target.named_children()):
+        if not isinstance(child, torch.nn.ModuleList):
+            continue
+        held = [b for i, b in enumerate(child) if f"{name}.{i}" in keep]
+        if held:
+            kept += held
+            originals[name] = child
+            setattr(target, name, torch.nn.ModuleList(b for b in child if b not in held))
+    try:
+        apply_group_offloading(
+            target,
+            onload_device=device,
+            offload_device=torch.device("cpu"),
+            offload_type="block_level",
+            num_blocks_per_group=1,
+            use_stream=True,
+            # True when host RAM is short (the plan decides): no pinned copy of every tensor.
+            low_cpu_mem_usage=low_cpu_mem_usage,
+        )
+    finally:
+        for name, child in originals.items():
+            setattr(target, name, child)
+    return torch.nn.ModuleList(kept) if kept else None
+
+
+def _offload_copies(
+    modules: list[torch.nn.Module], pinned: bool
+) -> list[PinnedModules | TimedModules]:
+    """Host copies for modules that model offload (or a variant's turn) moves: pinned ones
+    allocated once, or the pageable fallback; each module's ``.to`` goes through its copy.
+    Afterwards every module is on the host."""
+    movers: list[PinnedModules | TimedModules] = []
+    for module in modules:
+        mover = PinnedModules([module]) if pinned else TimedModules([module])
+        install_move_hook(module, mover)
+        module.to("cpu")  # pinned: already there; pageable: the ordinary move
+        movers.append(mover)
+    return movers
 
 
 def model_configs(spec: ModelSpec) -> dict[str, Any]:
@@ -435,19 +450,30 @@ def _load(
     }
 
     pipelines: dict[str, FluxPipeline] = {}
+    movers: dict[str, list[PinnedModules | TimedModules]] = {}
+    resident_parts: dict[str, torch.nn.ModuleList] = {}
+    if any(v.mode == "model" for v in plan.variants.values()):
+        # Model offload parks the shared modules on the host between calls too.
+        movers["shared"] = _offload_copies([text_encoder, vae], plan.shared_pinned)
     for name in variants:
         placed = plan.variants[name]
-        quantization = VARIANTS[name].quantization
+        variant_backend = backend(VARIANTS[name].quantization)
         transformer, text_encoder_2 = _load_variant_components(
-            folder, quantization, torch_device, resident=placed.mode == "resident"
+            folder, variant_backend, torch_device, resident=placed.mode == "resident"
         )
         for module in (transformer, text_encoder_2):
-            if quantization == "int8":
-                int8.follow_moves(module)  # before any move: see core.engine.int8
-            if placed.mode == "model":
-                module.to("cpu")  # the offload hooks bring it to the GPU when it runs
-            elif placed.mode == "group" and quantization == "none":
-                _apply_group_offload(module, torch_device, placed.low_cpu_mem_usage)
+            variant_backend.after_load(module)  # LLM.int8: its state follows moves
+        if placed.mode == "model":
+            # The offload hooks bring each module to the GPU when it runs.
+            movers[name] = _offload_copies([transformer, text_encoder_2], placed.pinned)
+        elif placed.mode == "group" and variant_backend.group_offload:
+            kept = _apply_group_offload(
+                transformer, torch_device, placed.low_cpu_mem_usage, placed.resident_blocks
+            )
+            _apply_group_offload(text_encoder_2, torch_device, placed.low_cpu_mem_usage)
+            if kept is not None:
+                movers[name] = _offload_copies([kept], placed.pinned)
+                resident_parts[name] = kept
 
         pipelines[name] = FluxPipeline(
             scheduler=FlowMatchEulerDiscreteScheduler.from_config(scheduler_config),
@@ -463,4 +489,6 @@ def _load(
         torch.cuda.synchronize(torch_device)
     load_seconds = time.perf_counter() - started
     logger.info("loaded %s variants in %.1f s", ", ".join(variants), load_seconds)
-    return ModelSet(spec, folder, torch_device, plan, pipelines, shared, load_seconds)
+    return ModelSet(
+        spec, folder, torch_device, plan, pipelines, shared, load_seconds, movers, resident_parts
+    )

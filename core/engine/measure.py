@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from core.engine.int8 import int8_tensors
+from core.engine.backends import state_slots
 
 logger = logging.getLogger(__name__)
 
@@ -72,19 +72,13 @@ def synchronize(device: torch.device) -> None:
 
 
 def _module_tensors(module: torch.nn.Module) -> Iterator[torch.Tensor]:
-    """Every tensor a module holds: parameters, buffers and bitsandbytes' state."""
-    import bitsandbytes as bnb
-
+    """Every tensor a module holds: parameters, buffers and its backend's state (the
+    quantization backends' registry says where: ``core.engine.backends.state_slots``)."""
     yield from module.parameters()
     yield from module.buffers()
     for layer in module.modules():
-        if isinstance(layer, bnb.nn.Linear8bitLt):
-            yield from int8_tensors(layer).values()
-        elif isinstance(layer, bnb.nn.Linear4bit) and layer.weight.quant_state is not None:
-            state = layer.weight.quant_state
-            yield from (t for t in (state.absmax, state.code, state.offset) if t is not None)
-            if state.state2 is not None:
-                yield from (t for t in (state.state2.absmax, state.state2.code) if t is not None)
+        for holder, attribute in state_slots(layer):
+            yield getattr(holder, attribute)
 
 
 def _same_device(tensor: torch.Tensor, device: torch.device) -> bool:
@@ -142,13 +136,15 @@ def fresh_peak(device: torch.device) -> dict[str, int | None]:
 class Measurement:
     """Seconds of the measured block and its memory in bytes (None where not measured).
 
-    ``allocated_before_bytes``: CUDA bytes allocated just before the block;
+    ``allocated_before_bytes`` / ``reserved_before_bytes``: CUDA bytes allocated and
+    reserved just before the block (cached blocks released first);
     ``peak_allocated_bytes`` / ``peak_reserved_bytes``: the device's peaks during it (all
     of the process's tensors); ``peak_rss_bytes``: the whole process's peak RSS (CPU).
     """
 
     seconds: float = 0.0
     allocated_before_bytes: int | None = None
+    reserved_before_bytes: int | None = None
     peak_allocated_bytes: int | None = None
     peak_reserved_bytes: int | None = None
     peak_rss_bytes: int | None = None
@@ -160,12 +156,23 @@ class Measurement:
             return None
         return max(0, self.peak_allocated_bytes - self.allocated_before_bytes)
 
+    @property
+    def reserved_growth_bytes(self) -> int | None:
+        """How far the reserved peak rose above what was reserved just before the block
+        (CUDA): the call's activations as ``max_memory_reserved`` sees them, the caching
+        allocator's blocks and fragmentation included. None off CUDA."""
+        if self.peak_reserved_bytes is None or self.reserved_before_bytes is None:
+            return None
+        return max(0, self.peak_reserved_bytes - self.reserved_before_bytes)
+
 
 @contextmanager
 def measure(device: torch.device) -> Iterator[Measurement]:
     """Time the block and record its peak memory on ``device``; fills the yielded record."""
     result = Measurement()
-    result.allocated_before_bytes = fresh_peak(device)["allocated"]
+    before = fresh_peak(device)
+    result.allocated_before_bytes = before["allocated"]
+    result.reserved_before_bytes = before["reserved"]
     synchronize(device)
     started = time.perf_counter()
     try:

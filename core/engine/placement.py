@@ -11,28 +11,36 @@ this run on my 24 GB card and 64 GB of RAM?" before a 30 GB download.
 Placement on CUDA, per variant:
 - ``resident``: every module on the GPU for the app's lifetime (fastest);
 - ``model``: accelerate's model CPU offload: each module comes to the GPU when it runs
-  (the largest one at a time); all of them wait in pageable host RAM;
+  (the largest one at a time); between runs it waits in one pinned host copy allocated
+  once (``core.engine.pinned``: moved at the link's speed, nothing allocated on the way
+  off). The plan counts those pinned bytes (packed in power-of-two chunks) and, when the
+  host budget is short, falls back to pageable copies variant by variant, named in its
+  notes;
 - ``group``: an unquantized transformer and T5 stream block by block (diffusers group
-  offloading). With ``use_stream=True`` diffusers pins a host copy of every tensor, and the
-  pinned allocator rounds each one up to a power of two (about 1.5x the weights);
-  ``low_cpu_mem_usage=True`` pins on the fly instead (slower, no lasting pinned copy).
-  Group offloading moves each parameter's ``.data`` only, not bitsandbytes' quantization
-  state, so a quantized variant is never planned ``group``.
+  offloading). Under ``auto`` with a budget, as many transformer blocks as fit stay on the
+  device while the variant runs (pinned copies, brought on once per call) and only the rest
+  stream at every step: the plan gives the split. With ``use_stream=True`` diffusers pins a
+  host copy of every streamed tensor, and the pinned allocator rounds each one up to a
+  power of two (about 1.5x the weights); ``low_cpu_mem_usage=True`` pins on the fly
+  instead (slower, no lasting pinned copy). Group offloading moves each parameter's
+  ``.data`` only, not bitsandbytes' quantization state, so a quantized variant is never
+  planned ``group``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from core.config import GIB, MIB, OFFLOAD_CHOICES, PER_VARIANT_COMPONENTS, VARIANTS, byte_unit
+from core.engine.backends import BF16_BYTES, REFERENCE, Backend, backend, quantized_backends
+from core.engine.pinned import ARENA_CHUNK_BYTES
 from core.errors import InvalidSettingError, ModelUnavailableError, PlacementError
 
 # Room left for activations, as a share of the bf16 transformer: FLUX.1-dev at 1024x1024
@@ -41,15 +49,6 @@ ACTIVATION_HEADROOM = 0.25
 MIN_HEADROOM_BYTES = 512 * MIB
 # Host RAM kept free for the Python process, the app and the page cache.
 HOST_RESERVE_BYTES = 4 * GIB
-# bitsandbytes' storage: LLM.int8 keeps one float32 scale per output row; NF4 packs two
-# weights per byte with one float32 absmax per block of 64 (no double quantization) and its
-# own copy of the 16-entry float32 NF4 code.
-INT8_SCALE_BYTES = 4
-NF4_BLOCKSIZE = 64
-NF4_ABSMAX_BYTES = 4
-NF4_CODE_BYTES = 16 * 4
-BF16_BYTES = 2
-QUANTIZATIONS = ("none", "int8", "nf4")
 MODEL_COMPONENTS = ("transformer", "text_encoder_2", "text_encoder", "vae")
 SHARED_MODEL_COMPONENTS = ("text_encoder", "vae")
 
@@ -62,8 +61,11 @@ class ComponentSizes:
     """One component's bytes as each quantization stores it (bf16 for what is kept).
 
     ``largest_block_bytes``: the largest block group offload streams plus what never
-    streams (embeddings, norms), in bf16. ``pinned_bytes``: host bytes group offload pins
-    with ``use_stream=True`` (each tensor rounded up to a power of two).
+    streams (embeddings, norms), in bf16; ``streaming_bytes`` adds the next block, which
+    CUDA streams prefetch while one runs. ``pinned_bytes``: host bytes group offload pins
+    with ``use_stream=True`` (each tensor rounded up to a power of two). ``blocks``: each
+    block group offload can stream, by name ("transformer_blocks.3"), as (bf16 bytes,
+    pinned bytes), in the order they run.
     """
 
     name: str
@@ -73,10 +75,16 @@ class ComponentSizes:
     kept_linear_layers: int
     largest_block_bytes: int
     pinned_bytes: int
+    blocks: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def streaming_bytes(self) -> int:
+        largest = max((size for size, _ in self.blocks.values()), default=0)
+        return self.largest_block_bytes + largest
 
     def ratio(self, quantization: str) -> float:
         """Bytes of ``quantization`` relative to bf16 (1.0 for "none")."""
-        return self.bytes[quantization] / self.bytes["none"]
+        return self.bytes[quantization] / self.bytes[REFERENCE]
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,7 @@ class ModelSizes:
         return sum(self.components[n].bytes[quantization] for n in PER_VARIANT_COMPONENTS)
 
     def shared_bytes(self) -> int:
-        return sum(self.components[n].bytes["none"] for n in SHARED_MODEL_COMPONENTS)
+        return sum(self.components[n].bytes[REFERENCE] for n in SHARED_MODEL_COMPONENTS)
 
 
 def _pow2(size: int) -> int:
@@ -109,63 +117,45 @@ def _tensor_bytes(module: torch.nn.Module) -> list[int]:
     return sizes
 
 
-def _quantized_bytes(module: torch.nn.Module) -> tuple[int, int, int]:
-    """(bytes, quantized Linear layers, kept Linear layers) of a module after the library
-    replaced its layers; bitsandbytes layers at their storage, everything else bf16."""
-    import bitsandbytes as bnb
-
+def _quantized_bytes(module: torch.nn.Module, quantized: Backend) -> tuple[int, int, int]:
+    """(bytes, quantized Linear layers, kept Linear layers) of a module after ``quantized``
+    replaced its layers; its layers at their storage, everything else bf16."""
     total = sum(_tensor_bytes(module))
-    quantized = kept = 0
+    count = kept = 0
     for layer in module.modules():
-        if isinstance(layer, bnb.nn.Linear8bitLt):
-            n = layer.weight.numel()
-            total += n - n * BF16_BYTES + layer.out_features * INT8_SCALE_BYTES
-            quantized += 1
-        elif isinstance(layer, bnb.nn.Linear4bit):
-            n = layer.in_features * layer.out_features
-            packed = math.ceil(n / 2) + math.ceil(n / NF4_BLOCKSIZE) * NF4_ABSMAX_BYTES
-            packed += NF4_CODE_BYTES
-            total += packed - layer.weight.numel() * BF16_BYTES
-            quantized += 1
+        delta = quantized.storage_delta(layer)
+        if delta is not None:
+            total += delta
+            count += 1
         elif type(layer) is torch.nn.Linear:
             kept += 1
-    return total, quantized, kept
+    return total, count, kept
 
 
-def _quantize_on_meta(name: str, module: torch.nn.Module, quantization: str) -> None:
-    """Swap ``module``'s Linear layers as ``from_pretrained`` would for this quantization."""
-    from core.engine.loading import quantization_configs
-
-    diffusers_config, transformers_config = quantization_configs(quantization)
-    if name == "transformer":
-        from diffusers.quantizers.bitsandbytes.utils import replace_with_bnb_linear
-
-        skip = list(diffusers_config.llm_int8_skip_modules or [])
-        skip += list(getattr(module, "_keep_in_fp32_modules", None) or [])
-        replace_with_bnb_linear(
-            module, modules_to_not_convert=skip, quantization_config=diffusers_config
-        )
-    else:
-        from transformers.integrations.bitsandbytes import replace_with_bnb_linear
-        from transformers.quantizers.base import HfQuantizer
-
-        skip = HfQuantizer.get_modules_to_not_convert(
-            module, transformers_config.llm_int8_skip_modules, module._keep_in_fp32_modules
-        )
-        replace_with_bnb_linear(
-            module, modules_to_not_convert=skip, quantization_config=transformers_config
-        )
+def _blocks(module: torch.nn.Module) -> dict[str, tuple[int, int]]:
+    """{block name: (bf16 bytes, pinned bytes)} of the blocks group offload streams."""
+    owner = module.encoder if hasattr(module, "encoder") else module
+    return {
+        f"{name}.{index}": (sum(sizes), sum(_pow2(s) for s in sizes))
+        for name, child in owner.named_children()
+        if isinstance(child, torch.nn.ModuleList)
+        for index, block in enumerate(child)
+        for sizes in [_tensor_bytes(block)]
+    }
 
 
 def _largest_block_bytes(module: torch.nn.Module) -> int:
-    blocks_owner = module.encoder if hasattr(module, "encoder") else module
-    blocks = [
-        sum(_tensor_bytes(block))
-        for child in blocks_owner.children()
-        if isinstance(child, torch.nn.ModuleList)
-        for block in child
-    ]
+    blocks = [b for b, _ in _blocks(module).values()]
     return sum(_tensor_bytes(module)) - sum(blocks) + max(blocks, default=0)
+
+
+def arena_bytes(nbytes: int, chunk: int = ARENA_CHUNK_BYTES) -> int:
+    """Pinned host bytes of one module's copy of ``nbytes`` (``core.engine.pinned``): full
+    chunks, and the last one rounded up to a power of two as the pinned allocator does.
+    An estimate: the gap a chunk leaves when the next tensor does not fit is not counted
+    (at most one tensor per 256 MiB chunk)."""
+    full, rest = divmod(nbytes, chunk)
+    return full * chunk + (_pow2(rest) if rest else 0)
 
 
 def component_sizes(name: str, build: Callable[[], torch.nn.Module]) -> ComponentSizes:
@@ -173,16 +163,17 @@ def component_sizes(name: str, build: Callable[[], torch.nn.Module]) -> Componen
     with torch.device("meta"):
         module = build()
     sizes = _tensor_bytes(module)
-    by_quantization = {"none": sum(sizes)}
+    by_quantization = {REFERENCE: sum(sizes)}
     quantized_layers = kept_layers = 0
     if name in PER_VARIANT_COMPONENTS:
-        for quantization in ("int8", "nf4"):
+        for quantized in quantized_backends():
             with torch.device("meta"):
                 copy = build()
-            _quantize_on_meta(name, copy, quantization)
-            by_quantization[quantization], quantized_layers, kept_layers = _quantized_bytes(copy)
+            quantized.quantize_on_meta(name, copy)
+            sized = _quantized_bytes(copy, quantized)
+            by_quantization[quantized.name], quantized_layers, kept_layers = sized
     else:
-        by_quantization |= dict.fromkeys(("int8", "nf4"), sum(sizes))
+        by_quantization |= {b.name: sum(sizes) for b in quantized_backends()}
     return ComponentSizes(
         name=name,
         parameters=sum(p.numel() for p in module.parameters()),
@@ -191,6 +182,7 @@ def component_sizes(name: str, build: Callable[[], torch.nn.Module]) -> Componen
         kept_linear_layers=kept_layers,
         largest_block_bytes=_largest_block_bytes(module),
         pinned_bytes=sum(_pow2(s) for s in sizes),
+        blocks=_blocks(module) if name in PER_VARIANT_COMPONENTS else {},
     )
 
 
@@ -276,14 +268,23 @@ class VariantPlan:
     """One variant's placement and its estimated bytes.
 
     ``device_bytes``: the most of its own weights on the device at once (resident: all of
-    them; model offload: its largest module; group offload: one block and what never
-    streams). ``host_bytes``: host RAM its weights hold (offloaded copies, pinned or not).
+    them; model offload: its largest module; group offload: two blocks, one running and
+    one prefetched, what never streams and the blocks kept on the device while it runs).
+    ``host_bytes``: host RAM its weights hold (offloaded copies, pinned or not).
+    ``pinned``: its model-offload copies (or its resident blocks' copies) are pinned;
+    False where the plan fell back to pageable memory. ``resident_blocks``: the transformer
+    blocks kept on the device while it runs (group offload); ``streamed_bytes``: the
+    transformer's bytes streamed at every step.
     """
 
     mode: str
     device_bytes: int
     host_bytes: int
     low_cpu_mem_usage: bool = False
+    pinned: bool = False
+    resident_blocks: tuple[str, ...] = ()
+    resident_block_bytes: int = 0
+    streamed_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -292,7 +293,9 @@ class PlacementPlan:
 
     ``estimated_bytes``: device bytes of the weights at the worst moment (shared modules +
     resident variants + the largest offloaded variant's device share); ``host_bytes``: host
-    RAM the offloaded weights hold, all variants together.
+    RAM the offloaded weights hold, all variants together; ``shared_pinned``: the shared
+    modules' model-offload copies are pinned; ``pinned_bytes``: the part of ``host_bytes``
+    in pinned memory; ``notes``: the fallbacks, by name.
     """
 
     device: str
@@ -305,6 +308,8 @@ class PlacementPlan:
     headroom_bytes: int
     reason: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+    shared_pinned: bool = False
+    pinned_bytes: int = 0
 
     @property
     def per_variant(self) -> dict[str, str]:
@@ -315,17 +320,56 @@ class PlacementPlan:
         return ", ".join(f"{name}: {v.mode}" for name, v in self.variants.items())
 
 
-def _variant_plan(sizes: ModelSizes, quantization: str, mode: str, low_cpu: bool) -> VariantPlan:
+def _resident_blocks(transformer: ComponentSizes, room: int | None) -> tuple[tuple[str, ...], int]:
+    """The transformer blocks that fit in ``room`` bytes, largest first: (names in running
+    order, their bytes). None or no room: none."""
+    if room is None or room <= 0:
+        return (), 0
+    chosen, used = set(), 0
+    for name, (size, _) in sorted(transformer.blocks.items(), key=lambda kv: -kv[1][0]):
+        if used + size <= room:
+            chosen.add(name)
+            used += size
+    return tuple(n for n in transformer.blocks if n in chosen), used
+
+
+def _variant_plan(
+    sizes: ModelSizes,
+    quantization: str,
+    mode: str,
+    low_cpu: bool,
+    pinned: bool,
+    block_room: int | None,
+) -> tuple[VariantPlan, int]:
+    """The variant's plan and the pinned host bytes it holds."""
     own = [sizes.components[n] for n in PER_VARIANT_COMPONENTS]
     total = sum(c.bytes[quantization] for c in own)
     if mode in ("resident", "cpu"):
-        return VariantPlan(
-            mode, total if mode == "resident" else 0, 0 if mode == "resident" else total
-        )
+        resident = mode == "resident"
+        return VariantPlan(mode, total if resident else 0, 0 if resident else total), 0
     if mode == "model":
-        return VariantPlan(mode, max(c.bytes[quantization] for c in own), total)
-    pinned = sum(c.bytes["none"] if low_cpu else c.pinned_bytes for c in own)
-    return VariantPlan(mode, max(c.largest_block_bytes for c in own), pinned, low_cpu)
+        host = sum(arena_bytes(c.bytes[quantization]) if pinned else c.bytes[quantization]
+                   for c in own)  # fmt: skip
+        largest = max(c.bytes[quantization] for c in own)
+        return VariantPlan(mode, largest, host, pinned=pinned), host if pinned else 0
+    transformer = sizes.components["transformer"]
+    names, kept = _resident_blocks(transformer, block_room)
+    stream_host = sum(c.bytes[REFERENCE] if low_cpu else c.pinned_bytes for c in own)
+    kept_pinned = sum(transformer.blocks[n][1] for n in names)
+    stream_host -= sum(transformer.blocks[n][0] for n in names) if low_cpu else kept_pinned
+    kept_host = arena_bytes(kept) if pinned else kept
+    block_total = sum(b for b, _ in transformer.blocks.values())
+    plan = VariantPlan(
+        mode,
+        max(c.streaming_bytes for c in own) + kept,
+        stream_host + kept_host,
+        low_cpu,
+        pinned=pinned,
+        resident_blocks=names,
+        resident_block_bytes=kept,
+        streamed_bytes=block_total - kept,
+    )
+    return plan, (0 if low_cpu else stream_host) + (kept_host if pinned else 0)
 
 
 def _assemble(
@@ -337,19 +381,44 @@ def _assemble(
     host_budget: int | None,
     headroom: int,
     reason: str,
+    pageable: frozenset[str] = frozenset(),
+    partial: bool = False,
 ) -> PlacementPlan:
-    variants = {
-        name: _variant_plan(sizes, VARIANTS[name].quantization, mode, low_cpu)
+    """The plan of ``modes``. ``pageable``: names (variants, or "shared") whose offload
+    copies fall back to pageable memory; ``partial``: keep group-offloaded transformer
+    blocks on the device while their variant runs, as many as the budget leaves room for."""
+    shared = sizes.shared_bytes()
+    resident = sum(
+        sizes.own_bytes(VARIANTS[n].quantization) for n, m in modes.items() if m == "resident"
+    )
+    block_room = None
+    if partial and budget is not None:
+        streaming = max(sizes.components[n].streaming_bytes for n in PER_VARIANT_COMPONENTS)
+        block_room = budget - headroom - shared - resident - streaming
+    planned = {
+        name: _variant_plan(
+            sizes, VARIANTS[name].quantization, mode, low_cpu, name not in pageable, block_room
+        )
         for name, mode in modes.items()
     }
-    resident = sum(v.device_bytes for v in variants.values() if v.mode == "resident")
+    variants = {name: plan for name, (plan, _) in planned.items()}
+    pinned = sum(p for _, p in planned.values())
     offloaded = max((v.device_bytes for v in variants.values() if v.mode != "resident"), default=0)
-    shared = sizes.shared_bytes()
     host = sum(v.host_bytes for v in variants.values())
+    shared_pinned = False
     if device == "cpu":
         host += shared
     elif any(v.mode == "model" for v in variants.values()):
-        host += shared  # model offload parks the shared modules on the host between calls
+        # Model offload parks the shared modules on the host between calls.
+        shared_pinned = "shared" not in pageable
+        if shared_pinned:
+            shared_host = sum(
+                arena_bytes(sizes.components[n].bytes[REFERENCE]) for n in SHARED_MODEL_COMPONENTS
+            )
+            host += shared_host
+            pinned += shared_host
+        else:
+            host += shared
     return PlacementPlan(
         device=device,
         variants=variants,
@@ -360,6 +429,8 @@ def _assemble(
         host_budget_bytes=host_budget,
         headroom_bytes=headroom,
         reason=reason,
+        shared_pinned=shared_pinned,
+        pinned_bytes=pinned,
     )
 
 
@@ -375,16 +446,19 @@ def plan_placement(
 
     ``auto`` keeps every variant resident when all of them fit in the budget with room for
     activations; otherwise model offload, except for an unquantized variant whose
-    transformer or T5 alone does not fit: that one streams them by group offload. A
-    quantized variant is never planned ``group``. Host RAM: when the pinned copies of
-    group offload do not fit ``host_budget_bytes``, group offload pins on the fly
-    (``low_cpu_mem_usage``). Whether the result fits is ``plan_problem``'s answer;
-    ``check_fits`` refuses a plan that does not.
+    transformer or T5 alone does not fit: that one streams them by group offload, keeping
+    as many transformer blocks on the device while it runs as the budget leaves room for.
+    A quantized variant is never planned ``group``. Host RAM: offloaded copies are pinned;
+    when the plan does not fit ``host_budget_bytes``, group offload pins on the fly
+    (``low_cpu_mem_usage``), and then, if that is not enough, model-offload copies fall
+    back to pageable memory one name at a time (the largest first) until the plan fits.
+    Whether the result fits is ``plan_problem``'s answer; ``check_fits`` refuses a plan
+    that does not.
     """
     if offload not in OFFLOAD_CHOICES:
         raise InvalidSettingError(f"offload must be one of {', '.join(OFFLOAD_CHOICES)}")
     variants = tuple(variants)
-    transformer = sizes.components["transformer"].bytes["none"]
+    transformer = sizes.components["transformer"].bytes[REFERENCE]
     headroom = max(MIN_HEADROOM_BYTES, int(ACTIVATION_HEADROOM * transformer))
     if device.type == "cpu":
         plan = _assemble(
@@ -394,6 +468,7 @@ def plan_placement(
         return plan
     shared = sizes.shared_bytes()
     total = shared + sum(sizes.own_bytes(VARIANTS[v].quantization) for v in variants)
+    partial = False
     if offload != "auto":
         mode = {"none": "resident", "model": "model", "group": "group"}[offload]
         modes = dict.fromkeys(variants, mode)
@@ -409,24 +484,65 @@ def plan_placement(
             quantization = VARIANTS[name].quantization
             largest = max(sizes.components[c].bytes[quantization] for c in PER_VARIANT_COMPONENTS)
             too_big = largest + shared + headroom > budget_bytes
-            modes[name] = "group" if quantization == "none" and too_big else "model"
+            modes[name] = "group" if backend(quantization).group_offload and too_big else "model"
         reason = (
             f"variants need {total / GIB:.1f} GiB + headroom > {budget_bytes / GIB:.1f} GiB: "
             "offloading"
         )
-    # Group offloading cannot move bitsandbytes' quantization state: under --offload group
-    # a quantized variant stays resident, and the plan says so.
+        partial = True
+    # Group offloading cannot move some backends' state (bitsandbytes'): under
+    # --offload group such a variant stays resident, and the plan says so.
     modes = {
-        name: "resident" if mode == "group" and VARIANTS[name].quantization != "none" else mode
+        name: "resident"
+        if mode == "group" and not backend(VARIANTS[name].quantization).group_offload
+        else mode
         for name, mode in modes.items()
     }
     context = (str(device), budget_bytes, host_budget_bytes, headroom)
-    plan = _assemble(sizes, modes, False, *context, reason)
-    host_short = host_budget_bytes is not None and plan.host_bytes > host_budget_bytes
-    if host_short and "group" in modes.values():
+
+    def short(candidate: PlacementPlan) -> bool:
+        return host_budget_bytes is not None and candidate.host_bytes > host_budget_bytes
+
+    plan = _assemble(sizes, modes, False, *context, reason, partial=partial)
+    low_cpu = False
+    if short(plan) and "group" in modes.values():
+        low_cpu = True
         reason += "; group offload pins on the fly (low_cpu_mem_usage): host RAM is short"
-        plan = _assemble(sizes, modes, True, *context, reason)
+        plan = _assemble(sizes, modes, True, *context, reason, partial=partial)
+    if short(plan):
+        plan = _fall_back_to_pageable(sizes, modes, low_cpu, context, reason, partial, plan)
     return plan
+
+
+def _fall_back_to_pageable(
+    sizes: ModelSizes,
+    modes: Mapping[str, str],
+    low_cpu: bool,
+    context: tuple[str, int | None, int | None, int],
+    reason: str,
+    partial: bool,
+    pinned_plan: PlacementPlan,
+) -> PlacementPlan:
+    """Pageable copies for the offloaded variants, largest pinned copy first, until the
+    plan fits the host budget; the pinned plan when no fallback makes it fit."""
+    names = [n for n, v in pinned_plan.variants.items() if v.pinned and v.mode != "resident"]
+    names.sort(key=lambda n: -pinned_plan.variants[n].host_bytes)
+    if pinned_plan.shared_pinned:
+        names.append("shared")
+    pageable: list[str] = []
+    for name in names:
+        pageable.append(name)
+        plan = _assemble(
+            sizes, modes, low_cpu, *context, reason, frozenset(pageable), partial=partial
+        )
+        host_budget = context[2]
+        if host_budget is None or plan.host_bytes <= host_budget:
+            notes = tuple(
+                f"{n}: pageable host copies (pinning would not fit the host budget)"
+                for n in pageable
+            )
+            return replace(plan, notes=notes)
+    return pinned_plan
 
 
 def plan_problem(plan: PlacementPlan) -> str | None:
@@ -486,15 +602,28 @@ def format_plan(plan: PlacementPlan, sizes: ModelSizes) -> str:
         return "unknown" if value is None else f"{value / scale:.2f} {unit}"
 
     lines = [f"device {plan.device}: {plan.reason}"]
-    rows = [("variant", "placement", f"device {unit}", f"host {unit}", "pinning")]
+    rows = [("variant", "placement", f"device {unit}", f"host {unit}", "host copies")]
     for name, v in plan.variants.items():
-        pinning = "-"
-        if v.mode == "group":
-            pinning = "on the fly (low_cpu_mem_usage)" if v.low_cpu_mem_usage else "pinned copies"
+        copies = "-"
+        if v.mode == "model":
+            copies = "pinned" if v.pinned else "pageable"
+        elif v.mode == "group":
+            copies = "streams pinned on the fly" if v.low_cpu_mem_usage else "streams pinned"
+            if v.resident_blocks:
+                copies += ", resident blocks " + ("pinned" if v.pinned else "pageable")
         device, host = f"{v.device_bytes / scale:.2f}", f"{v.host_bytes / scale:.2f}"
-        rows.append((name, v.mode, device, host, pinning))
+        rows.append((name, v.mode, device, host, copies))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    for name, v in plan.variants.items():
+        if v.mode == "group":
+            blocks = len(sizes.components["transformer"].blocks)
+            lines.append(
+                f"{name} transformer while it runs: {len(v.resident_blocks)} of {blocks} blocks "
+                f"resident ({v.resident_block_bytes / GIB:.2f} GiB), "
+                f"{v.streamed_bytes / GIB:.2f} GiB streamed per step"
+            )
+    lines += [f"note: {note}" for note in plan.notes]
     lines.append(f"shared modules (CLIP + VAE): {size(plan.shared_bytes)}")
     if plan.device != "cpu":
         lines.append(
@@ -502,11 +631,13 @@ def format_plan(plan: PlacementPlan, sizes: ModelSizes) -> str:
             f"+ {size(plan.headroom_bytes)} for activations; budget {size(plan.budget_bytes)}"
         )
     lines.append(
-        f"host RAM for weights: {size(plan.host_bytes)}; budget {size(plan.host_budget_bytes)}"
+        f"host RAM for weights: {size(plan.host_bytes)} ({size(plan.pinned_bytes)} pinned); "
+        f"budget {size(plan.host_budget_bytes)}"
     )
     ratios = ", ".join(
-        f"{name}: int8 {c.ratio('int8'):.2f} / nf4 {c.ratio('nf4'):.2f}"
-        f" ({c.kept_linear_layers} Linear kept)"
+        f"{name}: "
+        + " / ".join(f"{b.name} {c.ratio(b.name):.2f}" for b in quantized_backends())
+        + f" ({c.kept_linear_layers} Linear kept)"
         for name, c in ((n, sizes.components[n]) for n in PER_VARIANT_COMPONENTS)
     )
     lines.append(f"size vs bf16 (counted on the meta device): {ratios}")

@@ -1,0 +1,261 @@
+"""The quantization backends, one ``Backend`` object per quantization, in one registry.
+
+A backend knows everything the engine does differently for its quantization:
+
+- the library call that loads a component quantized (``load_configs``: the diffusers and
+  transformers config pair ``from_pretrained`` takes; ``pipeline_config``: diffusers'
+  ``PipelineQuantizationConfig``, the seed's recipe);
+- any step after loading (``after_load``: LLM.int8's move fix, ``core.engine.int8``);
+- whether and how it loads on the CPU (``loading``: the one commented CPU workaround,
+  ``allow_cpu_quantization``);
+- how to size its layers on the meta device (``quantize_on_meta``, ``storage_delta``);
+- which tensors hold its state besides parameters and buffers (``state_slots``), for
+  measuring (``core.engine.measure``) and for moves (``core.engine.pinned``);
+- whether diffusers' group offloading can move it (``group_offload``).
+
+Loading, placement and measure ask the registry (``backend``, ``quantized_backends``,
+``state_slots``) and never compare backend names. Adding a backend is one class here and
+one ``VARIANTS`` line in ``core.config``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar
+from unittest import mock
+
+import torch
+from diffusers import BitsAndBytesConfig as DiffusersBnbConfig
+from transformers import BitsAndBytesConfig as TransformersBnbConfig
+
+from core.engine import int8
+
+DTYPE = torch.bfloat16
+BF16_BYTES = 2
+# The unquantized backend's name: the bf16 reference every size is compared with.
+REFERENCE = "none"
+# The components a variant quantizes (the rest are shared and stay bf16).
+QUANTIZED_COMPONENTS = ("transformer", "text_encoder_2")
+
+Slot = tuple[object, str]  # (holder, attribute): getattr/setattr give and take the tensor
+
+
+@contextlib.contextmanager
+def allow_cpu_quantization(device: torch.device) -> Iterator[None]:
+    """Let diffusers' bitsandbytes quantizers load on a CPU-only machine.
+
+    WORKAROUND (diffusers 0.42.1, upstream issue #10395): ``validate_environment`` of
+    diffusers' BnB4Bit/BnB8Bit quantizers raises "No GPU found. A GPU is needed for
+    quantization." although bitsandbytes >= 0.49 quantizes and computes on the CPU and
+    transformers' own quantizer (used for T5) already allows it; and, when no
+    ``device_map`` is given (the seed's recipe, ``FluxPipeline.from_pretrained`` with a
+    ``PipelineQuantizationConfig``), their ``update_device_map`` asks CUDA for its current
+    device. Only on the CPU, we skip that check and map an absent device map to the CPU;
+    the rest of the loading path — replacing ``nn.Linear`` with ``Linear8bitLt`` /
+    ``Linear4bit`` and quantizing each weight — is diffusers' own. Remove this once
+    diffusers accepts the CPU.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    from diffusers.quantizers.bitsandbytes.bnb_quantizer import (
+        BnB4BitDiffusersQuantizer,
+        BnB8BitDiffusersQuantizer,
+    )
+
+    def skip(self: object, *args: object, **kwargs: object) -> None:
+        return None
+
+    def on_cpu(self: object, device_map: Any) -> Any:
+        return {"": "cpu"} if device_map is None else device_map
+
+    with contextlib.ExitStack() as stack:
+        for quantizer in (BnB4BitDiffusersQuantizer, BnB8BitDiffusersQuantizer):
+            stack.enter_context(mock.patch.object(quantizer, "validate_environment", skip))
+            stack.enter_context(mock.patch.object(quantizer, "update_device_map", on_cpu))
+        yield
+
+
+class Backend:
+    """One quantization. This base is the unquantized one: bf16 weights, nothing to do."""
+
+    name = REFERENCE
+    quantized = False
+    group_offload = True  # diffusers' group offloading moves plain parameters
+
+    def load_configs(self) -> tuple[Any, Any]:
+        """The (diffusers, transformers) quantization configs ``from_pretrained`` takes."""
+        return None, None
+
+    def pipeline_config(self) -> Any:
+        """The seed's recipe: a ``PipelineQuantizationConfig`` for the whole pipeline."""
+        return None
+
+    def loading(self, device: torch.device) -> AbstractContextManager[None]:
+        """Wrap the quantized ``from_pretrained`` calls: how this backend loads on ``device``."""
+        return contextlib.nullcontext()
+
+    def after_load(self, module: torch.nn.Module) -> None:
+        """What a loaded component needs before it is ever moved."""
+
+    def quantize_on_meta(self, component: str, module: torch.nn.Module) -> None:
+        """Swap a meta-device component's layers as ``from_pretrained`` would."""
+
+    def storage_delta(self, layer: torch.nn.Module) -> int | None:
+        """For a layer of this backend on the meta device: its stored bytes less the bf16
+        bytes of its weight (which a bf16 count of the module included); None otherwise."""
+        return None
+
+    def state_slots(self, layer: torch.nn.Module) -> list[Slot]:
+        """Where a layer of this backend holds tensors besides its parameters and buffers."""
+        return []
+
+
+class BitsAndBytes(Backend):
+    """bitsandbytes through diffusers (transformer) and transformers (T5)."""
+
+    quantized = True
+    # Group offloading moves each parameter's ``.data`` only, not bitsandbytes' state.
+    group_offload = False
+    pipeline_backend = ""
+    kwargs: ClassVar[dict[str, Any]] = {}
+
+    def load_configs(self) -> tuple[Any, Any]:
+        return DiffusersBnbConfig(**self.kwargs), TransformersBnbConfig(**self.kwargs)
+
+    def pipeline_config(self) -> Any:
+        from diffusers import PipelineQuantizationConfig
+
+        return PipelineQuantizationConfig(
+            quant_backend=self.pipeline_backend,
+            quant_kwargs=dict(self.kwargs),
+            components_to_quantize=list(QUANTIZED_COMPONENTS),
+        )
+
+    def loading(self, device: torch.device) -> AbstractContextManager[None]:
+        return allow_cpu_quantization(device)
+
+    def quantize_on_meta(self, component: str, module: torch.nn.Module) -> None:
+        diffusers_config, transformers_config = self.load_configs()
+        if component == "transformer":
+            from diffusers.quantizers.bitsandbytes.utils import replace_with_bnb_linear
+
+            skip = list(diffusers_config.llm_int8_skip_modules or [])
+            skip += list(getattr(module, "_keep_in_fp32_modules", None) or [])
+            replace_with_bnb_linear(
+                module, modules_to_not_convert=skip, quantization_config=diffusers_config
+            )
+        else:
+            from transformers.integrations.bitsandbytes import replace_with_bnb_linear
+            from transformers.quantizers.base import HfQuantizer
+
+            skip = HfQuantizer.get_modules_to_not_convert(
+                module, transformers_config.llm_int8_skip_modules, module._keep_in_fp32_modules
+            )
+            replace_with_bnb_linear(
+                module, modules_to_not_convert=skip, quantization_config=transformers_config
+            )
+
+
+class LLMInt8(BitsAndBytes):
+    """LLM.int8: int8 weights and one float32 scale per output row."""
+
+    name = "int8"
+    pipeline_backend = "bitsandbytes_8bit"
+    kwargs: ClassVar[dict[str, Any]] = {"load_in_8bit": True}
+    SCALE_BYTES = 4
+
+    def after_load(self, module: torch.nn.Module) -> None:
+        int8.follow_moves(module)  # before any move: see core.engine.int8
+
+    def storage_delta(self, layer: torch.nn.Module) -> int | None:
+        import bitsandbytes as bnb
+
+        if not isinstance(layer, bnb.nn.Linear8bitLt):
+            return None
+        n = layer.weight.numel()
+        return n - n * BF16_BYTES + layer.out_features * self.SCALE_BYTES
+
+    def state_slots(self, layer: torch.nn.Module) -> list[Slot]:
+        import bitsandbytes as bnb
+
+        return int8.state_slots(layer) if isinstance(layer, bnb.nn.Linear8bitLt) else []
+
+
+class NF4(BitsAndBytes):
+    """4-bit NF4: two weights a byte, one float32 absmax per block of 64 (no double
+    quantization) and the layer's own copy of the 16-entry float32 NF4 code."""
+
+    name = "nf4"
+    pipeline_backend = "bitsandbytes_4bit"
+    kwargs: ClassVar[dict[str, Any]] = {
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_compute_dtype": DTYPE,
+    }
+    BLOCKSIZE = 64
+    ABSMAX_BYTES = 4
+    CODE_BYTES = 16 * 4
+
+    def storage_delta(self, layer: torch.nn.Module) -> int | None:
+        import bitsandbytes as bnb
+
+        if not isinstance(layer, bnb.nn.Linear4bit):
+            return None
+        n = layer.in_features * layer.out_features
+        packed = math.ceil(n / 2) + math.ceil(n / self.BLOCKSIZE) * self.ABSMAX_BYTES
+        return packed + self.CODE_BYTES - layer.weight.numel() * BF16_BYTES
+
+    def state_slots(self, layer: torch.nn.Module) -> list[Slot]:
+        import bitsandbytes as bnb
+
+        if not isinstance(layer, bnb.nn.Linear4bit):
+            return []
+        state = getattr(layer.weight, "quant_state", None)
+        holders: list[tuple[object, tuple[str, ...]]] = []
+        if state is not None:
+            holders.append((state, ("absmax", "code", "offset")))
+            if state.state2 is not None:
+                holders.append((state.state2, ("absmax", "code")))
+        return [
+            (holder, attribute)
+            for holder, attributes in holders
+            for attribute in attributes
+            if isinstance(getattr(holder, attribute, None), torch.Tensor)
+        ]
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (Backend(), LLMInt8(), NF4())}
+
+
+def backend(quantization: str) -> Backend:
+    """The backend of a quantization name (``VARIANTS[name].quantization``)."""
+    if quantization not in BACKENDS:
+        raise ValueError(f"unknown quantization {quantization!r}")
+    return BACKENDS[quantization]
+
+
+def quantized_backends() -> tuple[Backend, ...]:
+    """Every backend that quantizes, in registry order."""
+    return tuple(b for b in BACKENDS.values() if b.quantized)
+
+
+def state_slots(layer: torch.nn.Module) -> Iterator[Slot]:
+    """Where ``layer`` holds tensors besides its parameters and buffers, whichever backend
+    it belongs to."""
+    for candidate in BACKENDS.values():
+        yield from candidate.state_slots(layer)
+
+
+def quantization_configs(quantization: str) -> tuple[Any, Any]:
+    """The (diffusers, transformers) config pair of a variant, or (None, None)."""
+    return backend(quantization).load_configs()
+
+
+def pipeline_quantization_config(quantization: str) -> Any:
+    """The seed's recipe: one ``PipelineQuantizationConfig`` quantizing the transformer
+    and T5 with this variant's settings, or None for the unquantized backend."""
+    return backend(quantization).pipeline_config()
