@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from core.engine.perceptual import FLIP_VIEWING_CONDITIONS, flip_mean_error, image_metrics
+from core.engine.perceptual import FLIP_VIEWING_CONDITIONS, flip_mean_error, image_metrics, main
 
 
 def _scene(size: int = 96) -> Image.Image:
@@ -57,3 +58,18 @@ def test_flip_states_its_viewing_conditions_in_pixels_per_degree():
 def test_images_of_different_sizes_are_refused_by_name():
     with pytest.raises(ValueError, match="differ in size"):
         image_metrics(_scene(96), _scene(64))
+
+
+def test_the_command_scores_every_png_against_bf16_and_refuses_a_folder_without_it(
+    tmp_path, capsys
+):
+    image = _scene()
+    image.save(tmp_path / "bf16.png")
+    _noisy(image, 4).save(tmp_path / "int8.png")
+    _noisy(image, 24).save(tmp_path / "nf4.png")
+    assert main(["--dir", str(tmp_path), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert sorted(figures) == ["int8", "nf4"]
+    assert figures["nf4"]["flip_mean"] > figures["int8"]["flip_mean"] > 0
+    (tmp_path / "bf16.png").unlink()
+    assert main(["--dir", str(tmp_path)]) == 2

@@ -23,13 +23,21 @@ Left out here, and why:
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
+import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import flip_evaluator
 import numpy as np
 from PIL import Image
 
 from core.engine.metrics import psnr, ssim
+
+logger = logging.getLogger(__name__)
+REFERENCE_IMAGE = "bf16.png"
 
 # FLIP's default viewing conditions: distance to the display (m), its width (pixels), its
 # width (m). 0.7 m from a 0.7 m wide 4K monitor = 67.02 pixels per degree of visual angle.
@@ -86,3 +94,49 @@ def image_metrics(bf16: Image.Image, other: Image.Image) -> ImageMetrics:
     return ImageMetrics(
         psnr_db=psnr(bf16, other), ssim=ssim(bf16, other), flip_mean=flip_mean, flip_ppd=ppd
     )
+
+
+def folder_metrics(directory: Path) -> dict[str, ImageMetrics]:
+    """Every PNG in ``directory`` but ``bf16.png``, against ``bf16.png``, by file stem."""
+    reference_path = directory / REFERENCE_IMAGE
+    if not reference_path.is_file():
+        raise FileNotFoundError(f"{reference_path} not found (the BF16 image to compare with)")
+    with Image.open(reference_path) as reference:
+        reference.load()
+        figures = {}
+        for path in sorted(directory.glob("*.png")):
+            if path.name != REFERENCE_IMAGE:
+                with Image.open(path) as other:
+                    figures[path.stem] = image_metrics(reference, other)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m core.engine.perceptual --dir DIR [--json]``: the figures of each image."""
+    parser = argparse.ArgumentParser(
+        prog="python -m core.engine.perceptual",
+        description="PSNR, SSIM and FLIP mean error of every PNG in DIR against DIR/bf16.png.",
+    )
+    parser.add_argument("--dir", type=Path, required=True, help="folder with bf16.png")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        figures = folder_metrics(args.dir)
+    except (FileNotFoundError, ValueError) as exc:
+        logger.error("%s", exc)
+        return 2
+    if args.json:
+        sys.stdout.write(json.dumps({k: v.as_dict() for k, v in figures.items()}, indent=2))
+        sys.stdout.write("\n")
+        return 0
+    sys.stdout.write(f"{'image':>8} {'PSNR dB':>8} {'SSIM':>7} {'FLIP mean':>10}  (FLIP at ppd)\n")
+    for name, f in figures.items():
+        sys.stdout.write(
+            f"{name:>8} {f.psnr_db:8.2f} {f.ssim:7.4f} {f.flip_mean:10.4f}  ({f.flip_ppd:.1f})\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
