@@ -7,7 +7,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from diffusers import FluxTransformer2DModel, GGUFQuantizationConfig
+from diffusers import FluxPipeline, FluxTransformer2DModel, GGUFQuantizationConfig
 from diffusers.models.model_loading_utils import load_gguf_checkpoint
 from diffusers.quantizers.gguf.utils import GGUFLinear, GGUFParameter, dequantize_gguf_tensor
 
@@ -19,6 +19,7 @@ from core.checkpoints.gguf import (
     write_transformer_gguf,
 )
 from core.config import MICRO_DIR
+from core.engine.metrics import psnr
 from core.errors import InvalidSettingError
 
 Q8_0 = gguf.GGMLQuantizationType.Q8_0
@@ -217,3 +218,31 @@ def test_the_command_writes_the_file_and_refuses_bad_input_with_exit_2(tmp_path,
     assert main(["--model", str(tmp_path), "--out", str(tmp_path / "y.gguf")]) == 2
     assert main(["--model", "micro", "--out", str(tmp_path / "z.bin")]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]  # the refusals wrote nothing
+
+
+def test_a_pipeline_with_the_gguf_transformer_draws_the_same_image_per_seed(micro_ggufs):
+    bf16 = FluxPipeline.from_pretrained(MICRO_DIR, dtype=torch.bfloat16)
+    # The BF16 pipeline's components, its own scheduler, the GGUF transformer.
+    q8 = FluxPipeline(
+        **{
+            **bf16.components,
+            "transformer": _load(micro_ggufs["q8_0"].path),
+            "scheduler": type(bf16.scheduler).from_config(bf16.scheduler.config),
+        }
+    )
+    assert q8.vae is bf16.vae and q8.text_encoder is bf16.text_encoder  # shared, as a user would
+
+    def draw(pipe, seed: int):
+        return pipe(
+            "a red circle above a blue square",
+            num_inference_steps=2,
+            height=64,
+            width=64,
+            guidance_scale=4.0,
+            max_sequence_length=32,
+            generator=torch.Generator("cpu").manual_seed(seed),
+        ).images[0]
+
+    reference, first, again = draw(bf16, 0), draw(q8, 0), draw(q8, 0)
+    assert np.array_equal(np.asarray(first), np.asarray(again))
+    assert np.isfinite(psnr(reference, first)) and psnr(reference, first) > 20
