@@ -120,9 +120,9 @@ def _logit(values: np.ndarray, correct: np.ndarray, groups: np.ndarray | None):
         return model.fit(cov_type="cluster", cov_kwds={"groups": groups})
 
 
-def _no_fit(metric: str, answers: int, people: int, note: str) -> MetricFit:
+def _no_fit(metric: str, answers: int, people: int, level: float, note: str) -> MetricFit:
     nan = math.nan
-    return MetricFit(metric, answers, people, nan, nan, nan, nan, nan, LEVEL, None, 0, note)
+    return MetricFit(metric, answers, people, nan, nan, nan, nan, nan, level, None, 0, note)
 
 
 def fit_metric(
@@ -142,16 +142,16 @@ def fit_metric(
     _check_rows(x, y, persons)
     people = len(set(persons))
     if people < 2:
-        return _no_fit(metric, len(x), people, "fewer than two people answered")
+        return _no_fit(metric, len(x), people, level, "fewer than two people answered")
     if y.min() == y.max():
-        return _no_fit(metric, len(x), people, "every answer was right, or every one wrong")
+        return _no_fit(metric, len(x), people, level, "every answer was right, or every one wrong")
     if x.min() == x.max():
-        return _no_fit(metric, len(x), people, "the metric takes a single value")
+        return _no_fit(metric, len(x), people, level, "the metric takes a single value")
     groups = np.unique(np.asarray(persons), return_inverse=True)[1]
     try:
         result = _logit(x, y, groups)
     except (PerfectSeparationWarning, ConvergenceWarning, np.linalg.LinAlgError) as exc:
-        return _no_fit(metric, len(x), people, f"no maximum-likelihood fit ({exc})")
+        return _no_fit(metric, len(x), people, level, f"no maximum-likelihood fit ({exc})")
     low, high = result.conf_int(alpha=1 - level)[1]
     held_out_auc, held_out_answers = _held_out_auc(x, y, persons, seed)
     return MetricFit(
