@@ -19,7 +19,9 @@ import functools
 import hashlib
 import inspect
 import logging
+import os
 import random
+import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -752,13 +754,39 @@ def on_zero_gpu(engine: Any, seconds: int = 120) -> Any:
     return engine
 
 
-def load_arena(settings: AppSettings) -> Arena:
-    """Load the engine, open the database and build the services object."""
+def connect_sync(settings: AppSettings, environ: Mapping[str, str]) -> Any:
+    """The checked sync target of ``--sync-to`` (core.game.sync.SyncLink), or None.
+
+    Checked before the database is opened: an unreachable or foreign target stops the
+    start with one line (SyncTargetError) and nothing is written anywhere."""
+    if not settings.sync_to:
+        return None
+    from core.game import sync
+
+    return sync.connect(
+        settings.sync_to,
+        sync.outbox_dir_for(settings.db, settings.sync_to),
+        settings.sync_every_minutes,
+        public=settings.sync_visibility == "public",
+        key=environ.get(sync.SYNC_KEY_VARIABLE) or None,
+        token=environ.get("HF_TOKEN") or None,
+    )
+
+
+def load_arena(settings: AppSettings, link: Any = None) -> Arena:
+    """Load the engine, open the database (restored from the sync target ``link`` when it
+    is empty, then syncing to it) and build the services object."""
     from core.engine.generation import Engine  # torch is imported only when serving
     from core.game.rounds import Game
-    from core.store.storage import Store
+    from core.game.sync import SyncedStore
 
-    store = Store(settings.db, settings.images_dir)
+    store = SyncedStore(settings.db, settings.images_dir)
+    if link is not None:
+        try:
+            link.attach(store, Path(get_upload_folder()) / "spot-sync")
+        except BaseException:
+            store.close()
+            raise
     engine = on_zero_gpu(
         Engine.load(
             settings.model, offload=settings.offload, max_gpu_memory_gb=settings.max_gpu_memory_gb
@@ -814,14 +842,37 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     flags and environment); 2 for a bad setting or a model that cannot load, 0 when the
     server stops. argparse's own errors print the usage and exit with status 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    environ = os.environ if environ is None else environ
+    link = None
     try:
         settings = AppSettings.from_argv(argv, environ)
-        arena = load_arena(settings)
+        link = connect_sync(settings, environ)
+        arena = load_arena(settings, link)
     except SpotError as exc:
         logger.error("%s", exc)
+        if link is not None:
+            link.close()
         return 2
-    launch(arena)
+    # SIGTERM (a Space's stop, docker stop) and SIGINT end the server as Ctrl-C does; the
+    # outbox is then pushed, so a clean stop loses no acknowledged vote.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        launch(arena)
+    except KeyboardInterrupt:  # a stop before the server was up and waiting
+        logger.info("stopped while starting")
+    finally:
+        if link is not None:
+            link.close()
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """Stop the server once; a second signal while it stops (a supervisor's SIGTERM and
+    SIGINT both) is ignored, so the final push is not cut short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -563,6 +563,62 @@ class Store(Database):
             )
         return out
 
+    # --- sync: rows out and in (core.game.sync) ----------------------------------------
+    # Whole rows as dicts, read after the write that made them was committed, and the
+    # restore that writes them back with their ids kept.
+
+    def row_of(self, table: str, key: object) -> dict[str, Any] | None:
+        """The row of ``table`` whose primary key is ``key`` (generations, rounds, guesses),
+        as a dict of column -> value; None when there is none."""
+        if table not in ("generations", "rounds", "guesses"):
+            raise ValueError(f"no single-key table {table!r}")
+        row = self._conn().execute(f"SELECT * FROM {table} WHERE id = ?", (key,)).fetchone()
+        return None if row is None else dict(row)
+
+    def image_rows(self, generation_id: int) -> list[dict[str, Any]]:
+        """Every image row of a generation, whole (path and hash included), by variant."""
+        rows = self._conn().execute(
+            "SELECT * FROM images WHERE generation_id = ? ORDER BY variant", (generation_id,)
+        )
+        return [dict(r) for r in rows]
+
+    def is_empty(self) -> bool:
+        """Whether no data table holds a row (a database a restore may fill)."""
+        conn = self._conn()
+        return not any(
+            conn.execute(f"SELECT EXISTS (SELECT 1 FROM {t})").fetchone()[0] for t in TABLES
+        )
+
+    def restore_rows(self, rows: dict[str, Sequence[dict[str, Any]]]) -> dict[str, int]:
+        """Write whole rows back, ids kept, in one transaction; return the rows added per
+        table. A row whose key (or a guess's round) is already there is skipped, so
+        replaying the same rows twice changes nothing.
+
+        ``rows``: table -> rows as dicts of column -> value, for the data tables; every
+        column named must be one of the table's (DatabaseError otherwise, nothing written).
+        Tables are written parents first (generations, images, rounds, guesses).
+        """
+        added: dict[str, int] = {}
+        with self._write() as conn:
+            for table in TABLES:
+                columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+                added[table] = 0
+                for row in rows.get(table, ()):
+                    unknown = [c for c in row if c not in columns]
+                    if unknown:
+                        raise DatabaseError(
+                            f"a {table} row names columns this database does not have "
+                            f"({', '.join(sorted(unknown))[:200]}); nothing was restored"
+                        )
+                    names = list(row)
+                    cursor = conn.execute(
+                        f"INSERT OR IGNORE INTO {table} ({', '.join(names)}) "
+                        f"VALUES ({', '.join('?' * len(names))})",
+                        [row[c] for c in names],
+                    )
+                    added[table] += cursor.rowcount
+        return added
+
 
 def default_images_dir(db_path: Path) -> Path:
     """The images folder that goes with a database when none is given: ``<db dir>/images``."""

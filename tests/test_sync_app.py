@@ -1,0 +1,181 @@
+"""``python app.py --sync-to DIR`` end to end: real processes, played through gradio_client,
+stopped with SIGTERM or killed with SIGKILL, and a second app restored from the folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+from core.game import sync
+from tests.app_server import DEADLINE_SECONDS, free_port, generate_args
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+EVERY_MINUTES = "0.02"  # 1.2 s between pushes
+
+
+def environment(tmp_path: Path) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "HF_HUB_OFFLINE": "1",
+        "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "SPOT_GENERATIONS_PER_MINUTE": "0",
+        "SPOT_ROUNDS_PER_MINUTE": "0",
+    }
+
+
+@contextmanager
+def app_process(tmp_path: Path, name: str, target: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """``python app.py`` on the tiny model with its own database and ``--sync-to target``,
+    until it answers; killed at the end if the test left it running."""
+    port = free_port()
+    folder = tmp_path / name
+    folder.mkdir(exist_ok=True)
+    log = open(folder / "log", "wb")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "app.py", "--model", "tiny", "--db", str(folder / "arena.db")),
+            *("--port", str(port), "--sync-to", str(target), "--sync-every", EVERY_MINUTES),
+        ],
+        cwd=REPO,
+        env=environment(tmp_path),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while True:
+            assert proc.poll() is None, (folder / "log").read_text()[-3000:]
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the app never answered"
+                time.sleep(0.5)
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+        log.close()
+
+
+def play(url: str) -> None:
+    """Two players: three rounds answered (a trio, a duel and a ready trio) and one left open."""
+    one = Client(url, verbose=False, download_files=False)
+    one.predict(*generate_args("a red fox in snow", "trio", seed=1), api_name="/generate")
+    one.predict("A", api_name="/guess")
+    one.predict(*generate_args("a paper boat", "duel", seed=2), api_name="/generate")
+    one.predict("cant_tell", api_name="/guess")
+    two = Client(url, verbose=False, download_files=False)
+    two.predict("trio", api_name="/ready_round")
+    two.predict("B", api_name="/guess")
+    two.predict("trio", api_name="/ready_round")  # never answered
+
+
+def rows(db: Path, table: str) -> list[dict]:
+    with closing(sqlite3.connect(db)) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2")]
+
+
+def stats_of(db: Path) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "core.game.stats", "--db", str(db)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    return json.loads(out.stdout)
+
+
+def restored_copy(tmp_path: Path, target: Path) -> Path:
+    """Start a second app on an empty database with the same target, stop it, return its
+    database."""
+    with app_process(tmp_path, "second", target) as (proc, _):
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=DEADLINE_SECONDS) == 0
+    return tmp_path / "second" / "arena.db"
+
+
+def assert_same_votes(first: Path, second: Path) -> None:
+    for table in ("generations", "images", "rounds", "guesses"):
+        assert rows(second, table) == rows(first, table), table
+    assert len(rows(second, "guesses")) == 3
+    a, b = stats_of(first), stats_of(second)
+    assert b["counts"] == a["counts"]
+    assert b["detection"] == a["detection"]
+
+
+def test_sigterm_pushes_everything_and_an_empty_database_restores_it(tmp_path):
+    target = tmp_path / "target"
+    with app_process(tmp_path, "first", target) as (proc, url):
+        play(url)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=DEADLINE_SECONDS) == 0
+    log = (tmp_path / "first" / "log").read_text()
+    assert "pushed the outbox" in log and "Traceback" not in log
+    assert_same_votes(tmp_path / "first" / "arena.db", restored_copy(tmp_path, target))
+
+
+def test_sigkill_after_a_sync_interval_loses_nothing_acknowledged(tmp_path):
+    target = tmp_path / "target"
+    with app_process(tmp_path, "first", target) as (proc, url):
+        play(url)
+        acknowledged = {r["id"] for r in rows(tmp_path / "first" / "arena.db", "guesses")}
+        # Wait for the push that follows the last acknowledged vote, then kill.
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while {e["id"] for e in sync.read_events(target) if e["kind"] == "guess"} != acknowledged:
+            assert time.monotonic() < deadline, "the votes were never pushed"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert_same_votes(tmp_path / "first" / "arena.db", restored_copy(tmp_path, target))
+
+
+def test_an_unreachable_or_foreign_target_stops_the_start_in_one_line(tmp_path):
+    def run(target: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *(sys.executable, "app.py", "--model", "tiny"),
+                *("--db", str(tmp_path / "db" / "a.db"), "--sync-to", str(target)),
+            ],
+            cwd=REPO,
+            env=environment(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    (tmp_path / "db").mkdir()
+    unreachable = run(tmp_path / "no" / "such" / "folder")
+    assert unreachable.returncode == 2
+    errors = [line for line in unreachable.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and "cannot be reached" in errors[0], unreachable.stderr
+    assert "Traceback" not in unreachable.stderr
+    assert list((tmp_path / "db").iterdir()) == []  # no database, no outbox
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "cat.jpg").write_bytes(b"\xff\xd8")
+    refused = run(foreign)
+    assert refused.returncode == 2 and "cat.jpg" in refused.stderr
+    assert list((tmp_path / "db").iterdir()) == []
+    assert [p.name for p in foreign.iterdir()] == ["cat.jpg"]
