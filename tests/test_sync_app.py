@@ -20,6 +20,7 @@ from gradio_client import Client
 
 from core.game import sync
 from tests.app_server import DEADLINE_SECONDS, free_port, generate_args
+from tests.hub_standin import hub_standin
 
 pytestmark = pytest.mark.slow
 
@@ -27,11 +28,11 @@ REPO = Path(__file__).resolve().parent.parent
 EVERY_MINUTES = "0.02"  # 1.2 s between pushes
 
 
-def environment(tmp_path: Path) -> dict[str, str]:
+def environment(tmp_path: Path, hub: dict[str, str] | None = None) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
-        "HF_HUB_OFFLINE": "1",
+        **(hub or {"HF_HUB_OFFLINE": "1"}),
         "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
         "GRADIO_ANALYTICS_ENABLED": "False",
         "SPOT_GENERATIONS_PER_MINUTE": "0",
@@ -40,9 +41,12 @@ def environment(tmp_path: Path) -> dict[str, str]:
 
 
 @contextmanager
-def app_process(tmp_path: Path, name: str, target: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+def app_process(
+    tmp_path: Path, name: str, target: Path | str, hub: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen, str]]:
     """``python app.py`` on the tiny model with its own database and ``--sync-to target``,
-    until it answers; killed at the end if the test left it running."""
+    until it answers; killed at the end if the test left it running. ``hub``: the
+    variables that point huggingface_hub at the stand-in (tests/hub_standin.py)."""
     port = free_port()
     folder = tmp_path / name
     folder.mkdir(exist_ok=True)
@@ -53,7 +57,7 @@ def app_process(tmp_path: Path, name: str, target: Path) -> Iterator[tuple[subpr
             *("--port", str(port), "--sync-to", str(target), "--sync-every", EVERY_MINUTES),
         ],
         cwd=REPO,
-        env=environment(tmp_path),
+        env=environment(tmp_path, hub),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -107,10 +111,10 @@ def stats_of(db: Path) -> dict:
     return json.loads(out.stdout)
 
 
-def restored_copy(tmp_path: Path, target: Path) -> Path:
+def restored_copy(tmp_path: Path, target: Path | str, hub: dict[str, str] | None = None) -> Path:
     """Start a second app on an empty database with the same target, stop it, return its
     database."""
-    with app_process(tmp_path, "second", target) as (proc, _):
+    with app_process(tmp_path, "second", target, hub) as (proc, _):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=DEADLINE_SECONDS) == 0
     return tmp_path / "second" / "arena.db"
@@ -179,3 +183,51 @@ def test_an_unreachable_or_foreign_target_stops_the_start_in_one_line(tmp_path):
     assert refused.returncode == 2 and "cat.jpg" in refused.stderr
     assert list((tmp_path / "db").iterdir()) == []
     assert [p.name for p in foreign.iterdir()] == ["cat.jpg"]
+
+
+def hub_variables(tmp_path: Path, url: str) -> dict[str, str]:
+    """huggingface_hub pointed at the stand-in, with a token and its own cache."""
+    return {"HF_ENDPOINT": url, "HF_TOKEN": "hf_standin_token", "HF_HOME": str(tmp_path / "hf")}
+
+
+def test_an_hf_dataset_receives_the_events_through_commit_scheduler_and_restores(tmp_path):
+    target = "hf://datasets/spot/votes"
+    with hub_standin() as hub:
+        variables = hub_variables(tmp_path, hub.url)
+        with app_process(tmp_path, "first", target, variables) as (proc, url):
+            play(url)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=DEADLINE_SECONDS) == 0
+        repo = hub.repos["spot/votes"]
+        assert repo.private  # a private target makes a private dataset
+        assert ("POST", "/api/datasets/spot/votes/commit/main") in hub.requests
+        # What a Space would have pushed, read back as files: every acknowledged guess.
+        pushed = tmp_path / "pushed"
+        for rel, data in repo.files.items():
+            (pushed / rel).parent.mkdir(parents=True, exist_ok=True)
+            (pushed / rel).write_bytes(data)
+        first = tmp_path / "first" / "arena.db"
+        guesses = {e["id"] for e in sync.read_events(pushed) if e["kind"] == "guess"}
+        assert guesses == {r["id"] for r in rows(first, "guesses")}
+        assert len([p for p in repo.files if p.endswith(".png")]) == len(rows(first, "images"))
+        assert_same_votes(first, restored_copy(tmp_path, target, variables))
+
+
+def test_an_unreachable_hub_stops_the_start_in_one_line(tmp_path):
+    (tmp_path / "db").mkdir()
+    variables = hub_variables(tmp_path, f"http://127.0.0.1:{free_port()}")
+    done = subprocess.run(
+        [
+            *(sys.executable, "app.py", "--model", "tiny", "--db", str(tmp_path / "db" / "a.db")),
+            *("--sync-to", "hf://datasets/spot/votes"),
+        ],
+        cwd=REPO,
+        env=environment(tmp_path, variables),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and "cannot be reached" in errors[0], done.stderr
+    assert list((tmp_path / "db").iterdir()) == []

@@ -183,9 +183,9 @@ def _listing(folder: Path) -> list[str]:
 # --- a folder ------------------------------------------------------------------------------
 
 
-def inspect_folder(path: Path, where: str) -> Manifest | None:
+def inspect_folder(path: Path, where: str) -> tuple[Manifest | None, list[str]]:
     """Check that a folder target can be reached and is ours, writing nothing; return its
-    manifest (None for a new or empty target).
+    manifest (None for a new or empty target) and its files' relative paths.
 
     Raises SyncTargetError (no parent folder, a file, not writable) or
     ForeignSyncTargetError (files that are not this game's)."""
@@ -199,14 +199,15 @@ def inspect_folder(path: Path, where: str) -> Manifest | None:
             )
         if not os.access(path.parent, os.W_OK | os.X_OK):
             raise SyncTargetError(f"{where} cannot be created: {path.parent} is not writable")
-        return None
+        return None, []
     if not os.access(path, os.W_OK | os.X_OK):
         raise SyncTargetError(f"{where} is not writable; nothing was written")
-    refuse_foreign(where, _listing(path))
+    names = _listing(path)
+    refuse_foreign(where, names)
     manifest = path / MANIFEST
-    return (
-        Manifest.parse(manifest.read_text(encoding="utf-8"), where) if manifest.exists() else None
-    )
+    if not manifest.exists():
+        return None, names
+    return Manifest.parse(manifest.read_text(encoding="utf-8"), where), names
 
 
 class FolderTarget:
@@ -262,9 +263,9 @@ class FolderTarget:
 # --- a Hub dataset -------------------------------------------------------------------------
 
 
-def inspect_hub(repo_id: str, where: str, token: str | None) -> Manifest | None:
+def inspect_hub(repo_id: str, where: str, token: str | None) -> tuple[Manifest | None, list[str]]:
     """Check that the Hub answers and the dataset (if it exists) is ours, writing nothing;
-    return its manifest (None for a new or empty dataset)."""
+    return its manifest (None for a new or empty dataset) and its files' paths."""
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import RepositoryNotFoundError
 
@@ -272,7 +273,7 @@ def inspect_hub(repo_id: str, where: str, token: str | None) -> Manifest | None:
     try:
         names = api.list_repo_files(repo_id, repo_type="dataset")
     except RepositoryNotFoundError:
-        return None
+        return None, []
     except Exception as e:
         raise SyncTargetError(
             f"{where} cannot be reached ({type(e).__name__}: {excerpt(str(e), 120)}); "
@@ -280,14 +281,19 @@ def inspect_hub(repo_id: str, where: str, token: str | None) -> Manifest | None:
         ) from None
     refuse_foreign(where, names)
     if MANIFEST not in names:
-        return None
+        return None, names
     try:
         path = hf_hub_download(repo_id, MANIFEST, repo_type="dataset", token=token)
     except Exception as e:
         raise SyncTargetError(
             f"{where}: {MANIFEST} could not be read ({type(e).__name__})"
         ) from None
-    return Manifest.parse(Path(path).read_text(encoding="utf-8"), where)
+    return Manifest.parse(Path(path).read_text(encoding="utf-8"), where), names
+
+
+def has_events(names: list[str]) -> bool:
+    """Whether a target's file list holds an events file."""
+    return any(_EVENT_FILE.match(n) for n in names)
 
 
 class HubTarget:
@@ -317,14 +323,20 @@ class HubTarget:
         from huggingface_hub import CommitScheduler
 
         self.outbox_dir.mkdir(parents=True, exist_ok=True)
-        self._scheduler = CommitScheduler(
-            repo_id=self.repo_id,
-            repo_type="dataset",
-            folder_path=self.outbox_dir,
-            every=self.every_minutes,
-            private=self.private,
-            token=self.token,
-        )
+        try:
+            self._scheduler = CommitScheduler(
+                repo_id=self.repo_id,
+                repo_type="dataset",
+                folder_path=self.outbox_dir,
+                every=self.every_minutes,
+                private=self.private,
+                token=self.token,
+            )
+        except Exception as e:
+            raise SyncTargetError(
+                f"{self.name} could not be created or opened "
+                f"({type(e).__name__}: {excerpt(str(e), 120)})"
+            ) from None
         self.lock = self._scheduler.lock
 
     def push(self) -> None:

@@ -293,6 +293,7 @@ class SyncLink:
     every_minutes: float
     key: bytes | None
     token: str | None = None
+    has_events: bool = False  # whether the target held events when it was checked
     pusher: Any = None
     log: EventLog | None = None
     restored: Restored | None = None
@@ -308,7 +309,7 @@ class SyncLink:
         events (``scratch``: where a Hub dataset is downloaded to restore)."""
         from core.game.outbox import FolderTarget, HubTarget, read_into
 
-        if store.is_empty() and self._target_has_files():
+        if store.is_empty() and self.has_events:
             folder = read_into(self.target, scratch, self.token)
             self.restored = restore(store, folder)
             logger.info(
@@ -334,11 +335,6 @@ class SyncLink:
         outbox.lock = self.pusher.lock
         self.log = EventLog(outbox, self.manifest, self.key)
         store.events = self.log
-
-    def _target_has_files(self) -> bool:
-        if self.repo_id is None:
-            return Path(self.target).is_dir() and any(event_files(Path(self.target)))
-        return True  # a dataset that answered; an empty one restores nothing
 
     def push(self) -> None:
         """Push what is pending now, and wait for it."""
@@ -371,7 +367,7 @@ def connect(
     """
     import uuid
 
-    from core.game.outbox import hub_repo_id, inspect_folder, inspect_hub
+    from core.game.outbox import has_events, hub_repo_id, inspect_folder, inspect_hub
 
     if public and (not key or len(key) < SYNC_KEY_MIN_CHARS):
         raise SyncTargetError(
@@ -380,9 +376,9 @@ def connect(
         )
     repo_id = hub_repo_id(target)
     if repo_id is None:
-        manifest = inspect_folder(Path(target), target)
+        manifest, names = inspect_folder(Path(target), target)
     else:
-        manifest = inspect_hub(repo_id, target, token)
+        manifest, names = inspect_hub(repo_id, target, token)
     if manifest is not None and manifest.public != public:
         said = "public" if manifest.public else "private"
         raise SyncTargetError(
@@ -397,4 +393,5 @@ def connect(
         every_minutes=every_minutes,
         key=key.encode("utf-8") if key else None,
         token=token,
+        has_events=has_events(names),
     )
