@@ -34,7 +34,7 @@ from starlette.middleware import Middleware
 from core import config
 from core.checkpoints.micro import vocabulary
 from core.config import AppSettings
-from core.errors import SpotError, StorageFullError
+from core.errors import ModelUnavailableError, SpotError, StorageFullError
 from core.game import presentation
 from core.game.arena import Arena
 from core.game.request_limits import RequestLimits
@@ -781,17 +781,42 @@ def load_arena(settings: AppSettings, link: Any = None) -> Arena:
     from core.game.sync import SyncedStore
 
     store = SyncedStore(settings.db, settings.images_dir)
-    if link is not None:
-        try:
+    try:
+        if link is not None:
             link.attach(store, Path(get_upload_folder()) / "spot-sync")
-        except BaseException:
-            store.close()
-            raise
-    engine = on_zero_gpu(
-        Engine.load(
-            settings.model, offload=settings.offload, max_gpu_memory_gb=settings.max_gpu_memory_gb
+        if settings.pool:
+            from core.game.pool import PoolImporter
+
+            PoolImporter(
+                store,
+                settings.pool,
+                Path(get_upload_folder()) / "spot-pool",
+                settings.sync_every_minutes,
+            ).start()
+    except BaseException:
+        store.close()
+        raise
+    try:
+        engine = on_zero_gpu(
+            Engine.load(
+                settings.model,
+                offload=settings.offload,
+                max_gpu_memory_gb=settings.max_gpu_memory_gb,
+            )
         )
-    )
+    except ModelUnavailableError as exc:
+        if not settings.pool:
+            raise
+        # A CPU Space serving rounds made on a GPU elsewhere (core.game.pool).
+        from core.game.pool import NoLocalEngine
+
+        logger.warning(
+            "no local engine for %s; serving ready rounds from the pool %s (%s)",
+            settings.model,
+            settings.pool,
+            exc,
+        )
+        engine = NoLocalEngine(config.resolve_model(settings.model, cuda_available=False), str(exc))
     game = Game(
         store,
         random.SystemRandom(),  # unpredictable shuffles in production; tests inject a seeded RNG

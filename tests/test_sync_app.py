@@ -42,19 +42,25 @@ def environment(tmp_path: Path, hub: dict[str, str] | None = None) -> dict[str, 
 
 @contextmanager
 def app_process(
-    tmp_path: Path, name: str, target: Path | str, hub: dict[str, str] | None = None
+    tmp_path: Path,
+    name: str,
+    target: Path | str | None,
+    hub: dict[str, str] | None = None,
+    args: tuple[str, ...] = ("--model", "tiny"),
 ) -> Iterator[tuple[subprocess.Popen, str]]:
-    """``python app.py`` on the tiny model with its own database and ``--sync-to target``,
-    until it answers; killed at the end if the test left it running. ``hub``: the
-    variables that point huggingface_hub at the stand-in (tests/hub_standin.py)."""
+    """``python app.py`` (on the tiny model unless ``args`` say otherwise) with its own
+    database and ``--sync-to target`` (when given), until it answers; killed at the end if
+    the test left it running. ``hub``: the variables that point huggingface_hub at the
+    stand-in (tests/hub_standin.py)."""
     port = free_port()
     folder = tmp_path / name
     folder.mkdir(exist_ok=True)
     log = open(folder / "log", "wb")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [
-            *(sys.executable, "app.py", "--model", "tiny", "--db", str(folder / "arena.db")),
-            *("--port", str(port), "--sync-to", str(target), "--sync-every", EVERY_MINUTES),
+            *(sys.executable, "app.py", *args, "--db", str(folder / "arena.db")),
+            *("--port", str(port), "--sync-every", EVERY_MINUTES),
+            *(() if target is None else ("--sync-to", str(target))),
         ],
         cwd=REPO,
         env=environment(tmp_path, hub),

@@ -294,6 +294,11 @@ def reveal_table(reveal: Reveal) -> Table:
         )
     headers = list(REVEAL_HEADERS)
     headers[2] = PEAK_ALONE if peak else WEIGHTS_ALONE
+    elsewhere = next((f["made_elsewhere"] for f in stats.values() if f.get("made_elsewhere")), None)
+    if elsewhere:  # a pool's round (core.game.pool): its figures are from where it was made
+        where = f"made elsewhere, {elsewhere.get('device') or 'device unknown'}"
+        headers[2] = f"{headers[2]} ({where})"
+        headers[4] = f"{headers[4]} ({where})"
     return {"headers": headers, "data": rows}
 
 

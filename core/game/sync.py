@@ -32,10 +32,12 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from core.errors import SyncFormatError, SyncTargetError
 from core.game.outbox import EVENTS_DIR, IMAGES_DIR, MANIFEST, Manifest, Outbox
@@ -169,6 +171,26 @@ class SyncedStore(Store):
             events = self.events
             events.record("guess", lambda: events.guess(self, guess_id))
         return guess_id
+
+    def import_generation(
+        self, row: dict[str, Any], images: Sequence[tuple[dict[str, Any], Image.Image]], origin: str
+    ) -> int | None:
+        generation_id = super().import_generation(row, images, origin)
+        if generation_id is not None and self.events is not None:
+            events = self.events
+            events.record("generation", lambda: events.generation(self, generation_id))
+        return generation_id
+
+    def image_stats(self, generation_id: int) -> dict[str, dict[str, Any]]:
+        """As Store.image_stats; a generation imported from a pool (core.game.pool) adds
+        ``made_elsewhere`` (its model and device there) to each variant's figures, so the
+        reveal labels them."""
+        stats = super().image_stats(generation_id)
+        if self.generation_origin(generation_id) is None:
+            return stats
+        made = self.row_of("generations", generation_id) or {}
+        where = {"model": made.get("model"), "device": made.get("device")}
+        return {variant: {**figures, "made_elsewhere": where} for variant, figures in stats.items()}
 
 
 # --- in: reading a target's events ------------------------------------------------------------

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from core.config import VARIANT_NAMES, GenerationSettings, check_variants
 from core.errors import DatabaseError, RoundAlreadyGuessedError
 from core.records import Generation
@@ -618,6 +620,68 @@ class Store(Database):
                     )
                     added[table] += cursor.rowcount
         return added
+
+    # --- pool: generations made elsewhere (core.game.pool) --------------------------------
+
+    def import_generation(
+        self, row: dict[str, Any], images: Sequence[tuple[dict[str, Any], Image.Image]], origin: str
+    ) -> int | None:
+        """Store a generation made elsewhere under a new id, its images rewritten as clean
+        PNGs with neutral names, its figures kept; ``origin`` names it where it was made
+        ("<deployment>:<id>"). None (nothing written) when that origin is already here.
+
+        ``row``: the generation's columns there (its id and origin are not kept);
+        ``images``: (image row there, its picture) per variant.
+        """
+        with ImageWriter(self.images_dir) as files:
+            image_rows = []
+            for figures, image in images:
+                written = files.write(image)
+                kept = {k: v for k, v in figures.items() if k not in ("generation_id", "file")}
+                image_rows.append({**kept, "path": written.name, "sha256": written.sha256})
+            files.stamp(float(row.get("created_at") or time.time()))
+            with self._write() as conn:
+                if conn.execute("SELECT 1 FROM generations WHERE origin = ?", (origin,)).fetchone():
+                    files.discard()
+                    return None
+                generation = {k: v for k, v in row.items() if k not in ("id", "origin")}
+                generation["origin"] = origin
+                generation_id = int(_insert(conn, "generations", generation).lastrowid)
+                for image_row in image_rows:
+                    _insert(conn, "images", {**image_row, "generation_id": generation_id})
+        return generation_id
+
+    def generation_origin(self, generation_id: int) -> str | None:
+        """Where a generation was made: None here, else "<deployment>:<id>"."""
+        row = (
+            self._conn()
+            .execute("SELECT origin FROM generations WHERE id = ?", (generation_id,))
+            .fetchone()
+        )
+        return None if row is None else row[0]
+
+    def made_prompts(self, model: str) -> set[tuple[str, int]]:
+        """(prompt, seed) of every generation of ``model`` stored here (a pool's resume)."""
+        rows = self._conn().execute(
+            "SELECT prompt, seed FROM generations WHERE model = ?", (model,)
+        )
+        return {(r[0], int(r[1])) for r in rows}
+
+
+def _insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> sqlite3.Cursor:
+    """INSERT one row given as a dict; every key must be a column of ``table``."""
+    columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+    unknown = [c for c in row if c not in columns]
+    if unknown:
+        raise DatabaseError(
+            f"a {table} row names columns this database does not have "
+            f"({', '.join(sorted(unknown))[:200]}); nothing was written"
+        )
+    names = list(row)
+    return conn.execute(
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+        [row[c] for c in names],
+    )
 
 
 def default_images_dir(db_path: Path) -> Path:
