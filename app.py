@@ -576,7 +576,8 @@ def on_results(arena: Arena, results: ResultsTab) -> dict[Any, Any]:
     """Every Results table and the chart, from the database as it is now."""
     summary = arena.results()
     return {
-        results.verdicts_md: presentation.verdicts_markdown(summary),
+        results.verdicts_md: presentation.verdicts_markdown(summary)
+        + presentation.withdrawn_note(summary),
         results.detection_table: presentation.detection_table(summary),
         results.details_table: presentation.detection_details_table(summary),
         results.chart: presentation.detection_chart(summary),
@@ -585,6 +586,18 @@ def on_results(arena: Arena, results: ResultsTab) -> dict[Any, Any]:
         results.costs_table: presentation.cost_table(summary),
         results.cost_note: presentation.cost_note(summary),
     }
+
+
+@user_errors
+def on_report(arena: Arena, st: PlayerState | None) -> None:
+    """The player reports the round they are shown: it leaves the pool and the verdicts
+    at once, until an operator hides or restores it (core.game.moderate)."""
+    from core.game import moderate
+
+    if not isinstance(st, PlayerState) or st.round_id is None:
+        raise gr.Error("There is no round to report: start one first.", print_exception=False)
+    moderate.report(arena.store, st.session, st.round_id)
+    gr.Info("Thank you: this round will not be shown again until an operator has looked at it.")
 
 
 @user_errors
@@ -728,10 +741,12 @@ def build_demo(arena: Arena) -> gr.Blocks:
         gr.Markdown("# Spot the Quantized Model\n" + presentation.TAGLINE)
         with gr.Tab("Play"):
             play = build_play_tab(arena)
+            report_btn = gr.Button("Report this round", variant="secondary", size="sm")
         results = build_results_tab(arena)
         build_about_tab(arena)
         wire_play(arena, demo, state, play, results)
         wire_results(arena, demo, results)
+        report_btn.click(bind(on_report, arena), [state], None, api_name="report")
     return demo
 
 

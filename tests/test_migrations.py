@@ -40,6 +40,8 @@ EXPECTED_SCHEMA = {
         "created_at": "REAL",
         "resident_weight_bytes": "INTEGER",
         "origin": "TEXT",
+        "moderation": "TEXT",
+        "moderated_at": "REAL",
     },
     "images": {
         "generation_id": "INTEGER",
@@ -87,7 +89,7 @@ NAMES = [
     "m002_covering_indexes",
     "m003_memory_per_variant",
     "m004_verdict_indexes",
-    "m006_generation_origin",
+    "m006_pool_and_moderation",
 ]
 INDEXES = {
     "guesses_round_id",

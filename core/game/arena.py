@@ -231,6 +231,7 @@ class Arena:
         """The statistics summary plus this deployment's measured cost per variant."""
         summary = stats.summary(self.store, margin=self.settings.margin_points / 100)
         summary["costs"] = self.store.variant_costs(self.spec.name)
+        summary["withdrawn"] = self.store.count_withdrawn()  # reported or hidden rounds
         return summary
 
     def export_zip(self, directory: Path, keep_seconds: float = 3600.0) -> Path:

@@ -64,9 +64,22 @@ def load_events(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> None:
         "CAST(\"row\"->>'cant_tell' AS INTEGER) AS cant_tell "
         "FROM ev WHERE kind = 'guess' ORDER BY deployment, id"
     )
+    # Reported or hidden generations (core.game.moderate): each one's latest state.
+    con.execute(
+        "CREATE TEMP TABLE withdrawn AS SELECT deployment, generation_id FROM ("
+        "SELECT DISTINCT ON (deployment, id) deployment, "
+        "CAST(\"row\"->>'generation_id' AS BIGINT) AS generation_id, "
+        "\"row\"->>'state' AS state, CAST(\"row\"->>'at' AS DOUBLE) AS changed_at "
+        "FROM ev WHERE kind = 'moderation' ORDER BY deployment, id) "
+        "QUALIFY row_number() OVER "
+        "(PARTITION BY deployment, generation_id ORDER BY changed_at DESC) = 1 "
+        "AND state IN ('reported', 'hidden')"
+    )
     con.execute(
         "CREATE TEMP VIEW played AS SELECT g.*, n.model, n.prompt FROM guesses g "
-        "JOIN generations n ON n.deployment = g.deployment AND n.id = g.generation_id"
+        "JOIN generations n ON n.deployment = g.deployment AND n.id = g.generation_id "
+        "WHERE NOT EXISTS (SELECT 1 FROM withdrawn w WHERE w.deployment = g.deployment "
+        "AND w.generation_id = g.generation_id)"
     )
 
 
@@ -169,7 +182,8 @@ def pooled_summary(
         try:
             load_events(con, files)
             models = [
-                r[0] for r in con.execute("SELECT DISTINCT model FROM played ORDER BY 1").fetchall()
+                r[0]
+                for r in con.execute("SELECT DISTINCT model FROM generations ORDER BY 1").fetchall()
             ]
             deployments = con.execute(
                 "SELECT deployment, model, count(*) FROM played GROUP BY ALL ORDER BY ALL"

@@ -654,3 +654,17 @@ SSIM compare each quantized image with the BF16 one.
 def detail_caption(region: str) -> str:
     """The detail view's caption: which region of every image is shown, how magnified."""
     return f"**The same region of every image:** {region}. Click another spot to move it."
+
+
+def withdrawn_note(summary: Mapping[str, Any]) -> str:
+    """A line under the verdicts saying how many reported or hidden image sets (and their
+    answers) are left out of them; empty when none is."""
+    withdrawn = summary.get("withdrawn") or {}
+    sets, answers = withdrawn.get("generations", 0), withdrawn.get("guesses", 0)
+    if not sets:
+        return ""
+    return (
+        f"\n\n{sets} reported or hidden image set{'s' if sets != 1 else ''} "
+        f"({answers} answer{'s' if answers != 1 else ''}) {'are' if sets != 1 else 'is'} "
+        "left out of these verdicts and of the ready rounds."
+    )

@@ -32,6 +32,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,7 @@ from core.store.storage import NewGuess, Store
 logger = logging.getLogger(__name__)
 
 EVENT_VERSION = 1
-KINDS: tuple[str, ...] = ("generation", "round", "guess")
+KINDS: tuple[str, ...] = ("generation", "round", "guess", "moderation")
 # As core.game.export.PRIVATE_COLUMNS and ANSWER_COLUMNS: left out of a public target.
 PUBLIC_HIDDEN_IMAGE_COLUMNS: tuple[str, ...] = ("path", "sha256", "psnr", "ssim")
 ANSWER_COLUMNS: tuple[str, ...] = ("answer_key", "compared_variant")
@@ -144,6 +145,11 @@ class EventLog:
             row = self._session(row)
         self.outbox.append([self._event("guess", guess_id, row, **extra)])
 
+    def moderation(self, generation_id: int, state: str, at: float) -> None:
+        """A generation reported, hidden or restored (core.game.moderate); its own id."""
+        row = {"generation_id": generation_id, "state": state, "at": at}
+        self.outbox.append([self._event("moderation", uuid.uuid4().hex, row)])
+
 
 class SyncedStore(Store):
     """The game's Store, appending an event after each committed generation, round and
@@ -180,6 +186,13 @@ class SyncedStore(Store):
             events = self.events
             events.record("generation", lambda: events.generation(self, generation_id))
         return generation_id
+
+    def set_moderation(self, generation_id: int, state: str, at: float) -> bool:
+        changed = super().set_moderation(generation_id, state, at)
+        if changed and self.events is not None:
+            events = self.events
+            events.record("moderation", lambda: events.moderation(generation_id, state, at))
+        return changed
 
     def image_stats(self, generation_id: int) -> dict[str, dict[str, Any]]:
         """As Store.image_stats; a generation imported from a pool (core.game.pool) adds
@@ -258,6 +271,7 @@ def restore(store: Store, folder: Path) -> Restored:
         t: [] for t in ("generations", "images", "rounds", "guesses")
     }
     copies: list[tuple[Path, str, str]] = []
+    moderation: list[dict[str, Any]] = []
     for event in read_events(folder):
         kind = event["kind"]
         if kind == "generation":
@@ -273,8 +287,10 @@ def restore(store: Store, folder: Path) -> Restored:
                 rows["images"].append(image)
         elif kind == "round":
             rows["rounds"].append(event["row"])
-        else:
+        elif kind == "guess":
             rows["guesses"].append(event["row"])
+        else:
+            moderation.append(event["row"])
     copied = 0
     store.images_dir.mkdir(parents=True, exist_ok=True)
     for source, name, sha256 in copies:
@@ -292,6 +308,11 @@ def restore(store: Store, folder: Path) -> Restored:
         copy_file(source, dest)
         copied += 1
     added = store.restore_rows(rows)
+    latest: dict[int, dict[str, Any]] = {}
+    for change in sorted(moderation, key=lambda c: c["at"]):
+        latest[int(change["generation_id"])] = change
+    for generation_id, change in latest.items():
+        store.set_moderation(generation_id, change["state"], float(change["at"]))
     return Restored(rows=added, images=copied)
 
 

@@ -34,6 +34,13 @@ from core.store.migrations import DATA_TABLES
 logger = logging.getLogger(__name__)
 
 TABLES: tuple[str, ...] = DATA_TABLES
+# Moderation (core.game.moderate): a generation that was reported or hidden is not served,
+# and its guesses are left out of the verdicts.
+WITHDRAWN = ("reported", "hidden")
+SERVED_SQL = " AND coalesce(g.moderation, '') NOT IN ('reported', 'hidden')"
+COUNTED_SQL = (
+    "generation_id NOT IN (SELECT id FROM generations WHERE moderation IN ('reported', 'hidden'))"
+)
 
 
 # --- Records read back ---------------------------------------------------------------
@@ -280,9 +287,10 @@ class Store(Database):
 
     @staticmethod
     def _variants_sql(required: Sequence[str], any_of: Sequence[str]) -> tuple[str, list[Any]]:
-        """SQL conditions, each starting with AND, on generation ``g``: it has every
-        ``required`` variant, and one of ``any_of`` when given."""
-        sql = ""
+        """SQL conditions, each starting with AND, on generation ``g``: it is served (not
+        reported nor hidden), has every ``required`` variant, and one of ``any_of`` when
+        given."""
+        sql = SERVED_SQL
         params: list[Any] = []
         for variant in required:
             sql += (
@@ -457,7 +465,8 @@ class Store(Database):
         """
         rows = self._conn().execute(
             "SELECT mode, compared_variant, variant, count(*), coalesce(sum(correct), 0), "
-            "sum(cant_tell) FROM guesses GROUP BY mode, compared_variant, variant"
+            f"sum(cant_tell) FROM guesses WHERE {COUNTED_SQL} "
+            "GROUP BY mode, compared_variant, variant"
         )
         return [(r[0], r[1], r[2], Tally(r[3], r[4], r[5])) for r in rows]
 
@@ -469,7 +478,7 @@ class Store(Database):
         and duel variant (None in a trio): one scan of a covering index."""
         rows = self._conn().execute(
             "SELECT mode, session_id, compared_variant, count(*), count(*) - sum(cant_tell), "
-            "coalesce(sum(correct), 0) FROM guesses "
+            f"coalesce(sum(correct), 0) FROM guesses WHERE {COUNTED_SQL} "
             "GROUP BY mode, session_id, compared_variant"
         )
         return [(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5])) for r in rows]
@@ -481,7 +490,7 @@ class Store(Database):
             "SELECT t.mode, t.generation_id, g.prompt, t.compared_variant, t.answered, "
             "t.decided, t.correct FROM (SELECT mode, generation_id, compared_variant, "
             "count(*) AS answered, count(*) - sum(cant_tell) AS decided, "
-            "coalesce(sum(correct), 0) AS correct FROM guesses "
+            f"coalesce(sum(correct), 0) AS correct FROM guesses WHERE {COUNTED_SQL} "
             "GROUP BY mode, generation_id, compared_variant) t "
             "JOIN generations g ON g.id = t.generation_id"
         )
@@ -666,6 +675,59 @@ class Store(Database):
             "SELECT prompt, seed FROM generations WHERE model = ?", (model,)
         )
         return {(r[0], int(r[1])) for r in rows}
+
+    # --- moderation (core.game.moderate) ------------------------------------------------
+
+    def round_generation(self, round_id: str) -> int | None:
+        row = (
+            self._conn()
+            .execute("SELECT generation_id FROM rounds WHERE id = ?", (round_id,))
+            .fetchone()
+        )
+        return None if row is None else int(row[0])
+
+    def set_moderation(self, generation_id: int, state: str, at: float) -> bool:
+        """Set a generation's moderation state ("reported", "hidden" or "restored");
+        False when there is no such generation."""
+        if state not in (*WITHDRAWN, "restored"):
+            raise ValueError(f"no moderation state {state!r}")
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE generations SET moderation = ?, moderated_at = ? WHERE id = ?",
+                (state, at, generation_id),
+            )
+        return cursor.rowcount == 1
+
+    def moderation_list(self) -> list[dict[str, Any]]:
+        """Every generation with a moderation state, latest change first: id, prompt,
+        state, when, and its rounds' ids (a reported round is one of them)."""
+        rows = self._conn().execute(
+            "SELECT g.id, g.prompt, g.moderation, g.moderated_at, "
+            "(SELECT group_concat(r.id, ' ') FROM rounds r WHERE r.generation_id = g.id) "
+            "FROM generations g WHERE g.moderation IS NOT NULL "
+            "ORDER BY g.moderated_at DESC, g.id"
+        )
+        return [
+            {
+                "generation_id": r[0],
+                "prompt": r[1],
+                "state": r[2],
+                "at": r[3],
+                "rounds": (r[4] or "").split(),
+            }
+            for r in rows
+        ]
+
+    def count_withdrawn(self) -> dict[str, int]:
+        """Generations out of the pool and the verdicts, and the guesses left out with them."""
+        conn = self._conn()
+        (generations,) = conn.execute(
+            "SELECT count(*) FROM generations WHERE moderation IN ('reported', 'hidden')"
+        ).fetchone()
+        (guesses,) = conn.execute(
+            f"SELECT count(*) FROM guesses WHERE NOT ({COUNTED_SQL})"
+        ).fetchone()
+        return {"generations": int(generations), "guesses": int(guesses)}
 
 
 def _insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> sqlite3.Cursor:
