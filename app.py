@@ -34,12 +34,17 @@ from starlette.middleware import Middleware
 from core import config
 from core.checkpoints.micro import vocabulary
 from core.config import AppSettings
-from core.errors import ModelUnavailableError, SpotError, StorageFullError
+from core.errors import ModelUnavailableError, SpotError, StorageFullError, ZeroGpuRefusedError
 from core.game import presentation
 from core.game.arena import Arena
 from core.game.request_limits import RequestLimits
 from core.game.rounds import CANT_TELL, SLOT_LABELS, Reveal, RoundView, check_mode
 from core.store.round_images import RoundImages
+
+if os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true"):
+    # A ZeroGPU Space: spaces must be imported before torch (it patches torch's CUDA
+    # calls); app.py itself imports no torch, so this is the first import of either.
+    import spaces  # noqa: F401
 
 logger = logging.getLogger("app")
 
@@ -753,19 +758,50 @@ def build_demo(arena: Arena) -> gr.Blocks:
 # --- launching ---------------------------------------------------------------------------
 
 
-def on_zero_gpu(engine: Any, seconds: int = 120) -> Any:
-    """On a ZeroGPU Space, attach a GPU to each generation with ``spaces.GPU``; elsewhere a
-    no-op (``spaces`` is installed on Hugging Face Spaces only).
+def zero_gpu_enabled(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this is a ZeroGPU Space (``SPACES_ZERO_GPU`` set as the spaces package reads it)."""
+    return environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
+
+
+def zero_gpu_seconds(prompt: str, settings: Any, progress: Any = None) -> int:
+    """The GPU time to ask ZeroGPU for one trio, in seconds: 10 s of overhead and 1 s per
+    step (a FLUX.1-dev trio took about 19 s per 20 steps on an H200; README). ZeroGPU
+    checks the quota against this figure (doubled for xlarge) before it runs anything."""
+    return 10 + int(settings.steps)
+
+
+def on_zero_gpu(engine: Any) -> Any:
+    """On a ZeroGPU Space, wrap the engine's generation alone in ``spaces.GPU`` (size
+    xlarge: the trio's 62.6 GB of weights is above the 42 GiB automatic-xlarge threshold);
+    elsewhere a no-op.
 
     Only the engine call is wrapped, not the Gradio handler: ZeroGPU runs the decorated
-    function in a worker process, and the arena's queue and per-player limits must be
-    counted in this one. Untested here (no ZeroGPU): see the README.
+    function in a forked worker, and the arena's queue and per-player limits must be
+    counted in this process. The progress callback does not cross into the worker (its
+    arguments are pickled), so a ZeroGPU generation shows no step progress. ZeroGPU's
+    refusals ("ZeroGPU quota exceeded", "ZeroGPU illegal duration") become a
+    ZeroGpuRefusedError that offers a ready round. Not run on ZeroGPU hardware (README).
     """
-    try:
-        import spaces
-    except ImportError:
+    if not zero_gpu_enabled():
         return engine
-    engine.generate = spaces.GPU(duration=seconds)(engine.generate)
+    import spaces
+
+    on_gpu = spaces.GPU(duration=zero_gpu_seconds, size="xlarge")(engine.generate)
+
+    def generate(prompt: str, settings: Any, progress: Any = None) -> Any:
+        try:
+            return on_gpu(prompt, settings)
+        except gr.Error as exc:
+            title = str(getattr(exc, "title", "") or "")
+            if title.startswith(("ZeroGPU quota exceeded", "ZeroGPU illegal duration")):
+                raise ZeroGpuRefusedError(
+                    f"{title}: no GPU for a new prompt now ({_shorten(str(exc.message))[:200]}); "
+                    "play a ready round instead"
+                ) from None
+            raise
+
+    generate.gpu_task = on_gpu  # type: ignore[attr-defined]
+    engine.generate = generate
     return engine
 
 
@@ -812,10 +848,14 @@ def load_arena(settings: AppSettings, link: Any = None) -> Arena:
         store.close()
         raise
     try:
+        zero_gpu = zero_gpu_enabled()
         engine = on_zero_gpu(
             Engine.load(
                 settings.model,
-                offload=settings.offload,
+                # ZeroGPU: every weight on "cuda" in this process at start, as it requires
+                # (it packs them and moves them to the GPU it lends for each call).
+                device="cuda" if zero_gpu else None,
+                offload="none" if zero_gpu else settings.offload,
                 max_gpu_memory_gb=settings.max_gpu_memory_gb,
             )
         )

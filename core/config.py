@@ -745,7 +745,7 @@ APP_SETTINGS: tuple[SettingSpec, ...] = (
         "pool",
         "--pool",
         "SPOT_POOL",
-        "import ready rounds made by python -m core.game.pool from this target",
+        "import ready rounds made by python -m core.bench.pool from this target",
         metavar="TARGET",
         accepts=lambda value: value.strip() != "",
         rule="must name hf://datasets/OWNER/NAME or a folder",

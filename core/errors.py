@@ -112,6 +112,11 @@ class BusyError(SpotError):
     """The generation queue is full; try again in a moment."""
 
 
+class ZeroGpuRefusedError(SpotError):
+    """ZeroGPU refused the GPU (quota exceeded, or a duration over the maximum): the
+    player is offered a ready round."""
+
+
 # --- Data layer ----------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Ready rounds made elsewhere: ``python -m core.game.pool`` writes generations to a folder
+"""Ready rounds made elsewhere: ``python -m core.bench.pool`` writes generations to a folder
 (resumable), and an app that cannot load its model serves them (``--pool``)."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from core.game import pool, sync
+from core.bench import pool
+from core.game import sync
 from tests.app_server import DEADLINE_SECONDS, generate_args
 from tests.test_sync_app import app_process, rows
 
