@@ -589,7 +589,7 @@ def on_results(arena: Arena, results: ResultsTab) -> dict[Any, Any]:
         results.picks_md: presentation.trio_picks(summary),
         results.hardest_table: presentation.hardest_table(summary),
         results.costs_table: presentation.cost_table(summary),
-        results.cost_note: presentation.cost_note(summary),
+        results.cost_note: presentation.cost_note(summary) + presentation.elsewhere_note(summary),
     }
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from collections import Counter
 
@@ -59,6 +60,8 @@ def test_a_pool_is_written_resumed_and_played_by_an_app_without_a_local_engine(t
             player.predict("trio", api_name="/ready_round")
             reveal = player.predict(answer, api_name="/guess")
             assert "made elsewhere" in " ".join(reveal[1]["headers"])
+        shown = json.dumps(player.predict(api_name="/results"))
+        assert "Made elsewhere" in shown and "from the pool" in shown
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=DEADLINE_SECONDS) == 0
     db = tmp_path / "server" / "arena.db"

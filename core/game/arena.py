@@ -232,6 +232,7 @@ class Arena:
         summary = stats.summary(self.store, margin=self.settings.margin_points / 100)
         summary["costs"] = self.store.variant_costs(self.spec.name)
         summary["withdrawn"] = self.store.count_withdrawn()  # reported or hidden rounds
+        summary["costs_elsewhere"] = self.store.costs_elsewhere()  # a pool's own figures
         return summary
 
     def export_zip(self, directory: Path, keep_seconds: float = 3600.0) -> Path:

@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         if args.sync_to and args.action != "list":
             link = sync.connect(
                 args.sync_to,
-                sync.outbox_dir_for(args.db, args.sync_to),
+                # Its own outbox: a push from here must not send the app's files too.
+                sync.outbox_dir_for(args.db, args.sync_to).with_suffix(".moderate"),
                 60.0,
                 public=environ.get("SPOT_SYNC_VISIBILITY") == "public",
                 key=environ.get(sync.SYNC_KEY_VARIABLE) or None,

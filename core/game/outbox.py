@@ -249,9 +249,15 @@ class FolderTarget:
                 }
             changed = {rel: s for rel, s in sizes.items() if self._pushed.get(rel) != s}
             for rel, (size, _) in changed.items():
+                dest = self.path / rel
+                # Files only grow: never replace a longer copy (pushed by another process
+                # sharing this outbox) with a shorter prefix.
+                if rel != MANIFEST and dest.exists() and dest.stat().st_size >= size:
+                    self._pushed[rel] = sizes[rel]
+                    continue
                 with open(self.outbox_dir / rel, "rb") as f:
                     data = f.read(size)
-                _write_atomically(self.path / rel, data)
+                _write_atomically(dest, data)
                 self._pushed[rel] = sizes[rel]
             if changed:
                 logger.info("pushed %d file(s) to %s", len(changed), self.name)

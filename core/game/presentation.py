@@ -668,3 +668,26 @@ def withdrawn_note(summary: Mapping[str, Any]) -> str:
         f"({answers} answer{'s' if answers != 1 else ''}) {'are' if sets != 1 else 'is'} "
         "left out of these verdicts and of the ready rounds."
     )
+
+
+def elsewhere_note(summary: Mapping[str, Any]) -> str:
+    """Lines under the cost table for image sets imported from a pool (core.game.pool):
+    their own figures, labelled as made elsewhere, per model and device; empty when none."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in summary.get("costs_elsewhere") or []:
+        groups.setdefault((row["model"], row["device"]), []).append(row)
+    lines = []
+    for (model, device), rows in groups.items():
+        parts = []
+        for row in sorted(rows, key=lambda r: list(VARIANTS).index(r["variant"])):
+            peak = row.get("median_standalone_peak_bytes") or row.get("median_peak_reserved_bytes")
+            memory = f", peak {gib(peak)} GiB" if peak is not None else ""
+            parts.append(
+                f"{VARIANTS[row['variant']].label} {_seconds(row.get('median_seconds'))} s{memory}"
+            )
+        count = max(r["generations"] for r in rows)
+        lines.append(
+            f"**Made elsewhere** ({count} image set{'s' if count != 1 else ''} from the pool, "
+            f"{model} on {device}; median per image): " + "; ".join(parts) + "."
+        )
+    return "".join(f"  \n{line}" for line in lines)

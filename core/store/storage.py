@@ -465,7 +465,7 @@ class Store(Database):
         """
         rows = self._conn().execute(
             "SELECT mode, compared_variant, variant, count(*), coalesce(sum(correct), 0), "
-            f"sum(cant_tell) FROM guesses WHERE {COUNTED_SQL} "
+            f"sum(cant_tell) FROM guesses{self._counted()} "
             "GROUP BY mode, compared_variant, variant"
         )
         return [(r[0], r[1], r[2], Tally(r[3], r[4], r[5])) for r in rows]
@@ -478,7 +478,7 @@ class Store(Database):
         and duel variant (None in a trio): one scan of a covering index."""
         rows = self._conn().execute(
             "SELECT mode, session_id, compared_variant, count(*), count(*) - sum(cant_tell), "
-            f"coalesce(sum(correct), 0) FROM guesses WHERE {COUNTED_SQL} "
+            f"coalesce(sum(correct), 0) FROM guesses{self._counted()} "
             "GROUP BY mode, session_id, compared_variant"
         )
         return [(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5])) for r in rows]
@@ -490,7 +490,7 @@ class Store(Database):
             "SELECT t.mode, t.generation_id, g.prompt, t.compared_variant, t.answered, "
             "t.decided, t.correct FROM (SELECT mode, generation_id, compared_variant, "
             "count(*) AS answered, count(*) - sum(cant_tell) AS decided, "
-            f"coalesce(sum(correct), 0) AS correct FROM guesses WHERE {COUNTED_SQL} "
+            f"coalesce(sum(correct), 0) AS correct FROM guesses{self._counted()} "
             "GROUP BY mode, generation_id, compared_variant) t "
             "JOIN generations g ON g.id = t.generation_id"
         )
@@ -524,7 +524,8 @@ class Store(Database):
         return {"round_ids": round_ids, "duplicated": int(duplicated)}
 
     def variant_costs(self, model: str) -> list[dict[str, Any]]:
-        """Per variant, over the real (non-synthetic) generations of ``model``: how many,
+        """Per variant, over the real (non-synthetic) generations of ``model`` made here (not
+        imported from a pool): how many,
         the median seconds and peaks (bytes), and the latest weight bytes.
 
         Generations cost GPU time, so there are few of them (thousands, not millions);
@@ -535,7 +536,7 @@ class Store(Database):
             "i.peak_allocated_bytes, i.peak_reserved_bytes, i.peak_rss_bytes, "
             "i.activation_peak_bytes, i.standalone_peak_bytes, g.resident_weight_bytes "
             "FROM images i JOIN generations g ON g.id = i.generation_id "
-            "WHERE g.model = ? AND g.synthetic = 0 ORDER BY g.id",
+            "WHERE g.model = ? AND g.synthetic = 0 AND g.origin IS NULL ORDER BY g.id",
             (model,),
         )
         by_variant: dict[str, list[sqlite3.Row]] = {}
@@ -669,6 +670,35 @@ class Store(Database):
         )
         return None if row is None else row[0]
 
+    def costs_elsewhere(self) -> list[dict[str, Any]]:
+        """Per model, device and variant, over the generations imported from a pool: how
+        many, and the median seconds per image and standalone / reserved peaks (bytes)."""
+        rows = self._conn().execute(
+            "SELECT g.model, g.device, i.variant, i.seconds, i.standalone_peak_bytes, "
+            "i.peak_reserved_bytes FROM images i JOIN generations g ON g.id = i.generation_id "
+            "WHERE g.origin IS NOT NULL ORDER BY g.model, g.device, g.id"
+        )
+        groups: dict[tuple[str, str, str], list[sqlite3.Row]] = {}
+        for r in rows:
+            groups.setdefault((r[0], r[1], r[2]), []).append(r)
+
+        def median(values: list[float | None]) -> float | None:
+            present = [v for v in values if v is not None]
+            return statistics.median(present) if present else None
+
+        return [
+            {
+                "model": model,
+                "device": device,
+                "variant": variant,
+                "generations": len(group),
+                "median_seconds": median([r[3] for r in group]),
+                "median_standalone_peak_bytes": median([r[4] for r in group]),
+                "median_peak_reserved_bytes": median([r[5] for r in group]),
+            }
+            for (model, device, variant), group in groups.items()
+        ]
+
     def made_prompts(self, model: str) -> set[tuple[str, int]]:
         """(prompt, seed) of every generation of ``model`` stored here (a pool's resume)."""
         rows = self._conn().execute(
@@ -717,6 +747,19 @@ class Store(Database):
             }
             for r in rows
         ]
+
+    def _counted(self) -> str:
+        """The WHERE clause that leaves reported and hidden generations' guesses out of the
+        verdicts, or "" when there is none (then the covering indexes answer alone)."""
+        (any_withdrawn,) = (
+            self._conn()
+            .execute(
+                "SELECT EXISTS (SELECT 1 FROM generations "
+                "WHERE moderation IN ('reported', 'hidden'))"
+            )
+            .fetchone()
+        )
+        return f" WHERE {COUNTED_SQL}" if any_withdrawn else ""
 
     def count_withdrawn(self) -> dict[str, int]:
         """Generations out of the pool and the verdicts, and the guesses left out with them."""
