@@ -199,3 +199,20 @@ def test_a_truncated_last_line_is_skipped_and_a_bad_line_is_refused(tmp_path):
     with pytest.raises(SyncFormatError, match="line 1"):
         events_in(target)
     store.close()
+
+
+def test_a_failed_final_push_keeps_the_outbox_for_the_next_start(tmp_path, caplog):
+    target = tmp_path / "t"
+    store, link = synced(tmp_path, "first", target)
+    play(store, 1)
+    assert not target.exists()  # nothing pushed yet (one push an hour)
+    target.write_text("not a folder")  # the mount went wrong
+    link.close()  # logs, does not raise: the votes are in SQLite and the outbox
+    assert "could not push the outbox" in caplog.text
+    target.unlink()
+    store.close()
+    # The next start on the same disk pushes what the last one could not.
+    again, link2 = synced(tmp_path, "first", target)
+    link2.close()
+    assert {e["kind"] for e in events_in(target)} == {"generation", "round", "guess"}
+    again.close()

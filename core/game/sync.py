@@ -391,6 +391,15 @@ class SyncLink:
         try:
             self.pusher.push()
             logger.info("pushed the outbox to %s before stopping", self.target)
+        except Exception as e:  # the votes stay in SQLite and in the outbox
+            logger.error(
+                "could not push the outbox to %s before stopping (%s: %s); it stays in %s "
+                "and goes out at the next start on this disk",
+                self.target,
+                type(e).__name__,
+                str(e)[:200],
+                self.outbox_dir,
+            )
         finally:
             self.pusher.stop()
 
