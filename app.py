@@ -765,8 +765,9 @@ def zero_gpu_enabled(environ: Mapping[str, str] = os.environ) -> bool:
 
 def zero_gpu_seconds(prompt: str, settings: Any, progress: Any = None) -> int:
     """The GPU time to ask ZeroGPU for one trio, in seconds: 10 s of overhead and 1 s per
-    step (a FLUX.1-dev trio took about 19 s per 20 steps on an H200; README). ZeroGPU
-    checks the quota against this figure (doubled for xlarge) before it runs anything."""
+    step (issue 26 quotes about 19 s per 20 steps for a FLUX.1-dev trio on an H200; no
+    command of this repository has measured it on ZeroGPU's RTX PRO 6000). ZeroGPU checks
+    the quota against this figure (doubled for xlarge) before it runs anything."""
     return 10 + int(settings.steps)
 
 
