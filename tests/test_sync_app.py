@@ -237,3 +237,27 @@ def test_an_unreachable_hub_stops_the_start_in_one_line(tmp_path):
     errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 1 and "cannot be reached" in errors[0], done.stderr
     assert list((tmp_path / "db").iterdir()) == []
+
+
+def test_a_dataset_holding_foreign_files_is_refused_by_name(tmp_path):
+    from tests.hub_standin import Repo
+
+    (tmp_path / "db").mkdir()
+    with hub_standin() as hub:
+        hub.repos["spot/photos"] = Repo(private=True, files={"holiday/cat.jpg": b"\xff\xd8"})
+        done = subprocess.run(
+            [
+                *(sys.executable, "app.py", "--model", "tiny"),
+                *("--db", str(tmp_path / "db" / "a.db"), "--sync-to", "hf://datasets/spot/photos"),
+            ],
+            cwd=REPO,
+            env=environment(tmp_path, hub_variables(tmp_path, hub.url)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "holiday/cat.jpg" in done.stderr and "Traceback" not in done.stderr
+        assert list((tmp_path / "db").iterdir()) == []
+        assert [m for m, _ in hub.requests if m == "POST"] == []  # nothing was written
+        assert hub.repos["spot/photos"].files == {"holiday/cat.jpg": b"\xff\xd8"}
