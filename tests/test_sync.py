@@ -216,3 +216,20 @@ def test_a_failed_final_push_keeps_the_outbox_for_the_next_start(tmp_path, caplo
     link2.close()
     assert {e["kind"] for e in events_in(target)} == {"generation", "round", "guess"}
     again.close()
+
+
+def test_a_guess_whose_round_was_never_appended_is_left_out_of_a_restore(tmp_path, caplog):
+    target = tmp_path / "t"
+    store, link = synced(tmp_path, "first", target)
+    play(store, 2)
+    link.close()
+    (events_file,) = (target / "events").iterdir()
+    lines = events_file.read_text().splitlines(keepends=True)
+    first_round = next(i for i, line in enumerate(lines) if '"kind":"round"' in line)
+    events_file.write_text("".join(lines[:first_round] + lines[first_round + 1 :]))
+    copy = sync.SyncedStore(tmp_path / "copy.db", tmp_path / "copy-images")
+    restored = sync.restore(copy, target)
+    assert restored.rows["rounds"] == 1 and restored.rows["guesses"] == 1
+    assert "left out 1 rounds" not in caplog.text and "left out 1 guesses" in caplog.text
+    copy.close()
+    store.close()

@@ -254,6 +254,31 @@ class Restored:
     images: int
 
 
+def _whole(
+    rows: dict[str, list[dict[str, Any]]], copies: list[tuple[Path, str, str]]
+) -> tuple[dict[str, list[dict[str, Any]]], list[tuple[Path, str, str]]]:
+    """The rows whose parents are there too (an image's generation, a round's generation,
+    a guess's round): an event whose parent's append failed (logged when it happened) is
+    left out with a warning, so the rest restores."""
+    generations = {r["id"] for r in rows["generations"]}
+    kept = {
+        "generations": rows["generations"],
+        "images": [r for r in rows["images"] if r["generation_id"] in generations],
+        "rounds": [r for r in rows["rounds"] if r["generation_id"] in generations],
+    }
+    played = {r["id"] for r in kept["rounds"]}
+    kept["guesses"] = [r for r in rows["guesses"] if r["round_id"] in played]
+    for table, before in rows.items():
+        if len(kept[table]) != len(before):
+            logger.warning(
+                "left out %d %s event(s) whose parent is not in the target",
+                len(before) - len(kept[table]),
+                table,
+            )
+    names = {r["path"] for r in kept["images"]}
+    return kept, [c for c in copies if c[1] in names]
+
+
 def restore(store: Store, folder: Path) -> Restored:
     """Replay the events under ``folder`` (a target's local copy) into ``store``, ids kept.
 
@@ -291,6 +316,7 @@ def restore(store: Store, folder: Path) -> Restored:
             rows["guesses"].append(event["row"])
         else:
             moderation.append(event["row"])
+    rows, copies = _whole(rows, copies)
     copied = 0
     store.images_dir.mkdir(parents=True, exist_ok=True)
     for source, name, sha256 in copies:

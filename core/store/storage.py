@@ -611,6 +611,16 @@ class Store(Database):
         Tables are written parents first (generations, images, rounds, guesses).
         """
         added: dict[str, int] = {}
+        try:
+            return self._restore_rows(rows, added)
+        except sqlite3.IntegrityError as e:
+            raise DatabaseError(
+                f"the rows do not fit this database ({e}); nothing was restored"
+            ) from None
+
+    def _restore_rows(
+        self, rows: dict[str, Sequence[dict[str, Any]]], added: dict[str, int]
+    ) -> dict[str, int]:
         with self._write() as conn:
             for table in TABLES:
                 columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
