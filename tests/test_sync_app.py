@@ -150,10 +150,14 @@ def test_sigkill_after_a_sync_interval_loses_nothing_acknowledged(tmp_path):
     target = tmp_path / "target"
     with app_process(tmp_path, "first", target) as (proc, url):
         play(url)
-        acknowledged = {r["id"] for r in rows(tmp_path / "first" / "arena.db", "guesses")}
-        # Wait for the push that follows the last acknowledged vote, then kill.
+        first = tmp_path / "first" / "arena.db"
+        tables = {"generation": "generations", "round": "rounds", "guess": "guesses"}
+        acknowledged = {
+            (kind, str(r["id"])) for kind, table in tables.items() for r in rows(first, table)
+        }
+        # Wait for the push that follows the last acknowledged row, then kill.
         deadline = time.monotonic() + DEADLINE_SECONDS
-        while {e["id"] for e in sync.read_events(target) if e["kind"] == "guess"} != acknowledged:
+        while {(e["kind"], str(e["id"])) for e in sync.read_events(target)} != acknowledged:
             assert time.monotonic() < deadline, "the votes were never pushed"
             time.sleep(0.5)
         proc.send_signal(signal.SIGKILL)
