@@ -23,6 +23,7 @@ import inspect
 import logging
 import os
 import random
+import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,13 +36,18 @@ from starlette.middleware import Middleware
 from core import config
 from core.checkpoints.micro import vocabulary
 from core.config import AppSettings
-from core.errors import SpotError, StorageFullError
+from core.errors import ModelUnavailableError, SpotError, StorageFullError, ZeroGpuRefusedError
 from core.game import presentation
 from core.game.arena import Arena
 from core.game.identity import KEY_FILE_NAME, PersonIds, key_from_text, load_or_create_key
 from core.game.request_limits import RequestLimits
 from core.game.rounds import CANT_TELL, SLOT_LABELS, Reveal, RoundView, check_mode
 from core.store.round_images import RoundImages
+
+if os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true"):
+    # A ZeroGPU Space: spaces must be imported before torch (it patches torch's CUDA
+    # calls); app.py itself imports no torch, so this is the first import of either.
+    import spaces  # noqa: F401
 
 logger = logging.getLogger("app")
 
@@ -640,15 +646,28 @@ def on_results(arena: Arena, results: ResultsTab) -> dict[Any, Any]:
     old: core.game.results_cache)."""
     summary = arena.results()
     return {
-        results.verdicts_md: presentation.verdicts_markdown(summary),
+        results.verdicts_md: presentation.verdicts_markdown(summary)
+        + presentation.withdrawn_note(summary),
         results.detection_table: presentation.detection_table(summary),
         results.details_table: presentation.detection_details_table(summary),
         results.chart: summary["chart_html"],
         results.picks_md: presentation.trio_picks(summary),
         results.hardest_table: presentation.hardest_table(summary),
         results.costs_table: presentation.cost_table(summary),
-        results.cost_note: presentation.cost_note(summary),
+        results.cost_note: presentation.cost_note(summary) + presentation.elsewhere_note(summary),
     }
+
+
+@user_errors
+def on_report(arena: Arena, st: PlayerState | None) -> None:
+    """The player reports the round they are shown: it leaves the pool and the verdicts
+    at once, until an operator hides or restores it (core.game.moderate)."""
+    from core.game import moderate
+
+    if not isinstance(st, PlayerState) or st.round_id is None:
+        raise gr.Error("There is no round to report: start one first.", print_exception=False)
+    moderate.report(arena.store, st.session, st.round_id)
+    gr.Info("Thank you: this round will not be shown again until an operator has looked at it.")
 
 
 @user_errors
@@ -805,45 +824,134 @@ def build_demo(arena: Arena, *, oauth: bool = False) -> gr.Blocks:
                 gr.Markdown(SIGN_IN_NOTE, elem_classes=["sign-in-note"])
         with gr.Tab("Play"):
             play = build_play_tab(arena)
+            report_btn = gr.Button("Report this round", variant="secondary", size="sm")
         results = build_results_tab(arena)
         build_about_tab(arena)
         wire_play(arena, demo, state, browser, play, results)
         wire_results(arena, demo, results)
+        report_btn.click(bind(on_report, arena), [state], None, api_name="report")
     return demo
 
 
 # --- launching ---------------------------------------------------------------------------
 
 
-def on_zero_gpu(engine: Any, seconds: int = 120) -> Any:
-    """On a ZeroGPU Space, attach a GPU to each generation with ``spaces.GPU``; elsewhere a
-    no-op (``spaces`` is installed on Hugging Face Spaces only).
+def zero_gpu_enabled(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this is a ZeroGPU Space (``SPACES_ZERO_GPU`` set as the spaces package reads it)."""
+    return environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
+
+
+def zero_gpu_seconds(prompt: str, settings: Any, progress: Any = None) -> int:
+    """The GPU time to ask ZeroGPU for one trio, in seconds: 10 s of overhead and 1 s per
+    step (issue 26 quotes about 19 s per 20 steps for a FLUX.1-dev trio on an H200; no
+    command of this repository has measured it on ZeroGPU's RTX PRO 6000). ZeroGPU checks
+    the quota against this figure (doubled for xlarge) before it runs anything."""
+    return 10 + int(settings.steps)
+
+
+def on_zero_gpu(engine: Any) -> Any:
+    """On a ZeroGPU Space, wrap the engine's generation alone in ``spaces.GPU`` (size
+    xlarge: the trio's 62.6 GB of weights is above the 42 GiB automatic-xlarge threshold);
+    elsewhere a no-op.
 
     Only the engine call is wrapped, not the Gradio handler: ZeroGPU runs the decorated
-    function in a worker process, and the arena's queue and per-player limits must be
-    counted in this one. Untested here (no ZeroGPU): see the README.
+    function in a forked worker, and the arena's queue and per-player limits must be
+    counted in this process. The progress callback does not cross into the worker (its
+    arguments are pickled), so a ZeroGPU generation shows no step progress. ZeroGPU's
+    refusals ("ZeroGPU quota exceeded", "ZeroGPU illegal duration") become a
+    ZeroGpuRefusedError that offers a ready round. Not run on ZeroGPU hardware (README).
     """
-    try:
-        import spaces
-    except ImportError:
+    if not zero_gpu_enabled():
         return engine
-    engine.generate = spaces.GPU(duration=seconds)(engine.generate)
+    import spaces
+
+    on_gpu = spaces.GPU(duration=zero_gpu_seconds, size="xlarge")(engine.generate)
+
+    def generate(prompt: str, settings: Any, progress: Any = None) -> Any:
+        try:
+            return on_gpu(prompt, settings)
+        except gr.Error as exc:
+            title = str(getattr(exc, "title", "") or "")
+            if title.startswith(("ZeroGPU quota exceeded", "ZeroGPU illegal duration")):
+                raise ZeroGpuRefusedError(
+                    f"{title}: no GPU for a new prompt now ({_shorten(str(exc.message))[:200]}); "
+                    "play a ready round instead"
+                ) from None
+            raise
+
+    generate.gpu_task = on_gpu  # type: ignore[attr-defined]
+    engine.generate = generate
     return engine
 
 
-def load_arena(settings: AppSettings, person_key: bytes | None = None) -> Arena:
-    """Load the engine, open the database and build the services object; ``person_key``
-    signs and hashes person ids (load_person_key; None: a random key for this process)."""
+def connect_sync(settings: AppSettings, environ: Mapping[str, str]) -> Any:
+    """The checked sync target of ``--sync-to`` (core.game.sync.SyncLink), or None.
+
+    Checked before the database is opened: an unreachable or foreign target stops the
+    start with one line (SyncTargetError) and nothing is written anywhere."""
+    if not settings.sync_to:
+        return None
+    from core.game import sync
+
+    return sync.connect(
+        settings.sync_to,
+        sync.outbox_dir_for(settings.db, settings.sync_to),
+        settings.sync_every_minutes,
+        public=settings.sync_visibility == "public",
+        key=environ.get(sync.SYNC_KEY_VARIABLE) or None,
+        token=environ.get("HF_TOKEN") or None,
+    )
+
+
+def load_arena(settings: AppSettings, person_key: bytes | None = None, link: Any = None) -> Arena:
+    """Load the engine, open the database (restored from the sync target ``link`` when it
+    is empty, then syncing to it) and build the services object; ``person_key`` signs and
+    hashes person ids (load_person_key; None: a random key for this process)."""
     from core.engine.generation import Engine  # torch is imported only when serving
     from core.game.rounds import Game
-    from core.store.storage import Store
+    from core.game.sync import SyncedStore
 
-    store = Store(settings.db, settings.images_dir)
-    engine = on_zero_gpu(
-        Engine.load(
-            settings.model, offload=settings.offload, max_gpu_memory_gb=settings.max_gpu_memory_gb
+    store = SyncedStore(settings.db, settings.images_dir)
+    try:
+        if link is not None:
+            link.attach(store, Path(get_upload_folder()) / "spot-sync")
+        if settings.pool:
+            from core.game.pool import PoolImporter
+
+            PoolImporter(
+                store,
+                settings.pool,
+                Path(get_upload_folder()) / "spot-pool",
+                settings.sync_every_minutes,
+            ).start()
+    except BaseException:
+        store.close()
+        raise
+    try:
+        zero_gpu = zero_gpu_enabled()
+        engine = on_zero_gpu(
+            Engine.load(
+                settings.model,
+                # ZeroGPU: every weight on "cuda" in this process at start, as it requires
+                # (it packs them and moves them to the GPU it lends for each call).
+                device="cuda" if zero_gpu else None,
+                offload="none" if zero_gpu else settings.offload,
+                max_gpu_memory_gb=settings.max_gpu_memory_gb,
+            )
         )
-    )
+    except ModelUnavailableError as exc:
+        if not settings.pool:
+            raise
+        # A CPU Space serving rounds made on a GPU elsewhere (core.game.pool).
+        from core.game.pool import NoLocalEngine
+
+        logger.warning(
+            "no local engine for %s; serving ready rounds from the pool %s (%s)",
+            settings.model,
+            settings.pool,
+            exc,
+        )
+        engine = NoLocalEngine(config.resolve_model(settings.model, cuda_available=False), str(exc))
     game = Game(
         store,
         random.SystemRandom(),  # unpredictable shuffles in production; tests inject a seeded RNG
@@ -907,15 +1015,37 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     server stops. argparse's own errors print the usage and exit with status 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     environ = os.environ if environ is None else environ
+    link = None
     try:
         settings = AppSettings.from_argv(argv, environ)
+        link = connect_sync(settings, environ)
         person_key = load_person_key(settings, environ)
-        arena = load_arena(settings, person_key)
+        arena = load_arena(settings, person_key, link)
     except SpotError as exc:
         logger.error("%s", exc)
+        if link is not None:
+            link.close()
         return 2
-    launch(arena, oauth=config.oauth_enabled(environ))
+    # SIGTERM (a Space's stop, docker stop) and SIGINT end the server as Ctrl-C does; the
+    # outbox is then pushed, so a clean stop loses no acknowledged vote.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        launch(arena, oauth=config.oauth_enabled(environ))
+    except KeyboardInterrupt:  # a stop before the server was up and waiting
+        logger.info("stopped while starting")
+    finally:
+        if link is not None:
+            link.close()
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """Stop the server once; a second signal while it stops (a supervisor's SIGTERM and
+    SIGINT both) is ignored, so the final push is not cut short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

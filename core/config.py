@@ -483,6 +483,13 @@ class AppSettings:
     margin_points: float = 5.0
     # At most this many answers per person per UTC day (0: no cap).
     answers_per_day: int = 0
+    # Where acknowledged events are pushed (core.game.sync): hf://datasets/OWNER/NAME or a
+    # folder; None: nowhere. Minutes between pushes; "private" or "public" target.
+    sync_to: str | None = None
+    sync_every_minutes: float = 5.0
+    sync_visibility: str = "private"
+    # Ready rounds made elsewhere (core.game.pool), imported at start and every sync_every.
+    pool: str | None = None
 
     @classmethod
     def from_argv(
@@ -721,6 +728,43 @@ APP_SETTINGS: tuple[SettingSpec, ...] = (
         metavar="N",
         accepts=_at_least(0),
         rule="must be 0 or more",
+    ),
+    SettingSpec(
+        "sync_to",
+        "--sync-to",
+        "SPOT_SYNC_TO",
+        "push every vote, round and generation to hf://datasets/OWNER/NAME or a folder, "
+        "and restore from it into an empty database",
+        metavar="TARGET",
+        accepts=lambda value: value.strip() != "",
+        rule="must name hf://datasets/OWNER/NAME or a folder",
+    ),
+    SettingSpec(
+        "sync_every_minutes",
+        "--sync-every",
+        "SPOT_SYNC_EVERY",
+        "minutes between pushes to the sync target (and imports from the pool)",
+        kind=float,
+        metavar="MINUTES",
+        accepts=lambda value: math.isfinite(value) and value > 0,
+        rule="must be a positive number of minutes",
+    ),
+    SettingSpec(
+        "sync_visibility",
+        "--sync-visibility",
+        "SPOT_SYNC_VISIBILITY",
+        "private: the target is the database's backup; public: keyed hashes for session ids "
+        "(SPOT_SYNC_KEY), no images and no answer key of an open round",
+        choices=("private", "public"),
+    ),
+    SettingSpec(
+        "pool",
+        "--pool",
+        "SPOT_POOL",
+        "import ready rounds made by python -m core.bench.pool from this target",
+        metavar="TARGET",
+        accepts=lambda value: value.strip() != "",
+        rule="must name hf://datasets/OWNER/NAME or a folder",
     ),
 )
 

@@ -112,6 +112,11 @@ class BusyError(SpotError):
     """The generation queue is full; try again in a moment."""
 
 
+class ZeroGpuRefusedError(SpotError):
+    """ZeroGPU refused the GPU (quota exceeded, or a duration over the maximum): the
+    player is offered a ready round."""
+
+
 # --- Data layer ----------------------------------------------------------------------
 
 
@@ -189,3 +194,18 @@ class InvalidAnswerError(InvalidInputError):
 
 class InvalidSessionError(InvalidInputError):
     """The session id is empty, too long or not printable."""
+
+
+# --- Sync targets (core.game.sync, core.game.outbox) ------------------------------------
+
+
+class SyncTargetError(SpotError):
+    """The sync target cannot be reached, read or written; nothing was written."""
+
+
+class ForeignSyncTargetError(SyncTargetError):
+    """The sync target holds files that are not this game's events; it was left untouched."""
+
+
+class SyncFormatError(SyncTargetError):
+    """An event file of the target is not in this game's event format."""

@@ -194,6 +194,15 @@ SETTING_CASES: dict[str, tuple[list[str], object, str, object]] = {
     "round_ttl_seconds": (["--round-ttl", "60"], 60, "120", 120),
     "margin_points": (["--margin", "2.5"], 2.5, "10", 10.0),
     "answers_per_day": (["--answers-per-day", "50"], 50, "200", 200),
+    "sync_to": (
+        ["--sync-to", "backup"],
+        "backup",
+        "hf://datasets/me/votes",
+        "hf://datasets/me/votes",
+    ),
+    "sync_every_minutes": (["--sync-every", "0.5"], 0.5, "10", 10.0),
+    "sync_visibility": (["--sync-visibility", "public"], "public", "public", "public"),
+    "pool": (["--pool", "rounds"], "rounds", "hf://datasets/me/rounds", "hf://datasets/me/rounds"),
 }
 
 
@@ -294,6 +303,8 @@ BAD_VALUES = [
         {},
         "--margin must be more than 0 and less than 50 points of chance, got nan",
     ),
+    (["--sync-every", "0"], {}, "--sync-every must be a positive number of minutes, got 0.0"),
+    ([], {"SPOT_SYNC_VISIBILITY": "open"}, "SPOT_SYNC_VISIBILITY must be one of private, public"),
     ([], {"SPOT_OFFLOAD": "sometimes"}, "SPOT_OFFLOAD must be one of auto, none, model, group"),
     (["--model", " "], {}, "--model must name a model, got ' '"),
     (["--host", "my host"], {}, "--host must be a host name or an address, without spaces"),

@@ -39,6 +39,9 @@ EXPECTED_SCHEMA = {
         "synthetic": "INTEGER",
         "created_at": "REAL",
         "resident_weight_bytes": "INTEGER",
+        "origin": "TEXT",
+        "moderation": "TEXT",
+        "moderated_at": "REAL",
     },
     "images": {
         "generation_id": "INTEGER",
@@ -86,6 +89,7 @@ NAMES = [
     "m002_covering_indexes",
     "m003_memory_per_variant",
     "m004_verdict_indexes",
+    "m006_pool_and_moderation",
 ]
 INDEXES = {
     "guesses_round_id",
@@ -95,6 +99,7 @@ INDEXES = {
     "guesses_generation",
     "guesses_session",
     "guesses_mode_session",
+    "generations_origin",
 }
 
 

@@ -273,6 +273,8 @@ class Arena:
     def _results_now(self) -> dict[str, Any]:
         summary = stats.summary(self.store, margin=self.settings.margin_points / 100)
         summary["costs"] = self.store.variant_costs(self.spec.name)
+        summary["withdrawn"] = self.store.count_withdrawn()  # reported or hidden rounds
+        summary["costs_elsewhere"] = self.store.costs_elsewhere()  # a pool's own figures
         # Drawn once here, shared by every refresh (see presentation.detection_chart_html).
         summary["chart_html"] = presentation.detection_chart_html(summary)
         return summary

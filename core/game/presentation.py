@@ -311,6 +311,11 @@ def reveal_table(reveal: Reveal) -> Table:
         )
     headers = list(REVEAL_HEADERS)
     headers[2] = PEAK_ALONE if peak else WEIGHTS_ALONE
+    elsewhere = next((f["made_elsewhere"] for f in stats.values() if f.get("made_elsewhere")), None)
+    if elsewhere:  # a pool's round (core.game.pool): its figures are from where it was made
+        where = f"made elsewhere, {elsewhere.get('device') or 'device unknown'}"
+        headers[2] = f"{headers[2]} ({where})"
+        headers[4] = f"{headers[4]} ({where})"
     return {"headers": headers, "data": rows}
 
 
@@ -695,3 +700,40 @@ SSIM compare each quantized image with the BF16 one.
 def detail_caption(region: str) -> str:
     """The detail view's caption: which region of every image is shown, how magnified."""
     return f"**The same region of every image:** {region}. Click another spot to move it."
+
+
+def withdrawn_note(summary: Mapping[str, Any]) -> str:
+    """A line under the verdicts saying how many reported or hidden image sets (and their
+    answers) are left out of them; empty when none is."""
+    withdrawn = summary.get("withdrawn") or {}
+    sets, answers = withdrawn.get("generations", 0), withdrawn.get("guesses", 0)
+    if not sets:
+        return ""
+    return (
+        f"\n\n{sets} reported or hidden image set{'s' if sets != 1 else ''} "
+        f"({answers} answer{'s' if answers != 1 else ''}) {'are' if sets != 1 else 'is'} "
+        "left out of these verdicts and of the ready rounds."
+    )
+
+
+def elsewhere_note(summary: Mapping[str, Any]) -> str:
+    """Lines under the cost table for image sets imported from a pool (core.game.pool):
+    their own figures, labelled as made elsewhere, per model and device; empty when none."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in summary.get("costs_elsewhere") or []:
+        groups.setdefault((row["model"], row["device"]), []).append(row)
+    lines = []
+    for (model, device), rows in groups.items():
+        parts = []
+        for row in sorted(rows, key=lambda r: list(VARIANTS).index(r["variant"])):
+            peak = row.get("median_standalone_peak_bytes") or row.get("median_peak_reserved_bytes")
+            memory = f", peak {gib(peak)} GiB" if peak is not None else ""
+            parts.append(
+                f"{VARIANTS[row['variant']].label} {_seconds(row.get('median_seconds'))} s{memory}"
+            )
+        count = max(r["generations"] for r in rows)
+        lines.append(
+            f"**Made elsewhere** ({count} image set{'s' if count != 1 else ''} from the pool, "
+            f"{model} on {device}; median per image): " + "; ".join(parts) + "."
+        )
+    return "".join(f"  \n{line}" for line in lines)

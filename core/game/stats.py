@@ -396,6 +396,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--db", type=Path, default=Path("data/arena.db"))
     parser.add_argument(
+        "--from",
+        dest="sources",
+        nargs="+",
+        metavar="SRC",
+        help="pool the events of sync targets (folders or hf://datasets/OWNER/NAME) instead "
+        "of reading --db: one verdict per model, per-deployment counts (core.game.pooled)",
+    )
+    parser.add_argument(
         "--timing", action="store_true", help="also print the seconds taken (wall and CPU)"
     )
     parser.add_argument(
@@ -408,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.margin < 50:
         parser.error(f"--margin must be between 0 and 50 points, got {args.margin}")
     logging.basicConfig(level=logging.WARNING)
+    if args.sources:
+        from core.game.pooled import print_pooled
+
+        return print_pooled(parser, args.sources, args.margin / 100, summary)
     try:
         with Store(args.db, default_images_dir(args.db), must_exist=True) as store:
             start, cpu = time.perf_counter(), time.process_time()

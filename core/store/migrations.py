@@ -192,6 +192,20 @@ def m004_verdict_indexes(db: sqlite_utils.Database) -> None:
     )
 
 
+@MIGRATIONS()
+def m006_pool_and_moderation(db: sqlite_utils.Database) -> None:
+    # A generation imported from a pool made elsewhere (core.game.pool) names where it came
+    # from: "<deployment>:<generation id there>" (NULL: made here). Unique, so an import
+    # that runs again adds nothing.
+    db["generations"].add_column("origin", str)
+    db["generations"].create_index(["origin"], index_name="generations_origin", unique=True)
+    # Moderation (core.game.moderate): NULL, "reported" (a player reported a round of it:
+    # out of the pool and the verdicts at once), "hidden" (an operator confirmed) or
+    # "restored" (an operator put it back); when it last changed (seconds since the epoch).
+    db["generations"].add_column("moderation", str)
+    db["generations"].add_column("moderated_at", float)
+
+
 def migration_names() -> list[str]:
     """Every migration this version knows, in the order they apply."""
     return [m.name for m in MIGRATIONS._migrations]

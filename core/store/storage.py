@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from core.config import VARIANT_NAMES, GenerationSettings, check_variants
 from core.errors import AnswerCapError, DatabaseError, RoundAlreadyGuessedError
 from core.records import IMAGE_FIGURES, Generation
@@ -32,6 +34,13 @@ from core.store.migrations import DATA_TABLES
 logger = logging.getLogger(__name__)
 
 TABLES: tuple[str, ...] = DATA_TABLES
+# Moderation (core.game.moderate): a generation that was reported or hidden is not served,
+# and its guesses are left out of the verdicts.
+WITHDRAWN = ("reported", "hidden")
+SERVED_SQL = " AND coalesce(g.moderation, '') NOT IN ('reported', 'hidden')"
+COUNTED_SQL = (
+    "generation_id NOT IN (SELECT id FROM generations WHERE moderation IN ('reported', 'hidden'))"
+)
 
 
 # --- Records read back ---------------------------------------------------------------
@@ -291,9 +300,10 @@ class Store(Database):
 
     @staticmethod
     def _variants_sql(required: Sequence[str], any_of: Sequence[str]) -> tuple[str, list[Any]]:
-        """SQL conditions, each starting with AND, on generation ``g``: it has every
-        ``required`` variant, and one of ``any_of`` when given."""
-        sql = ""
+        """SQL conditions, each starting with AND, on generation ``g``: it is served (not
+        reported nor hidden), has every ``required`` variant, and one of ``any_of`` when
+        given."""
+        sql = SERVED_SQL
         params: list[Any] = []
         for variant in required:
             sql += (
@@ -507,7 +517,8 @@ class Store(Database):
         """
         rows = self._conn().execute(
             "SELECT mode, compared_variant, variant, count(*), coalesce(sum(correct), 0), "
-            "sum(cant_tell) FROM guesses GROUP BY mode, compared_variant, variant"
+            f"sum(cant_tell) FROM guesses{self._counted()} "
+            "GROUP BY mode, compared_variant, variant"
         )
         return [(r[0], r[1], r[2], Tally(r[3], r[4], r[5])) for r in rows]
 
@@ -519,7 +530,7 @@ class Store(Database):
         and duel variant (None in a trio): one scan of a covering index."""
         rows = self._conn().execute(
             "SELECT mode, session_id, compared_variant, count(*), count(*) - sum(cant_tell), "
-            "coalesce(sum(correct), 0) FROM guesses "
+            f"coalesce(sum(correct), 0) FROM guesses{self._counted()} "
             "GROUP BY mode, session_id, compared_variant"
         )
         return [(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5])) for r in rows]
@@ -531,7 +542,7 @@ class Store(Database):
             "SELECT t.mode, t.generation_id, g.prompt, t.compared_variant, t.answered, "
             "t.decided, t.correct FROM (SELECT mode, generation_id, compared_variant, "
             "count(*) AS answered, count(*) - sum(cant_tell) AS decided, "
-            "coalesce(sum(correct), 0) AS correct FROM guesses "
+            f"coalesce(sum(correct), 0) AS correct FROM guesses{self._counted()} "
             "GROUP BY mode, generation_id, compared_variant) t "
             "JOIN generations g ON g.id = t.generation_id"
         )
@@ -565,7 +576,8 @@ class Store(Database):
         return {"round_ids": round_ids, "duplicated": int(duplicated)}
 
     def variant_costs(self, model: str) -> list[dict[str, Any]]:
-        """Per variant, over the real (non-synthetic) generations of ``model``: how many,
+        """Per variant, over the real (non-synthetic) generations of ``model`` made here (not
+        imported from a pool): how many,
         the median seconds and peaks (bytes), and the latest weight bytes.
 
         Generations cost GPU time, so there are few of them (thousands, not millions);
@@ -576,7 +588,7 @@ class Store(Database):
             "i.peak_allocated_bytes, i.peak_reserved_bytes, i.peak_rss_bytes, "
             "i.activation_peak_bytes, i.standalone_peak_bytes, g.resident_weight_bytes "
             "FROM images i JOIN generations g ON g.id = i.generation_id "
-            "WHERE g.model = ? AND g.synthetic = 0 ORDER BY g.id",
+            "WHERE g.model = ? AND g.synthetic = 0 AND g.origin IS NULL ORDER BY g.id",
             (model,),
         )
         by_variant: dict[str, list[sqlite3.Row]] = {}
@@ -614,6 +626,229 @@ class Store(Database):
                 }
             )
         return out
+
+    # --- sync: rows out and in (core.game.sync) ----------------------------------------
+    # Whole rows as dicts, read after the write that made them was committed, and the
+    # restore that writes them back with their ids kept.
+
+    def row_of(self, table: str, key: object) -> dict[str, Any] | None:
+        """The row of ``table`` whose primary key is ``key`` (generations, rounds, guesses),
+        as a dict of column -> value; None when there is none."""
+        if table not in ("generations", "rounds", "guesses"):
+            raise ValueError(f"no single-key table {table!r}")
+        row = self._conn().execute(f"SELECT * FROM {table} WHERE id = ?", (key,)).fetchone()
+        return None if row is None else dict(row)
+
+    def image_rows(self, generation_id: int) -> list[dict[str, Any]]:
+        """Every image row of a generation, whole (path and hash included), by variant."""
+        rows = self._conn().execute(
+            "SELECT * FROM images WHERE generation_id = ? ORDER BY variant", (generation_id,)
+        )
+        return [dict(r) for r in rows]
+
+    def is_empty(self) -> bool:
+        """Whether no data table holds a row (a database a restore may fill)."""
+        conn = self._conn()
+        return not any(
+            conn.execute(f"SELECT EXISTS (SELECT 1 FROM {t})").fetchone()[0] for t in TABLES
+        )
+
+    def restore_rows(self, rows: dict[str, Sequence[dict[str, Any]]]) -> dict[str, int]:
+        """Write whole rows back, ids kept, in one transaction; return the rows added per
+        table. A row whose key (or a guess's round) is already there is skipped, so
+        replaying the same rows twice changes nothing.
+
+        ``rows``: table -> rows as dicts of column -> value, for the data tables; every
+        column named must be one of the table's (DatabaseError otherwise, nothing written).
+        Tables are written parents first (generations, images, rounds, guesses).
+        """
+        added: dict[str, int] = {}
+        try:
+            return self._restore_rows(rows, added)
+        except sqlite3.IntegrityError as e:
+            raise DatabaseError(
+                f"the rows do not fit this database ({e}); nothing was restored"
+            ) from None
+
+    def _restore_rows(
+        self, rows: dict[str, Sequence[dict[str, Any]]], added: dict[str, int]
+    ) -> dict[str, int]:
+        with self._write() as conn:
+            for table in TABLES:
+                columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+                added[table] = 0
+                for row in rows.get(table, ()):
+                    unknown = [c for c in row if c not in columns]
+                    if unknown:
+                        raise DatabaseError(
+                            f"a {table} row names columns this database does not have "
+                            f"({', '.join(sorted(unknown))[:200]}); nothing was restored"
+                        )
+                    names = list(row)
+                    cursor = conn.execute(
+                        f"INSERT OR IGNORE INTO {table} ({', '.join(names)}) "
+                        f"VALUES ({', '.join('?' * len(names))})",
+                        [row[c] for c in names],
+                    )
+                    added[table] += cursor.rowcount
+        return added
+
+    # --- pool: generations made elsewhere (core.game.pool) --------------------------------
+
+    def import_generation(
+        self, row: dict[str, Any], images: Sequence[tuple[dict[str, Any], Image.Image]], origin: str
+    ) -> int | None:
+        """Store a generation made elsewhere under a new id, its images rewritten as clean
+        PNGs with neutral names, its figures kept; ``origin`` names it where it was made
+        ("<deployment>:<id>"). None (nothing written) when that origin is already here.
+
+        ``row``: the generation's columns there (its id and origin are not kept);
+        ``images``: (image row there, its picture) per variant.
+        """
+        with ImageWriter(self.images_dir) as files:
+            image_rows = []
+            for figures, image in images:
+                written = files.write(image)
+                kept = {k: v for k, v in figures.items() if k not in ("generation_id", "file")}
+                image_rows.append({**kept, "path": written.name, "sha256": written.sha256})
+            files.stamp(float(row.get("created_at") or time.time()))
+            with self._write() as conn:
+                if conn.execute("SELECT 1 FROM generations WHERE origin = ?", (origin,)).fetchone():
+                    files.discard()
+                    return None
+                generation = {k: v for k, v in row.items() if k not in ("id", "origin")}
+                generation["origin"] = origin
+                generation_id = int(_insert(conn, "generations", generation).lastrowid)
+                for image_row in image_rows:
+                    _insert(conn, "images", {**image_row, "generation_id": generation_id})
+        return generation_id
+
+    def generation_origin(self, generation_id: int) -> str | None:
+        """Where a generation was made: None here, else "<deployment>:<id>"."""
+        row = (
+            self._conn()
+            .execute("SELECT origin FROM generations WHERE id = ?", (generation_id,))
+            .fetchone()
+        )
+        return None if row is None else row[0]
+
+    def costs_elsewhere(self) -> list[dict[str, Any]]:
+        """Per model, device and variant, over the generations imported from a pool: how
+        many, and the median seconds per image and standalone / reserved peaks (bytes)."""
+        rows = self._conn().execute(
+            "SELECT g.model, g.device, i.variant, i.seconds, i.standalone_peak_bytes, "
+            "i.peak_reserved_bytes FROM images i JOIN generations g ON g.id = i.generation_id "
+            "WHERE g.origin IS NOT NULL ORDER BY g.model, g.device, g.id"
+        )
+        groups: dict[tuple[str, str, str], list[sqlite3.Row]] = {}
+        for r in rows:
+            groups.setdefault((r[0], r[1], r[2]), []).append(r)
+
+        def median(values: list[float | None]) -> float | None:
+            present = [v for v in values if v is not None]
+            return statistics.median(present) if present else None
+
+        return [
+            {
+                "model": model,
+                "device": device,
+                "variant": variant,
+                "generations": len(group),
+                "median_seconds": median([r[3] for r in group]),
+                "median_standalone_peak_bytes": median([r[4] for r in group]),
+                "median_peak_reserved_bytes": median([r[5] for r in group]),
+            }
+            for (model, device, variant), group in groups.items()
+        ]
+
+    def made_prompts(self, model: str) -> set[tuple[str, int]]:
+        """(prompt, seed) of every generation of ``model`` stored here (a pool's resume)."""
+        rows = self._conn().execute(
+            "SELECT prompt, seed FROM generations WHERE model = ?", (model,)
+        )
+        return {(r[0], int(r[1])) for r in rows}
+
+    # --- moderation (core.game.moderate) ------------------------------------------------
+
+    def round_generation(self, round_id: str) -> int | None:
+        row = (
+            self._conn()
+            .execute("SELECT generation_id FROM rounds WHERE id = ?", (round_id,))
+            .fetchone()
+        )
+        return None if row is None else int(row[0])
+
+    def set_moderation(self, generation_id: int, state: str, at: float) -> bool:
+        """Set a generation's moderation state ("reported", "hidden" or "restored");
+        False when there is no such generation."""
+        if state not in (*WITHDRAWN, "restored"):
+            raise ValueError(f"no moderation state {state!r}")
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE generations SET moderation = ?, moderated_at = ? WHERE id = ?",
+                (state, at, generation_id),
+            )
+        return cursor.rowcount == 1
+
+    def moderation_list(self) -> list[dict[str, Any]]:
+        """Every generation with a moderation state, latest change first: id, prompt,
+        state, when, and its rounds' ids (a reported round is one of them)."""
+        rows = self._conn().execute(
+            "SELECT g.id, g.prompt, g.moderation, g.moderated_at, "
+            "(SELECT group_concat(r.id, ' ') FROM rounds r WHERE r.generation_id = g.id) "
+            "FROM generations g WHERE g.moderation IS NOT NULL "
+            "ORDER BY g.moderated_at DESC, g.id"
+        )
+        return [
+            {
+                "generation_id": r[0],
+                "prompt": r[1],
+                "state": r[2],
+                "at": r[3],
+                "rounds": (r[4] or "").split(),
+            }
+            for r in rows
+        ]
+
+    def _counted(self) -> str:
+        """The WHERE clause that leaves reported and hidden generations' guesses out of the
+        verdicts, or "" when there is none (then the covering indexes answer alone)."""
+        (any_withdrawn,) = (
+            self._conn()
+            .execute(
+                "SELECT EXISTS (SELECT 1 FROM generations "
+                "WHERE moderation IN ('reported', 'hidden'))"
+            )
+            .fetchone()
+        )
+        return f" WHERE {COUNTED_SQL}" if any_withdrawn else ""
+
+    def count_withdrawn(self) -> dict[str, int]:
+        """Generations out of the pool and the verdicts, and the guesses left out with them."""
+        conn = self._conn()
+        (generations,) = conn.execute(
+            "SELECT count(*) FROM generations WHERE moderation IN ('reported', 'hidden')"
+        ).fetchone()
+        (guesses,) = conn.execute(
+            f"SELECT count(*) FROM guesses WHERE NOT ({COUNTED_SQL})"
+        ).fetchone()
+        return {"generations": int(generations), "guesses": int(guesses)}
+
+
+def _insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> sqlite3.Cursor:
+    """INSERT one row given as a dict; every key must be a column of ``table``."""
+    columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+    unknown = [c for c in row if c not in columns]
+    if unknown:
+        raise DatabaseError(
+            f"a {table} row names columns this database does not have "
+            f"({', '.join(sorted(unknown))[:200]}); nothing was written"
+        )
+    names = list(row)
+    return conn.execute(
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+        [row[c] for c in names],
+    )
 
 
 def default_images_dir(db_path: Path) -> Path:
