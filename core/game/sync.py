@@ -171,8 +171,10 @@ class SyncedStore(Store):
             events.record("round", lambda: events.round(self, round_id))
         return round_id
 
-    def insert_guess(self, guess: NewGuess) -> int:
-        guess_id = super().insert_guess(guess)
+    def insert_guess(
+        self, guess: NewGuess, *, max_answers: int = 0, answers_since: float = 0.0
+    ) -> int:
+        guess_id = super().insert_guess(guess, max_answers=max_answers, answers_since=answers_since)
         if self.events is not None:
             events = self.events
             events.record("guess", lambda: events.guess(self, guess_id))
