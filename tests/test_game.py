@@ -269,3 +269,37 @@ def test_fifty_threads_guessing_one_round_at_once(store, gid):
         t.join()
     assert Counter(outcomes) == {"accepted": 1, "already": 49}
     assert _guess_count(store) == 1
+
+
+# Answer keys of rounds 0..5 of make_game(seed=7), recorded before ModeSpec drew them.
+PINNED_TRIO = [
+    "A=nf4 B=bf16 C=int8",
+    "A=nf4 B=bf16 C=int8",
+    "A=int8 B=nf4 C=bf16",
+    "A=nf4 B=bf16 C=int8",
+    "A=int8 B=bf16 C=nf4",
+    "A=int8 B=nf4 C=bf16",
+]
+PINNED_DUEL = [
+    "A=nf4 B=bf16",
+    "A=nf4 B=bf16",
+    "A=int8 B=bf16",
+    "A=nf4 B=bf16",
+    "A=int8 B=bf16",
+    "A=bf16 B=int8",
+]
+
+
+def _answer_keys(store, gid, mode: str, n: int = 6) -> list[str]:
+    game = make_game(store, seed=7)
+    keys = []
+    for i in range(n):
+        key = store.fetch_round(game.new_round(f"pin{i}", mode, gid).round_id).answer_key
+        keys.append(" ".join(f"{slot}={variant}" for slot, variant in key.items()))
+    return keys
+
+
+def test_seeded_answer_keys_of_the_default_game_are_pinned(store, gid):
+    """The same seed gives the same shuffles as before modes drew their own variants."""
+    assert _answer_keys(store, gid, "trio") == PINNED_TRIO
+    assert _answer_keys(store, gid, "duel") == PINNED_DUEL
