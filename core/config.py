@@ -508,7 +508,7 @@ class ModeSpec:
         BF16's when the mode asks for the original, else the one quantized variant's.
         Raises IncompleteGenerationError when the key has no such slot."""
         for slot, variant in key.items():
-            if (variant == REFERENCE_VARIANT) == (self.target == "reference"):
+            if (variant == REFERENCE_VARIANT) == self.asks_for_original:
                 return slot
         raise IncompleteGenerationError("the round's answer key has no correct slot")
 
@@ -522,6 +522,16 @@ class ModeSpec:
         if self.others != 1:
             return None
         return next(v for v in key.values() if v != REFERENCE_VARIANT)
+
+    @property
+    def label(self) -> str:
+        """The mode's name in numbers and tables when it is not kept per variant: "Trio"."""
+        return self.name.title()
+
+    @property
+    def asks_for_original(self) -> bool:
+        """Whether a correct answer names BF16 (the original) rather than a quantized image."""
+        return self.target == "reference"
 
     @property
     def per_variant(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 import threading
 from collections import Counter
 
@@ -366,3 +367,21 @@ def test_slot_letters_follow_the_slot_count():
     assert MODE_SPECS["duel"].slot_labels == ("A", "B")
     wide = dataclasses.replace(MODE_SPECS["trio"], slots=5)
     assert wide.slot_labels == ("A", "B", "C", "D", "E")
+    with pytest.raises(ValueError):
+        dataclasses.replace(MODE_SPECS["trio"], slots=1)
+    with pytest.raises(ValueError):  # "which one is quantized?" needs exactly one shown
+        dataclasses.replace(MODE_SPECS["duel"], slots=3)
+
+
+def test_a_mode_never_draws_a_round_without_bf16_or_with_too_few_others():
+    rng = random.Random(0)
+    with pytest.raises(IncompleteGenerationError):
+        MODE_SPECS["duel"].draw(["int8", "nf4"], rng)
+    with pytest.raises(IncompleteGenerationError):
+        MODE_SPECS["trio"].draw(["bf16", "int8"], rng)
+    with pytest.raises(IncompleteGenerationError):
+        MODE_SPECS["trio"].correct_slot({"A": "int8", "B": "nf4"})
+    key = MODE_SPECS["duel"].draw(["bf16", "int8"], rng)
+    assert MODE_SPECS["duel"].target_variant(key) == "int8"
+    assert MODE_SPECS["duel"].compared_variant(key) == "int8"
+    assert MODE_SPECS["trio"].compared_variant({"A": "bf16", "B": "int8", "C": "nf4"}) is None

@@ -345,7 +345,7 @@ def slider_value(paths: Mapping[str, str], reveal: Reveal, variant: str) -> tupl
 def group_label(mode: str, variant: str) -> str:
     """What a headline group measures, in words: "trio: picked the original",
     "duel: spotted NF4", "duel: spotted LLM.int8 or NF4" (the duel over both)."""
-    if MODE_SPECS[mode].target == "reference":
+    if MODE_SPECS[mode].asks_for_original:
         return f"{mode}: picked the original"
     if variant in VARIANTS:
         return f"{mode}: spotted {VARIANTS[variant].label}"
@@ -559,8 +559,8 @@ def reference_table() -> Table:
 
 def _chart_label(mode: str, variant: str) -> str:
     """A short x label: "Trio", "LLM.int8", "NF4", "Either" (the duel over both)."""
-    if mode == "trio":
-        return "Trio"
+    if not MODE_SPECS[mode].per_variant:
+        return MODE_SPECS[mode].label
     return VARIANTS[variant].label if variant in VARIANTS else "Either"
 
 

@@ -80,7 +80,7 @@ def headline_keys() -> list[tuple[str, str]]:
     variant and the duel overall."""
     keys = []
     for mode in MODE_SPECS:
-        if mode == "duel":
+        if MODE_SPECS[mode].per_variant:
             keys += [(mode, v) for v in QUANTIZED_VARIANTS]
         keys.append((mode, ALL_VARIANTS))
     return keys
@@ -181,7 +181,7 @@ def trio_picks(store: Store, groups: Groups | None = None) -> dict[str, Any]:
     groups = store.guess_groups() if groups is None else groups
     picks: dict[str | None, int] = {}
     for mode, _, variant, tally in groups:
-        if mode == "trio":
+        if MODE_SPECS[mode].asks_for_original:
             picks[variant] = picks.get(variant, 0) + tally.answered
     answered = sum(picks.values())
     out: dict[str, Any] = {"answered": answered, "picked_as_original": {}}
