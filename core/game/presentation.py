@@ -565,7 +565,9 @@ def reference_table() -> Table:
 
 def _chart_label(mode: str, variant: str) -> str:
     """A short x label: "Trio", "LLM.int8", "NF4", "Either" (the duel over both)."""
-    return "Either" if variant == ALL_VARIANTS else verdicts.label(mode, variant)
+    if MODE_SPECS[mode].per_variant and variant == ALL_VARIANTS:
+        return "Either"
+    return verdicts.label(mode, variant)
 
 
 def detection_chart(results: dict[str, Any]) -> Figure:
