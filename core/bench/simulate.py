@@ -326,7 +326,7 @@ def run_load(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 def results_now(store: Store) -> dict[str, Any]:
     """What the app's shared Results cache computes (core.game.arena.Arena._results_now,
     without the engine's costs): the summary and the chart drawn once."""
-    summary = stats.summary(store)
+    summary = stats.summary(store).to_json()
     summary["chart_html"] = presentation.detection_chart_html({**summary, "costs": []})
     return summary
 
