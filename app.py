@@ -959,6 +959,7 @@ def load_arena(settings: AppSettings, person_key: bytes | None = None, link: Any
         round_ttl_seconds=settings.round_ttl_seconds,
         round_images=round_images(settings),
         answers_per_day=settings.answers_per_day,
+        variants=engine.variants,  # rounds draw from what this engine generates
     )
     persons = PersonIds.ephemeral() if person_key is None else PersonIds(person_key)
     return Arena(engine, store, game, settings, persons=persons)

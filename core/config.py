@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import random
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -20,6 +21,7 @@ from typing import Any, Literal
 from core.errors import (
     EmptyPromptError,
     GuidanceOutOfRangeError,
+    IncompleteGenerationError,
     InvalidSettingError,
     InvalidSizeError,
     PromptBidiControlError,
@@ -437,15 +439,104 @@ def coerce_number(value: object, kind: type[int] | type[float], name: str) -> in
 OFFLOAD_CHOICES: tuple[str, ...] = ("auto", "none", "model", "group")
 
 
+SLOT_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+"""A round's slots are named by these letters, in order: a mode of n slots uses the first n."""
+
+
 @dataclass(frozen=True)
 class ModeSpec:
-    """What a mode shows, what it asks and which variant a correct answer designates."""
+    """What a mode shows, what it asks and which variant a correct answer designates.
+
+    A round shows BF16 and ``slots - 1`` other variants, shuffled onto the slots A, B, …
+    The mode draws which variants those are (``draw``), says which slot a correct
+    answer names (``correct_slot``) and what a generation must hold to make its round
+    (``needs``); rounds, statistics and the simulator ask it instead of naming modes.
+    """
 
     name: str
     question: str
     slots: int
-    target: str  # "reference": the correct slot holds BF16; "quantized": it holds the other
+    target: Literal["reference", "quantized"]  # the correct slot holds BF16 / the other
     chance: float
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.slots <= len(SLOT_LETTERS):
+            raise ValueError(f"a mode has 2…{len(SLOT_LETTERS)} slots, got {self.slots}")
+        if self.target == "quantized" and self.slots != 2:
+            raise ValueError("a mode asking for the quantized image shows exactly one")
+
+    @property
+    def slot_labels(self) -> tuple[str, ...]:
+        """The slot letters of this mode's rounds, in order: ("A", "B", "C") for three."""
+        return tuple(SLOT_LETTERS[: self.slots])
+
+    @property
+    def others(self) -> int:
+        """How many variants besides BF16 a round shows."""
+        return self.slots - 1
+
+    def needs(self, variants: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(variants a stored generation must all have, variants it needs one of) to make a
+        round of this mode when ``variants`` are loaded. One other variant: BF16 and any
+        one of the others; more: BF16 and every loaded other (the pool's query can ask
+        for "all of" and "one of", not "two of")."""
+        others = tuple(v for v in variants if v != REFERENCE_VARIANT)
+        if self.others == 1:
+            return (REFERENCE_VARIANT,), others
+        return (REFERENCE_VARIANT, *others), ()
+
+    def draw(self, available: Sequence[str], rng: random.Random) -> dict[str, str]:
+        """Slot letter -> variant for a new round: BF16 and a draw of ``slots - 1`` of the
+        other ``available`` variants (all of them, undrawn, when there are just enough),
+        shuffled with ``rng``. BF16 is always shown. Raises IncompleteGenerationError when
+        ``available`` lacks BF16 or has too few others."""
+        others = [v for v in available if v != REFERENCE_VARIANT]
+        if REFERENCE_VARIANT not in available or len(others) < self.others:
+            raise IncompleteGenerationError(
+                f"a {self.name} round needs {REFERENCE_VARIANT} and {self.others} other "
+                f"variant(s), got {', '.join(available) or 'none'}"
+            )
+        if len(others) > self.others:
+            # One of several: rng.choice (rng.sample of one draws the same, kept for clarity).
+            others = [rng.choice(others)] if self.others == 1 else rng.sample(others, self.others)
+        shown = [REFERENCE_VARIANT, *others]
+        rng.shuffle(shown)
+        return dict(zip(self.slot_labels, shown, strict=True))
+
+    def correct_slot(self, key: Mapping[str, str]) -> str:
+        """The slot a correct answer names in a round whose slot -> variant key is ``key``:
+        BF16's when the mode asks for the original, else the one quantized variant's.
+        Raises IncompleteGenerationError when the key has no such slot."""
+        for slot, variant in key.items():
+            if (variant == REFERENCE_VARIANT) == self.asks_for_original:
+                return slot
+        raise IncompleteGenerationError("the round's answer key has no correct slot")
+
+    def target_variant(self, key: Mapping[str, str]) -> str:
+        """The variant a correct answer designates in a round keyed ``key``."""
+        return key[self.correct_slot(key)]
+
+    def compared_variant(self, key: Mapping[str, str]) -> str | None:
+        """The one variant set against BF16 when the mode shows exactly one (a duel's),
+        else None: the round's results are then the mode's alone, not a variant's."""
+        if self.others != 1:
+            return None
+        return next(v for v in key.values() if v != REFERENCE_VARIANT)
+
+    @property
+    def label(self) -> str:
+        """The mode's name in numbers and tables when it is not kept per variant: "Trio"."""
+        return self.name.title()
+
+    @property
+    def asks_for_original(self) -> bool:
+        """Whether a correct answer names BF16 (the original) rather than a quantized image."""
+        return self.target == "reference"
+
+    @property
+    def per_variant(self) -> bool:
+        """Whether this mode's results are kept per compared variant (see compared_variant)."""
+        return self.others == 1
 
 
 MODE_SPECS: dict[str, ModeSpec] = {

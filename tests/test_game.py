@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 import threading
 from collections import Counter
 
 import pytest
 from scipy.stats import chisquare
 
+import core.config
+import core.store.storage
+from core.config import MODE_SPECS, VariantSpec
 from core.errors import (
     ForeignRoundError,
     GenerationNotFoundError,
@@ -269,3 +273,115 @@ def test_fifty_threads_guessing_one_round_at_once(store, gid):
         t.join()
     assert Counter(outcomes) == {"accepted": 1, "already": 49}
     assert _guess_count(store) == 1
+
+
+# Answer keys of rounds 0..5 of make_game(seed=7), recorded before ModeSpec drew them.
+PINNED_TRIO = [
+    "A=nf4 B=bf16 C=int8",
+    "A=nf4 B=bf16 C=int8",
+    "A=int8 B=nf4 C=bf16",
+    "A=nf4 B=bf16 C=int8",
+    "A=int8 B=bf16 C=nf4",
+    "A=int8 B=nf4 C=bf16",
+]
+PINNED_DUEL = [
+    "A=nf4 B=bf16",
+    "A=nf4 B=bf16",
+    "A=int8 B=bf16",
+    "A=nf4 B=bf16",
+    "A=int8 B=bf16",
+    "A=bf16 B=int8",
+]
+
+
+def _answer_keys(store, gid, mode: str, n: int = 6) -> list[str]:
+    game = make_game(store, seed=7)
+    keys = []
+    for i in range(n):
+        key = store.fetch_round(game.new_round(f"pin{i}", mode, gid).round_id).answer_key
+        keys.append(" ".join(f"{slot}={variant}" for slot, variant in key.items()))
+    return keys
+
+
+def test_seeded_answer_keys_of_the_default_game_are_pinned(store, gid):
+    """The same seed gives the same shuffles as before modes drew their own variants."""
+    assert _answer_keys(store, gid, "trio") == PINNED_TRIO
+    assert _answer_keys(store, gid, "duel") == PINNED_DUEL
+
+
+FOUR = ("bf16", "int8", "nf4", "fp8")
+
+
+@pytest.fixture
+def four_variants(monkeypatch):
+    """A fourth variant registered for this test only (the product's registry is unchanged)."""
+    spec = VariantSpec("fp8", "FP8 (test)", "none", "a fourth variant, registered by a test")
+    monkeypatch.setitem(core.config.VARIANTS, "fp8", spec)
+    monkeypatch.setattr(core.config, "VARIANT_NAMES", FOUR)
+    monkeypatch.setattr(core.store.storage, "VARIANT_NAMES", FOUR)
+    return FOUR
+
+
+def _four_variant_generation(index: int = 0):
+    gen = make_generation(index)
+    nf4 = gen.results["nf4"]
+    gen.results["fp8"] = dataclasses.replace(
+        nf4, variant="fp8", image=nf4.image.point(lambda v: min(255, v + 9))
+    )
+    return gen
+
+
+def test_a_trio_of_four_loaded_variants_always_shows_bf16(store, four_variants):
+    """With four variants loaded, a trio shows BF16 and a draw of two others; every
+    other variant is drawn, and each answer key names a correct slot."""
+    gid = store.save_generation(_four_variant_generation())
+    game = make_game(store, seed=3, variants=four_variants)
+    others = Counter()
+    for i in range(120):
+        view = game.new_round(f"t{i}", "trio", gid)
+        key = store.fetch_round(view.round_id).answer_key
+        assert view.slots == tuple(key) == ("A", "B", "C")
+        assert sorted(key.values()).count("bf16") == 1 and len(set(key.values())) == 3
+        others.update(v for v in key.values() if v != "bf16")
+        bf16_slot = next(s for s, v in key.items() if v == "bf16")
+        reveal = game.guess(f"t{i}", view.round_id, bf16_slot)
+        assert reveal.correct is True and reveal.correct_slot == bf16_slot
+    assert set(others) == {"int8", "nf4", "fp8"}
+    duel = game.new_round("duelist", "duel", gid)
+    key = store.fetch_round(duel.round_id).answer_key
+    assert len(key) == 2 and "bf16" in key.values()
+    assert store.fetch_round(duel.round_id).compared_variant in {"int8", "nf4", "fp8"}
+
+
+def test_a_trio_needs_every_loaded_variant(store, four_variants):
+    """A stored generation lacking one of the loaded variants is not a trio's."""
+    game = make_game(store, variants=four_variants)
+    three = store.save_generation(make_generation(0))
+    assert not game.has_ready_round("zoe", "trio") and game.has_ready_round("zoe", "duel")
+    with pytest.raises(IncompleteGenerationError):
+        game.new_round("zoe", "trio", three)
+
+
+def test_slot_letters_follow_the_slot_count():
+    assert MODE_SPECS["trio"].slot_labels == ("A", "B", "C")
+    assert MODE_SPECS["duel"].slot_labels == ("A", "B")
+    wide = dataclasses.replace(MODE_SPECS["trio"], slots=5)
+    assert wide.slot_labels == ("A", "B", "C", "D", "E")
+    with pytest.raises(ValueError):
+        dataclasses.replace(MODE_SPECS["trio"], slots=1)
+    with pytest.raises(ValueError):  # "which one is quantized?" needs exactly one shown
+        dataclasses.replace(MODE_SPECS["duel"], slots=3)
+
+
+def test_a_mode_never_draws_a_round_without_bf16_or_with_too_few_others():
+    rng = random.Random(0)
+    with pytest.raises(IncompleteGenerationError):
+        MODE_SPECS["duel"].draw(["int8", "nf4"], rng)
+    with pytest.raises(IncompleteGenerationError):
+        MODE_SPECS["trio"].draw(["bf16", "int8"], rng)
+    with pytest.raises(IncompleteGenerationError):
+        MODE_SPECS["trio"].correct_slot({"A": "int8", "B": "nf4"})
+    key = MODE_SPECS["duel"].draw(["bf16", "int8"], rng)
+    assert MODE_SPECS["duel"].target_variant(key) == "int8"
+    assert MODE_SPECS["duel"].compared_variant(key) == "int8"
+    assert MODE_SPECS["trio"].compared_variant({"A": "bf16", "B": "int8", "C": "nf4"}) is None

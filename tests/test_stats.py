@@ -85,8 +85,10 @@ def test_tables_from_stored_guesses(tmp_path):
     score = session_stats(store, "s0")
     assert score["answered"] == sum(1 for i in range(22) if i % 3 == 0) * 2
     s = summary(store)
-    assert json.loads(json.dumps(s)) == s
-    assert s["counts"]["guesses"] == 44 and s["counts"]["sessions"] == 3
+    assert json.loads(json.dumps(s.to_json())) == s.to_json()
+    assert "costs" not in s.to_json()  # a deployment's costs only where it adds them
+    assert s.with_costs([]).to_json()["costs"] == []
+    assert s.counts["guesses"] == 44 and s.counts["sessions"] == 3
 
 
 def _bulk(tmp_path, *argv):
@@ -152,7 +154,7 @@ def test_rankings_are_by_interval_bound_with_deterministic_ties(tmp_path):
     assert [h["generation_id"] for h in hardest] == [gids[3], gids[0], gids[1], gids[2], gids[4]]
     bounds = [h["ci_high"] for h in hardest]
     assert bounds == sorted(bounds)
-    assert summary(store)["hardest_prompts"]["duel"] == hardest_prompts(store, min_decided=5)
+    assert summary(store).hardest_prompts["duel"] == hardest_prompts(store, min_decided=5)
 
     # Players with equal counts are ordered by session id; better lower bounds first.
     top = top_players(store, limit=10, min_decided=1, mode="duel")
@@ -169,24 +171,25 @@ def test_summary_reports_the_family_and_the_margin(tmp_path):
         tmp_path, "--bulk-guesses", "4000", "--mode", "both", "--accuracy", "bf16=0.6,nf4=0.75"
     )
     s = summary(store, margin=0.1)
-    assert s["definitions"]["margin"] == 0.1 and s["definitions"]["level"] == 0.95
-    assert "e-process" in s["definitions"]["live_test"]
-    family = s["family"]
+    assert s.definitions["margin"] == 0.1 and s.definitions["level"] == 0.95
+    assert "e-process" in s.definitions["live_test"]
+    family = s.family
     assert family["rows"] == ["trio all", "duel int8", "duel nf4", "duel all"]
     assert family["test_alpha_per_row"] == family["interval_alpha_per_row"] == 0.05 / 8
     assert family["e_threshold"] == pytest.approx(160)
-    assert s["answers_needed"]["duel"]["rate"] == 0.6
-    rows = {(d["mode"], d["variant"]): d for d in s["detection"]}
+    assert s.answers_needed["duel"]["rate"] == 0.6
+    rows = {(e.mode, e.variant): e for e in s.estimates}
     nf4 = rows[("duel", "nf4")]
-    assert nf4["verdict"] == "distinguishable" and nf4["log10_e_value"] > 10
-    assert nf4["verdict_text"].startswith("People can tell NF4 from BF16: right in 7")
-    assert rows[("duel", "int8")]["margin"] == 0.1
-    assert all(d["level"] == 0.95 for d in s["detection"])
+    assert nf4.verdict == "distinguishable" and nf4.log10_e_value > 10
+    assert nf4.verdict_text.startswith("People can tell NF4 from BF16: right in 7")
+    assert rows[("duel", "int8")].margin == 0.1
+    assert all(e.level == 0.95 for e in s.estimates)
     assert s == summary(store, margin=0.1)  # the same data, the same summary
+    assert s.to_json()["detection"] == [e.to_dict() for e in s.estimates]
 
 
 def test_summary_of_an_empty_database(tmp_path):
     s = summary(make_store(tmp_path))
-    assert all(d["verdict"] == NO_DATA for d in s["detection"])
-    assert s["counts"]["guesses"] == 0 and s["family"]["level"] == 0.95
-    json.dumps(s)
+    assert all(e.verdict == NO_DATA for e in s.estimates)
+    assert s.counts["guesses"] == 0 and s.family["level"] == 0.95
+    json.dumps(s.to_json())

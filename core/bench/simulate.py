@@ -47,7 +47,6 @@ from PIL import Image
 from core.bench import validate
 from core.config import (
     MODE_SPECS,
-    QUANTIZED_VARIANTS,
     REFERENCE_VARIANT,
     SYNTHETIC_SCHNELL,
     VARIANT_NAMES,
@@ -143,12 +142,9 @@ class Player:
         """The answer to a round of ``mode`` whose slot -> variant key is ``key``."""
         if self.rng.random() < self.cant_tell:
             return CANT_TELL
-        if mode == "trio":
-            right = next(s for s, v in key.items() if v == REFERENCE_VARIANT)
-            p = self.accuracy.get(REFERENCE_VARIANT, MODE_SPECS["trio"].chance)
-        else:
-            right = next(s for s, v in key.items() if v != REFERENCE_VARIANT)
-            p = self.accuracy.get(key[right], MODE_SPECS["duel"].chance)
+        spec = MODE_SPECS[mode]
+        right = spec.correct_slot(key)
+        p = self.accuracy.get(spec.target_variant(key), spec.chance)
         if self.rng.random() < p:
             return right
         return self.rng.choice([s for s in key if s != right])
@@ -330,7 +326,7 @@ def run_load(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 def results_now(store: Store) -> dict[str, Any]:
     """What the app's shared Results cache computes (core.game.arena.Arena._results_now,
     without the engine's costs): the summary and the chart drawn once."""
-    summary = stats.summary(store)
+    summary = stats.summary(store).to_json()
     summary["chart_html"] = presentation.detection_chart_html({**summary, "costs": []})
     return summary
 
@@ -390,19 +386,15 @@ def bulk_load(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     for k in range(args.bulk_guesses):
         mode = next(modes)
-        if mode == "trio":
-            variants = [REFERENCE_VARIANT, *QUANTIZED_VARIANTS]
-        else:
-            variants = [REFERENCE_VARIANT, rng.choice(QUANTIZED_VARIANTS)]
-        rng.shuffle(variants)
-        key = dict(zip("ABC", variants, strict=False))
-        compared = None if mode == "trio" else next(v for v in variants if v != REFERENCE_VARIANT)
+        spec = MODE_SPECS[mode]
+        key = spec.draw(VARIANT_NAMES, rng)
+        compared = spec.compared_variant(key)
         round_id = secrets.token_urlsafe(16)
         session = f"bulk-{k // 50}"
         generation_id = generation_ids[k % len(generation_ids)]
         created = now - args.bulk_guesses + k
         answer = player.answer_for(mode, key)
-        target = REFERENCE_VARIANT if mode == "trio" else compared
+        target = spec.target_variant(key)
         variant = None if answer == CANT_TELL else key[answer]
         correct = None if answer == CANT_TELL else int(variant == target)
         rounds.append(

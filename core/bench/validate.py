@@ -114,21 +114,22 @@ def live_states(
 
 def _rows_of_a_study(
     rng: np.random.Generator, studies: int, answers: int, rates: dict[str, float], cant_tell: float
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per row: (right, decided mask) over ``answers`` answers in each mode, studies × n.
-    Duel answers go to int8 or NF4 at random; "all" is both."""
+) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
+    """Per row: (mode, right, decided mask) over ``answers`` answers in each mode, studies
+    × n. Answers of a mode kept per variant (the duel) go to int8 or NF4 at random; "all"
+    is both. The modes are drawn duel first, the order the published figures used."""
     out = {}
     for mode in ("duel", "trio"):
         decided = rng.random((studies, answers)) >= cant_tell
-        if mode == "duel":
+        if MODE_SPECS[mode].per_variant:
             is_int8 = rng.random((studies, answers)) < 0.5
             p = np.where(is_int8, rates["int8"], rates["nf4"])
             right = rng.random((studies, answers)) < p
-            out["int8"] = (right, decided & is_int8)
-            out["nf4"] = (right, decided & ~is_int8)
-            out["all"] = (right, decided)
+            out["int8"] = (mode, right, decided & is_int8)
+            out["nf4"] = (mode, right, decided & ~is_int8)
+            out["all"] = (mode, right, decided)
         else:
-            out["trio"] = (rng.random((studies, answers)) < rates["trio"], decided)
+            out[mode] = (mode, rng.random((studies, answers)) < rates[mode], decided)
     return out
 
 
@@ -161,8 +162,9 @@ def monitored_family(
     for start in range(0, studies, CHUNK):
         size = min(CHUNK, studies - start)
         any_row = np.zeros(size, dtype=bool)
-        for row, (right, decided) in _rows_of_a_study(rng, size, answers, rates, cant_tell).items():
-            chance = MODE_SPECS["trio" if row == "trio" else "duel"].chance
+        rows = _rows_of_a_study(rng, size, answers, rates, cant_tell)
+        for mode, right, decided in rows.values():
+            chance = MODE_SPECS[mode].chance
             path, lengths = _compact(right, decided)
             distinguishable, within = live_states(path, chance, family, margin)
             any_row |= _ever(distinguishable if what == "distinguishable" else within, lengths)

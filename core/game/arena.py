@@ -271,8 +271,8 @@ class Arena:
         return self._results.get()[0]
 
     def _results_now(self) -> dict[str, Any]:
-        summary = stats.summary(self.store, margin=self.settings.margin_points / 100)
-        summary["costs"] = self.store.variant_costs(self.spec.name)
+        typed = stats.summary(self.store, margin=self.settings.margin_points / 100)
+        summary = typed.with_costs(self.store.variant_costs(self.spec.name)).to_json()
         summary["withdrawn"] = self.store.count_withdrawn()  # reported or hidden rounds
         summary["costs_elsewhere"] = self.store.costs_elsewhere()  # a pool's own figures
         # Drawn once here, shared by every refresh (see presentation.detection_chart_html).

@@ -298,7 +298,7 @@ def export(
         summary = stats.summary(store)
         written = tables.result()
     summary_path = out / "summary.json"
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    summary_path.write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
     written.append(summary_path)
     return written
 

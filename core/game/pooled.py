@@ -174,7 +174,7 @@ def pooled_summary(
     sources: Sequence[str], *, margin: float, summarize: Any, scratch: Path | None = None
 ) -> dict[str, Any]:
     """The verdicts of every model over all ``sources`` together, with the per-deployment
-    breakdown. ``summarize(counts, margin=...)`` is core.game.stats.summary."""
+    breakdown. ``summarize(counts, margin=...)`` is core.game.stats.summary's JSON form."""
     with tempfile.TemporaryDirectory(prefix="spot-pooled-") as tmp:
         folders = source_folders(sources, scratch or Path(tmp))
         files = [f for _, folder in folders for f in event_files(folder)]

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core.config import (
     MODE_SPECS,
-    QUANTIZED_VARIANTS,
-    REFERENCE_VARIANT,
+    VARIANT_NAMES,
     GenerationSettings,
     ModeSpec,
+    check_variants,
 )
 from core.errors import (
     AnswerCapError,
@@ -40,7 +40,8 @@ from core.store.round_images import RoundImages
 from core.store.storage import NewGuess, Store, StoredGeneration
 
 CANT_TELL = "cant_tell"
-SLOT_LABELS: tuple[str, ...] = ("A", "B", "C")
+# Every slot letter some mode uses, in order (the widest mode's): the UI builds this many.
+SLOT_LABELS: tuple[str, ...] = max((m.slot_labels for m in MODE_SPECS.values()), key=len)
 SESSION_ID_MAX_CHARS = 128
 ROUND_ID_MAX_CHARS = 64
 DAY_SECONDS = 86_400  # the daily answer cap counts from 00:00 UTC
@@ -115,13 +116,6 @@ def check_mode(mode: object) -> ModeSpec:
     return MODE_SPECS[mode]
 
 
-def _needed_variants(spec: ModeSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(variants a generation must all have, variants it needs at least one of)."""
-    if spec.name == "trio":
-        return (REFERENCE_VARIANT, *QUANTIZED_VARIANTS), ()
-    return (REFERENCE_VARIANT,), QUANTIZED_VARIANTS
-
-
 class Game:
     """Rounds and guesses over a Store. Thread-safe if ``rng`` is used by one thread or
     the caller accepts interleaved draws (random.Random itself is thread-safe)."""
@@ -135,11 +129,14 @@ class Game:
         round_ttl_seconds: float = 3600,
         round_images: RoundImages | None = None,
         answers_per_day: int = 0,
+        variants: Sequence[str] = VARIANT_NAMES,
     ) -> None:
         """``round_images``: where a served app gets each round's own image files (see
         core.store.round_images); without it a round shows the stored files (tests and
         simulations that serve nothing). ``answers_per_day``: the most answers one
-        session (a person) may give per UTC day; 0: no cap."""
+        session (a person) may give per UTC day; 0: no cap. ``variants``: the variants
+        the engine generates (each mode draws its round's from them; see
+        config.ModeSpec); raises UnknownVariantError for an unregistered one."""
         if rounds_per_minute < 0:
             raise ValueError("rounds_per_minute must be >= 0 (0 means unlimited)")
         if answers_per_day < 0:
@@ -153,6 +150,7 @@ class Game:
         self.round_ttl_seconds = round_ttl_seconds
         self.round_images = round_images
         self.answers_per_day = answers_per_day
+        self.variants = check_variants(list(variants))
 
     # --- the daily cap -----------------------------------------------------------------
 
@@ -183,7 +181,7 @@ class Game:
     def has_ready_round(self, session_id: str, mode: str) -> bool:
         """Whether the pool holds a generation this session has not seen, for ``mode``."""
         check_session_id(session_id)
-        required, any_of = _needed_variants(check_mode(mode))
+        required, any_of = check_mode(mode).needs(self.variants)
         return (
             self.store.count_unseen_generations(session_id, required, any_of, now=self.clock()) > 0
         )
@@ -192,7 +190,7 @@ class Game:
         """How many ready rounds of ``mode`` the pool holds, in all and unseen by this
         session (tells a fresh pool from one the player has played through)."""
         check_session_id(session_id)
-        required, any_of = _needed_variants(check_mode(mode))
+        required, any_of = check_mode(mode).needs(self.variants)
         playable, unseen = self.store.count_playable_generations(
             session_id, required, any_of, now=self.clock()
         )
@@ -207,7 +205,7 @@ class Game:
         check_session_id(session_id)
         spec = check_mode(mode)
         self.check_answer_cap(session_id)
-        required, any_of = _needed_variants(spec)
+        required, any_of = spec.needs(self.variants)
         if generation_id is None:
             generation_id = self.store.pick_unseen_generation(
                 session_id, required, any_of, self.rng.randrange, now=self.clock()
@@ -221,13 +219,13 @@ class Game:
         generation = self.store.generation(generation_id)
         if generation is None:
             raise GenerationNotFoundError(f"no generation {generation_id}")
-        slot_variants = self._shuffle(spec, generation)
+        slot_variants = self._draw(spec, generation)
         now = self.clock()
         round_id = self.store.insert_round(
             generation_id=generation.id,
             mode=spec.name,
             session_id=session_id,
-            compared_variant=None if spec.name == "trio" else _quantized_of(slot_variants),
+            compared_variant=spec.compared_variant(slot_variants),
             answer_key=slot_variants,
             created_at=now,
             expires_at=now + self.round_ttl_seconds,
@@ -277,25 +275,20 @@ class Game:
             settings=generation.settings,
         )
 
-    def _shuffle(self, spec: ModeSpec, generation: StoredGeneration) -> dict[str, str]:
-        """Slot label -> variant, freshly shuffled with the injected RNG."""
+    def _draw(self, spec: ModeSpec, generation: StoredGeneration) -> dict[str, str]:
+        """Slot label -> variant, freshly drawn and shuffled by the mode with the injected
+        RNG, from the loaded variants; raises IncompleteGenerationError when the
+        generation lacks what the mode needs (see ModeSpec.needs)."""
         have = set(generation.variants)
-        if spec.name == "trio":
-            variants = [REFERENCE_VARIANT, *QUANTIZED_VARIANTS]
-        else:
-            available = [v for v in QUANTIZED_VARIANTS if v in have]
-            if not available:
-                raise IncompleteGenerationError(
-                    f"generation {generation.id} has no quantized image for a duel"
-                )
-            variants = [REFERENCE_VARIANT, self.rng.choice(available)]
-        missing = [v for v in variants if v not in have]
+        required, any_of = spec.needs(self.variants)
+        missing = [v for v in required if v not in have]
+        if any_of and not have.intersection(any_of):
+            missing.append(" or ".join(any_of))
         if missing:
             raise IncompleteGenerationError(
                 f"generation {generation.id} lacks {', '.join(missing)} for a {spec.name} round"
             )
-        self.rng.shuffle(variants)
-        return dict(zip(SLOT_LABELS, variants, strict=False))
+        return spec.draw([v for v in self.variants if v in have], self.rng)
 
     # --- guesses -----------------------------------------------------------------------
 
@@ -329,7 +322,7 @@ class Game:
                 f"answer must be one of {', '.join(slots)} or {CANT_TELL!r}, got {excerpt(answer)}"
             )
         spec = MODE_SPECS[stored.mode]
-        correct_slot = _correct_slot(spec, slots)
+        correct_slot = spec.correct_slot(slots)
         designated = None if answer == CANT_TELL else slots[answer]
         correct = None if answer == CANT_TELL else answer == correct_slot
         try:
@@ -358,15 +351,3 @@ class Game:
         check_session_id(session_id)
         tally, streak, best = self.store.session_tally(session_id)
         return Score(tally.answered, tally.correct, tally.cant_tell, streak, best)
-
-
-def _quantized_of(slot_variants: dict[str, str]) -> str:
-    return next(v for v in slot_variants.values() if v != REFERENCE_VARIANT)
-
-
-def _correct_slot(spec: ModeSpec, slots: dict[str, str]) -> str:
-    """The slot a correct answer names: BF16's in a trio, the quantized one's in a duel."""
-    for slot, variant in slots.items():
-        if (variant == REFERENCE_VARIANT) == (spec.target == "reference"):
-            return slot
-    raise IncompleteGenerationError("the round's answer key has no correct slot")

@@ -28,7 +28,7 @@ import logging
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ __all__ = [
     "INDISTINGUISHABLE",
     "NOT_ENOUGH_DATA",
     "NO_DATA",
+    "Summary",
     "detection_table",
     "hardest_prompts",
     "session_stats",
@@ -80,7 +81,7 @@ def headline_keys() -> list[tuple[str, str]]:
     variant and the duel overall."""
     keys = []
     for mode in MODE_SPECS:
-        if mode == "duel":
+        if MODE_SPECS[mode].per_variant:
             keys += [(mode, v) for v in QUANTIZED_VARIANTS]
         keys.append((mode, ALL_VARIANTS))
     return keys
@@ -181,7 +182,7 @@ def trio_picks(store: Store, groups: Groups | None = None) -> dict[str, Any]:
     groups = store.guess_groups() if groups is None else groups
     picks: dict[str | None, int] = {}
     for mode, _, variant, tally in groups:
-        if mode == "trio":
+        if MODE_SPECS[mode].asks_for_original:
             picks[variant] = picks.get(variant, 0) + tally.answered
     answered = sum(picks.values())
     out: dict[str, Any] = {"answered": answered, "picked_as_original": {}}
@@ -342,14 +343,58 @@ DEFINITIONS = {
 }
 
 
+@dataclass(frozen=True)
+class Summary:
+    """Everything the Results tab and summary.json show, typed: read its fields; turn it
+    into JSON with ``to_json`` (the one shape summary.json and the app's cache hold).
+
+    ``estimates``: the headline family's verdicts (core.game.verdicts.Estimate), in
+    display order; ``picks``: how often each variant was picked as the original (see
+    trio_picks); ``hardest_prompts`` / ``top_players``: per mode, the rankings (see
+    hardest_prompts, top_players); ``costs``: this deployment's cost per variant
+    (Store.variant_costs), None where the summary is not a deployment's (the export).
+    """
+
+    definitions: dict[str, Any]
+    counts: dict[str, int]
+    estimates: list[Estimate]
+    family: dict[str, Any]
+    answers_needed: dict[str, dict[str, Any]]
+    picks: dict[str, Any]
+    hardest_prompts: dict[str, list[dict[str, Any]]]
+    top_players: dict[str, list[dict[str, Any]]]
+    costs: list[dict[str, Any]] | None = None
+
+    def with_costs(self, costs: list[dict[str, Any]]) -> Summary:
+        """This summary with a deployment's cost per variant."""
+        return replace(self, costs=costs)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict, keys in the order summary.json has always had them; "costs"
+        only when the summary has them."""
+        out: dict[str, Any] = {
+            "definitions": self.definitions,
+            "counts": self.counts,
+            "detection": [e.to_dict() for e in self.estimates],
+            "family": self.family,
+            "answers_needed": self.answers_needed,
+            "trio_picks": self.picks,
+            "hardest_prompts": self.hardest_prompts,
+            "top_players": self.top_players,
+        }
+        if self.costs is not None:
+            out["costs"] = self.costs
+        return out
+
+
 def summary(
     store: Store,
     *,
     margin: float = DEFAULT_MARGIN,
     hardest_limit: int = 10,
     min_decided: int = 5,
-) -> dict[str, Any]:
-    """Everything the Results tab and summary.json show, JSON-ready. ``margin`` is a
+) -> Summary:
+    """Everything the Results tab and summary.json show (see Summary). ``margin`` is a
     fraction (0.05 = ±5 points of chance). The same data give the same summary."""
     groups = store.guess_groups()
     by_session = store.decided_by_session()
@@ -360,11 +405,11 @@ def summary(
     test_alpha, interval_alpha = inference.row_alphas(len(estimates))
     # Each mode's rankings read the same pooled counts: pool them once.
     per_generation, per_person = _pooled(_without_prompt(by_generation)), _pooled(by_session)
-    return {
-        "definitions": {**DEFINITIONS, "alpha": ALPHA, "level": LEVEL, "margin": margin},
-        "counts": store.counts(),
-        "detection": [e.to_dict() for e in estimates],
-        "family": {
+    return Summary(
+        definitions={**DEFINITIONS, "alpha": ALPHA, "level": LEVEL, "margin": margin},
+        counts=store.counts(),
+        estimates=estimates,
+        family={
             "rows": [f"{e.mode} {e.variant}" for e in estimates],
             "alpha": ALPHA,
             "test_alpha_per_row": test_alpha,
@@ -372,22 +417,22 @@ def summary(
             "e_threshold": inference.e_threshold(test_alpha),
             "level": LEVEL,
         },
-        "answers_needed": {
+        answers_needed={
             mode: {"rate": rate, "decided_answers": answers, "people_at_least": MIN_PEOPLE}
             for mode, (rate, answers) in ANSWERS_NEEDED.items()
         },
-        "trio_picks": trio_picks(store, groups),
-        "hardest_prompts": {
+        picks=trio_picks(store, groups),
+        hardest_prompts={
             mode: hardest_prompts(
                 store, hardest_limit, min_decided, mode, by_generation, per_generation
             )
             for mode in MODE_SPECS
         },
-        "top_players": {
+        top_players={
             mode: top_players(store, hardest_limit, min_decided, mode, by_session, per_person)
             for mode in MODE_SPECS
         },
-    }
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -419,11 +464,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.sources:
         from core.game.pooled import print_pooled
 
-        return print_pooled(parser, args.sources, args.margin / 100, summary)
+        def summarize(counts: Any, *, margin: float) -> dict[str, Any]:
+            return summary(counts, margin=margin).to_json()
+
+        return print_pooled(parser, args.sources, args.margin / 100, summarize)
     try:
         with Store(args.db, default_images_dir(args.db), must_exist=True) as store:
             start, cpu = time.perf_counter(), time.process_time()
-            result = summary(store, margin=args.margin / 100)
+            result = summary(store, margin=args.margin / 100).to_json()
             seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     except DatabaseError as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")

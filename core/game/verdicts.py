@@ -121,17 +121,22 @@ class Estimate:
 
 def label(mode: str, variant: str) -> str:
     """A row's name in numbers and tables: "Trio", "NF4", "LLM.int8 or NF4"."""
-    if mode == "trio":
-        return "Trio"
+    if not MODE_SPECS[mode].per_variant:
+        return MODE_SPECS[mode].label
     if variant == ALL_VARIANTS:
         return " or ".join(VARIANTS[v].label for v in QUANTIZED_VARIANTS)
     return VARIANTS[variant].label
 
 
+_NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
+
+
 def _what(mode: str, variant: str) -> str:
     """What people do when they can tell: "tell NF4 from BF16", "pick the original …"."""
-    if mode == "trio":
-        return "pick the original (BF16) out of three images"
+    spec = MODE_SPECS[mode]
+    if spec.asks_for_original:
+        slots = _NUMBER_WORDS.get(spec.slots, str(spec.slots))
+        return f"pick the original (BF16) out of {slots} images"
     return f"tell {label(mode, variant)} from BF16"
 
 
