@@ -28,7 +28,7 @@ def test_report_hide_and_restore_in_the_store_and_as_events(tmp_path, capsys):
     view = game.new_round("p1", "trio", first)
     game.guess("p1", view.round_id, "A")
     assert game.ready_rounds("p2", "trio").playable == 2
-    before = stats.summary(store)["counts"]["guesses"]
+    before = stats.summary(store).to_json()["counts"]["guesses"]
 
     with pytest.raises(RoundNotFoundError):  # only your own round can be reported
         moderate.report(store, "p2", view.round_id)
@@ -37,7 +37,7 @@ def test_report_hide_and_restore_in_the_store_and_as_events(tmp_path, capsys):
     for _ in range(5):  # never served again
         other = game.new_round(f"p{_ + 3}", "trio")
         assert store.round_generation(other.round_id) != first
-    trio = next(e for e in stats.summary(store)["detection"] if e["mode"] == "trio")
+    trio = next(e for e in stats.summary(store).to_json()["detection"] if e["mode"] == "trio")
     assert trio["answered"] == before - 1  # its answer is out of the verdicts
     assert store.count_withdrawn() == {"generations": 1, "guesses": 1}
 

@@ -75,7 +75,7 @@ def test_two_deployments_pool_like_one_database_and_duplicates_count_once(tmp_pa
     first, first_target = deployment(tmp_path, "first", ["p1", "p2", "p3"], seed=1)
     second, second_target = deployment(tmp_path, "second", ["p4", "p5"], seed=2)
     both = both_in_one_database(tmp_path, first, second_target)
-    expected = stats.summary(both, margin=0.05)
+    expected = stats.summary(both, margin=0.05).to_json()
 
     result = pooled.pooled_summary(
         [str(first_target), str(second_target)], margin=0.05, summarize=stats.summary

@@ -174,7 +174,8 @@ def pooled_summary(
     sources: Sequence[str], *, margin: float, summarize: Any, scratch: Path | None = None
 ) -> dict[str, Any]:
     """The verdicts of every model over all ``sources`` together, with the per-deployment
-    breakdown. ``summarize(counts, margin=...)`` is core.game.stats.summary's JSON form."""
+    breakdown. ``summarize(counts, margin=...)`` is core.game.stats.summary (a Summary,
+    written in its JSON form)."""
     with tempfile.TemporaryDirectory(prefix="spot-pooled-") as tmp:
         folders = source_folders(sources, scratch or Path(tmp))
         files = [f for _, folder in folders for f in event_files(folder)]
@@ -190,7 +191,9 @@ def pooled_summary(
             ).fetchall()
             out: dict[str, Any] = {
                 "sources": [s for s, _ in folders],
-                "models": {m: summarize(PooledCounts(con, m), margin=margin) for m in models},
+                "models": {
+                    m: summarize(PooledCounts(con, m), margin=margin).to_json() for m in models
+                },
                 "deployments": {},
             }
             for deployment, model, _ in deployments:

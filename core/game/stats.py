@@ -464,10 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sources:
         from core.game.pooled import print_pooled
 
-        def summarize(counts: Any, *, margin: float) -> dict[str, Any]:
-            return summary(counts, margin=margin).to_json()
-
-        return print_pooled(parser, args.sources, args.margin / 100, summarize)
+        return print_pooled(parser, args.sources, args.margin / 100, summary)
     try:
         with Store(args.db, default_images_dir(args.db), must_exist=True) as store:
             start, cpu = time.perf_counter(), time.process_time()
