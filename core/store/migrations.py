@@ -192,6 +192,14 @@ def m004_verdict_indexes(db: sqlite_utils.Database) -> None:
     )
 
 
+@MIGRATIONS()
+def m005_out_of_domain(db: sqlite_utils.Database) -> None:
+    # 1 for a generation whose prompt its model cannot draw (a micro prompt with words or
+    # symbols outside its vocabulary, stored before prompts were checked): it leaves the
+    # ready pool and the verdicts (Store.mark_out_of_domain).
+    db["generations"].add_column("out_of_domain", int, not_null_default=0)
+
+
 def migration_names() -> list[str]:
     """Every migration this version knows, in the order they apply."""
     return [m.name for m in MIGRATIONS._migrations]

@@ -32,6 +32,10 @@ from core.store.migrations import DATA_TABLES
 logger = logging.getLogger(__name__)
 
 TABLES: tuple[str, ...] = DATA_TABLES
+# The guesses the verdicts count: none on a generation marked out of domain (a prompt its
+# model cannot draw), whatever the statistics do with them. An empty set when nothing is
+# marked, so the covering indexes still answer the GROUP BYs.
+IN_DOMAIN = "generation_id NOT IN (SELECT id FROM generations WHERE out_of_domain = 1)"
 
 
 # --- Records read back ---------------------------------------------------------------
@@ -217,6 +221,42 @@ class Store(Database):
         )
         return {r["variant"]: {k: v for k, v in dict(r).items() if k != "variant"} for r in rows}
 
+    def mark_out_of_domain(self, model: str, covers: Callable[[str, int], bool]) -> int:
+        """Mark each stored generation of ``model`` out of domain exactly when
+        ``covers(prompt, max_sequence_length)`` is False (a prompt the model cannot draw),
+        and in domain otherwise; return how many are out of domain now.
+
+        A marked generation leaves the ready pool and the verdicts' counts. Run at start-up
+        by the app (``Arena``); prompts are few (one per generation) and read once.
+        """
+        rows = self._conn().execute(
+            "SELECT id, prompt, max_sequence_length, out_of_domain FROM generations "
+            "WHERE model = ?",
+            (model,),
+        )
+        flags = [
+            (int(not covers(r["prompt"], r["max_sequence_length"])), r["id"], r["out_of_domain"])
+            for r in rows.fetchall()
+        ]
+        changed = [(flag, gid) for flag, gid, was in flags if flag != was]
+        if changed:  # nothing is written when every mark is already right
+            with self._write() as conn:
+                conn.executemany("UPDATE generations SET out_of_domain = ? WHERE id = ?", changed)
+        return sum(flag for flag, _, _ in flags)
+
+    def out_of_domain_counts(self) -> tuple[int, int]:
+        """(generations marked out of domain, guesses on them): what the ready pool and the
+        verdicts leave out."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT (SELECT count(*) FROM generations WHERE out_of_domain = 1), "
+                f"(SELECT count(*) FROM guesses WHERE NOT ({IN_DOMAIN}))"
+            )
+            .fetchone()
+        )
+        return int(row[0]), int(row[1])
+
     def count_unseen_generations(
         self, session_id: str, required: Sequence[str], any_of: Sequence[str] = ()
     ) -> int:
@@ -278,9 +318,10 @@ class Store(Database):
 
     @staticmethod
     def _variants_sql(required: Sequence[str], any_of: Sequence[str]) -> tuple[str, list[Any]]:
-        """SQL conditions, each starting with AND, on generation ``g``: it has every
-        ``required`` variant, and one of ``any_of`` when given."""
-        sql = ""
+        """SQL conditions, each starting with AND, on generation ``g``: it is not out of
+        domain, has every ``required`` variant, and one of ``any_of`` when given."""
+        # A generation marked out of domain (mark_out_of_domain) is never a ready round.
+        sql = " AND g.out_of_domain = 0"
         params: list[Any] = []
         for variant in required:
             sql += (
@@ -455,7 +496,8 @@ class Store(Database):
         """
         rows = self._conn().execute(
             "SELECT mode, compared_variant, variant, count(*), coalesce(sum(correct), 0), "
-            "sum(cant_tell) FROM guesses GROUP BY mode, compared_variant, variant"
+            f"sum(cant_tell) FROM guesses WHERE {IN_DOMAIN} "
+            "GROUP BY mode, compared_variant, variant"
         )
         return [(r[0], r[1], r[2], Tally(r[3], r[4], r[5])) for r in rows]
 
@@ -467,7 +509,7 @@ class Store(Database):
         and duel variant (None in a trio): one scan of a covering index."""
         rows = self._conn().execute(
             "SELECT mode, session_id, compared_variant, count(*), count(*) - sum(cant_tell), "
-            "coalesce(sum(correct), 0) FROM guesses "
+            f"coalesce(sum(correct), 0) FROM guesses WHERE {IN_DOMAIN} "
             "GROUP BY mode, session_id, compared_variant"
         )
         return [(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5])) for r in rows]
@@ -479,7 +521,7 @@ class Store(Database):
             "SELECT t.mode, t.generation_id, g.prompt, t.compared_variant, t.answered, "
             "t.decided, t.correct FROM (SELECT mode, generation_id, compared_variant, "
             "count(*) AS answered, count(*) - sum(cant_tell) AS decided, "
-            "coalesce(sum(correct), 0) AS correct FROM guesses "
+            f"coalesce(sum(correct), 0) AS correct FROM guesses WHERE {IN_DOMAIN} "
             "GROUP BY mode, generation_id, compared_variant) t "
             "JOIN generations g ON g.id = t.generation_id"
         )
