@@ -122,6 +122,28 @@ def unknown_words_notice(words: list[str]) -> str:
     )
 
 
+def cut_prompt_notice(cut: str, max_tokens: int) -> str:
+    """The notice for a prompt longer than the T5 encoder reads: what it leaves out."""
+    shown = cut if len(cut) <= 120 else cut[:119] + "…"
+    return (
+        f"The model reads the first {max_tokens} tokens of a prompt; the rest was left out: "
+        f"“{shown}”"
+    )
+
+
+def out_of_domain_note(generations: int, guesses: int) -> str:
+    """The Results line on stored rounds whose prompt the model cannot draw (empty when
+    there are none): they are left out of the ready pool and of the verdicts."""
+    if generations == 0:
+        return ""
+    rounds = "1 stored round has" if generations == 1 else f"{generations} stored rounds have"
+    answers = "1 answer" if guesses == 1 else f"{guesses} answers"
+    return (
+        f"*Left out:* {rounds} a prompt the model cannot draw (words or symbols outside its "
+        f"vocabulary): never served, and their {answers} are not counted below."
+    )
+
+
 def tiny_model_warning(spec: ModelSpec) -> str:
     """The demo-mode banner for a model that is not FLUX.1 (empty for FLUX.1 itself)."""
     if spec.kind == "micro":
