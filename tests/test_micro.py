@@ -43,11 +43,9 @@ def test_vocabulary_names_unknown_words_once_and_in_order():
     assert all(unknown_words(p) == [] for p in EXAMPLE_PROMPTS)
 
 
-def test_notice_names_the_unknown_words():
-    from core.game.presentation import tiny_model_warning, unknown_words_notice
+def test_the_micro_banner_says_what_the_model_is():
+    from core.game.presentation import tiny_model_warning
 
-    notice = unknown_words_notice(["dragon", "castle"])
-    assert "“dragon”" in notice and "“castle”" in notice
     banner = tiny_model_warning(MODELS[MICRO_MODEL])
     assert "trained" in banner and "not FLUX.1-dev" in banner and "noise" not in banner
 

@@ -136,3 +136,14 @@ def test_the_t5_cut_is_named_for_a_model_without_a_vocabulary(tiny_engine):
     # The ASCII tokenizer reads 15 pieces and the end token: the rest is named.
     assert cut and "a red fox in the snow at dawn".replace(" ", "").endswith(cut.replace(" ", ""))
     assert tiny_engine.covers("🎉 anything", 16)
+
+
+def test_the_notices_say_what_was_cut_and_what_is_left_out():
+    from core.game.presentation import cut_prompt_notice, out_of_domain_note
+
+    notice = cut_prompt_notice("at dawn", 16)
+    assert "first 16 tokens" in notice and "“at dawn”" in notice
+    assert len(cut_prompt_notice("x" * 5000, 512)) < 250
+    assert out_of_domain_note(0, 0) == ""
+    note = out_of_domain_note(2, 1)
+    assert "2 stored rounds" in note and "1 answer " in note and "not counted" in note

@@ -112,16 +112,6 @@ def example_prompts(path: Path) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
-def unknown_words_notice(words: list[str]) -> str:
-    """The notice naming prompt words the micro model was never trained on."""
-    quoted = ", ".join(f"“{w}”" for w in words)
-    return (
-        f"The micro model does not know {quoted}: it ignores "
-        f"{'it' if len(words) == 1 else 'them'}. It knows colours, shapes, positions and "
-        "sizes (see the prompt builder)."
-    )
-
-
 def cut_prompt_notice(cut: str, max_tokens: int) -> str:
     """The notice for a prompt longer than the T5 encoder reads: what it leaves out."""
     shown = cut if len(cut) <= 120 else cut[:119] + "…"
