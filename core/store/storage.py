@@ -33,8 +33,9 @@ logger = logging.getLogger(__name__)
 
 TABLES: tuple[str, ...] = DATA_TABLES
 # The guesses the verdicts count: none on a generation marked out of domain (a prompt its
-# model cannot draw), whatever the statistics do with them. An empty set when nothing is
-# marked, so the covering indexes still answer the GROUP BYs.
+# model cannot draw), whatever the statistics do with them. The condition is added only
+# when some generation is marked (Store._in_domain): without it the GROUP BYs read their
+# covering indexes alone, as before (the filter needs each guess's generation_id).
 IN_DOMAIN = "generation_id NOT IN (SELECT id FROM generations WHERE out_of_domain = 1)"
 
 
@@ -243,6 +244,16 @@ class Store(Database):
             with self._write() as conn:
                 conn.executemany("UPDATE generations SET out_of_domain = ? WHERE id = ?", changed)
         return sum(flag for flag, _, _ in flags)
+
+    def _in_domain(self) -> str:
+        """ " WHERE <IN_DOMAIN>" when a generation is marked out of domain, else "" (one
+        read of the small generations table)."""
+        marked = (
+            self._conn()
+            .execute("SELECT EXISTS (SELECT 1 FROM generations WHERE out_of_domain = 1)")
+            .fetchone()[0]
+        )
+        return f" WHERE {IN_DOMAIN}" if marked else ""
 
     def out_of_domain_counts(self) -> tuple[int, int]:
         """(generations marked out of domain, guesses on them): what the ready pool and the
@@ -496,7 +507,7 @@ class Store(Database):
         """
         rows = self._conn().execute(
             "SELECT mode, compared_variant, variant, count(*), coalesce(sum(correct), 0), "
-            f"sum(cant_tell) FROM guesses WHERE {IN_DOMAIN} "
+            f"sum(cant_tell) FROM guesses{self._in_domain()} "
             "GROUP BY mode, compared_variant, variant"
         )
         return [(r[0], r[1], r[2], Tally(r[3], r[4], r[5])) for r in rows]
@@ -509,7 +520,7 @@ class Store(Database):
         and duel variant (None in a trio): one scan of a covering index."""
         rows = self._conn().execute(
             "SELECT mode, session_id, compared_variant, count(*), count(*) - sum(cant_tell), "
-            f"coalesce(sum(correct), 0) FROM guesses WHERE {IN_DOMAIN} "
+            f"coalesce(sum(correct), 0) FROM guesses{self._in_domain()} "
             "GROUP BY mode, session_id, compared_variant"
         )
         return [(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5])) for r in rows]
@@ -521,7 +532,7 @@ class Store(Database):
             "SELECT t.mode, t.generation_id, g.prompt, t.compared_variant, t.answered, "
             "t.decided, t.correct FROM (SELECT mode, generation_id, compared_variant, "
             "count(*) AS answered, count(*) - sum(cant_tell) AS decided, "
-            f"coalesce(sum(correct), 0) AS correct FROM guesses WHERE {IN_DOMAIN} "
+            f"coalesce(sum(correct), 0) AS correct FROM guesses{self._in_domain()} "
             "GROUP BY mode, generation_id, compared_variant) t "
             "JOIN generations g ON g.id = t.generation_id"
         )
