@@ -198,7 +198,7 @@ def play(page, served, shots: Path, name: str) -> None:
         assert 0 <= image["button_top"] - image["bottom"] < 80, image
     save(page, shots / f"{name}-play.png", full_page=True)
 
-    # Full screen: the image's box fills the window, the image at its own pixels.
+    # Full screen: the image's box fills the window, the image at a whole factor.
     first = page.locator(".round-images .round-image").first
     toggle = first.locator("button[aria-label*='creen' i]")
     toggle.click()

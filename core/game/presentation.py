@@ -50,7 +50,8 @@ DETECTION_HELP = (
 )
 DETAIL_HINT = (
     "**Look closer:** click or tap a spot in any image to see that region of every image "
-    "side by side, magnified. The full-screen button of an image shows it at its own pixels."
+    "side by side, magnified. The full-screen button shows an image as large as the screen "
+    "allows, each of its pixels a crisp square."
 )
 METRICS_HELP = (
     "**PSNR** (dB) and **SSIM** (0–1) measure how close each image is to the BF16 one, pixel "
