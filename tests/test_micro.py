@@ -149,6 +149,8 @@ def test_quantized_variants_are_real_bitsandbytes_layers(micro_engine):
     assert not any(isinstance(m, bnb.nn.Linear8bitLt | bnb.nn.Linear4bit) for m in bf16.modules())
 
 
+# 16 generations of three variants: the longest test (minutes), so the full suite only.
+@pytest.mark.slow
 def test_bf16_images_follow_prompts_and_quantized_ones_differ(micro_engine):
     defaults = micro_engine.default_settings()
     backgrounds = one_shape = two_shape = 0
