@@ -29,6 +29,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+if __name__ == "__main__":
+    # --help and a bad flag answer at once: the flags are read before Gradio and torch are
+    # imported (seconds), and read again, with the environment, by main().
+    from core.config import build_app_parser
+
+    build_app_parser().parse_args()
+
 import gradio as gr
 from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
@@ -65,6 +72,11 @@ SIGN_IN_NOTE = (
     "Optional: signed in, your answers count as one player on every device. Only a keyed "
     "hash of your account is stored, never its name."
 )
+# Each action brings its result into view (spotScrollTo is defined by assets/app.js): the
+# round's images (with the question above them when both fit), the detail view, the reveal.
+SCROLL_TO_ROUND = "() => window.spotScrollTo('#round-images', '#round')"
+SCROLL_TO_DETAIL = "() => window.spotScrollTo('#detail-view')"
+SCROLL_TO_REVEAL = "() => window.spotScrollTo('#reveal')"
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -224,6 +236,7 @@ class ResultsTab:
     cost_note: gr.Markdown
     export_btn: gr.Button
     download_btn: gr.DownloadButton
+    domain_md: gr.Markdown
 
     @property
     def outputs(self) -> list[Any]:
@@ -254,7 +267,8 @@ def build_play_tab(arena: Arena) -> PlayTab:
         prompt = gr.Textbox(
             label="Prompt",
             placeholder="Describe an image…",
-            max_length=config.PROMPT_MAX_CHARS,
+            # No max_length: the browser would cut a longer prompt without a word; the
+            # server refuses it instead, saying how long it is and what the limit is.
             scale=4,
             min_width=240,
         )
@@ -267,14 +281,14 @@ def build_play_tab(arena: Arena) -> PlayTab:
         [(label, name) for name, label in MODE_LABELS.items()], value="trio", label="Mode"
     )
     status = gr.Markdown("", elem_classes=["play-status"])
-    with gr.Column(visible=False, elem_classes=["round"]) as round_box:
+    with gr.Column(visible=False, elem_classes=["round"], elem_id="round") as round_box:
         question = gr.Markdown("")
         # The round's prompt was typed by a player: a Textbox shows it as plain text (in
         # Markdown, "![](http://…)" would load a remote image in every later player's
         # browser, and "# Hint: …" would become a heading).
         round_prompt = gr.Textbox(label="This round's prompt", interactive=False)
         slot_columns, images, answer_btns = {}, {}, {}
-        with gr.Row(equal_height=False, elem_classes=["round-images"]):
+        with gr.Row(equal_height=False, elem_classes=["round-images"], elem_id="round-images"):
             for slot in SLOT_LABELS:
                 with gr.Column(min_width=240, elem_classes=["slot"]) as column:
                     images[slot] = gr.Image(
@@ -288,10 +302,10 @@ def build_play_tab(arena: Arena) -> PlayTab:
                 slot_columns[slot] = column
         answer_btns[CANT_TELL] = gr.Button(CANT_TELL_LABEL, interactive=False)
         gr.Markdown(presentation.DETAIL_HINT, elem_classes=["detail-hint"])
-        with gr.Column(visible=False) as detail_box:
+        with gr.Column(visible=False, elem_id="detail-view") as detail_box:
             detail_note = gr.Markdown("", elem_classes=["detail-note"])
             details = {}
-            with gr.Row(equal_height=False):
+            with gr.Row(equal_height=False, elem_classes=["detail-row"]):
                 for slot in SLOT_LABELS:
                     details[slot] = gr.Image(
                         label=f"{slot} (detail)",
@@ -301,7 +315,7 @@ def build_play_tab(arena: Arena) -> PlayTab:
                         elem_classes=["round-image", "detail-image"],
                         min_width=120,
                     )
-        with gr.Column(visible=False) as reveal_box:
+        with gr.Column(visible=False, elem_id="reveal") as reveal_box:
             verdict = gr.Markdown("")
             reveal_table = gr.Dataframe(
                 headers=presentation.REVEAL_HEADERS,
@@ -381,6 +395,8 @@ def build_results_tab(arena: Arena) -> ResultsTab:
             gr.Markdown(warning, elem_classes=["tiny-warning"])
         refresh_btn = gr.Button("Refresh", variant="secondary", size="sm")
         verdicts_md = gr.Markdown("")
+        # How many stored rounds the model cannot draw are left out (filled on its own).
+        domain_md = gr.Markdown("")
         gr.Markdown(presentation.DETECTION_HELP)
         detection_table = gr.Dataframe(
             headers=presentation.DETECTION_HEADERS,
@@ -430,6 +446,7 @@ def build_results_tab(arena: Arena) -> ResultsTab:
         detection_table=detection_table, details_table=details_table, chart=chart,
         picks_md=picks_md, hardest_table=hardest_table, costs_table=costs_table,
         cost_note=cost_note, export_btn=export_btn, download_btn=download_btn,
+        domain_md=domain_md,
     )  # fmt: skip
 
 
@@ -492,7 +509,9 @@ def round_updates(
         out[play.answer_btns[slot]] = gr.Button(interactive=shown)
         out[play.details[slot]] = gr.Image(value=None, label=f"{slot} (detail)", visible=shown)
     out[play.answer_btns[CANT_TELL]] = gr.Button(interactive=True)
-    return out | ready_updates(arena, play, st, view.mode)
+    # The status line stays quiet while a round is shown: "no ready round left" right
+    # after generating read as if the generation had failed. It shows after the guess.
+    return out | ready_updates(arena, play, st, view.mode) | {play.status: ""}
 
 
 @user_errors
@@ -542,14 +561,16 @@ def on_generate(
 ) -> dict[Any, Any]:  # fmt: skip
     """Generate a new round from the player's prompt; every value is validated in core."""
     st = player_state(arena, st)
-    if arena.spec.kind == "micro" and isinstance(prompt, str):
-        unknown = vocabulary.unknown_words(prompt)
-        if unknown:
-            gr.Warning(presentation.unknown_words_notice(unknown))
     settings = arena.settings_from_request(
         seed=seed, random_seed=random_seed, steps=steps, guidance=guidance, width=width,
         height=height,
     )  # fmt: skip
+    # A micro prompt with words or symbols it never saw is refused here (the error names
+    # them and offers a prompt it can draw); text past the T5 limit is named, not dropped
+    # in silence.
+    cut = arena.check_prompt(prompt, settings)
+    if cut:
+        gr.Warning(presentation.cut_prompt_notice(cut, settings.max_sequence_length))
     progress(0, desc=presentation.waiting_text(arena.on_gpu))
     view = arena.generate_round(
         st.session, prompt, settings, mode,
@@ -670,6 +691,11 @@ def on_report(arena: Arena, st: PlayerState | None) -> None:
     gr.Info("Thank you: this round will not be shown again until an operator has looked at it.")
 
 
+def on_out_of_domain(arena: Arena) -> str:
+    """The Results line saying how many stored rounds the model cannot draw are left out."""
+    return presentation.out_of_domain_note(*arena.out_of_domain())
+
+
 @user_errors
 def on_export(arena: Arena) -> gr.DownloadButton:
     """Write the export zip and offer it for download."""
@@ -750,6 +776,7 @@ def wire_play(arena: Arena, demo: gr.Blocks, state: gr.State, browser: gr.Browse
             bind(set_button, "Generate", True), None, play.generate_btn, queue=False,
             api_visibility="private",
         )  # fmt: skip
+    generated.success(None, None, None, js=SCROLL_TO_ROUND, api_visibility="private")
 
     ready = bind(on_ready_round, arena, play, state)
     for trigger in (play.ready_btn, play.next_btn):
@@ -761,15 +788,17 @@ def wire_play(arena: Arena, demo: gr.Blocks, state: gr.State, browser: gr.Browse
             api_visibility="public" if trigger is play.ready_btn else "private",
             preprocess=False,
             show_progress_on=status,
-        )
+        ).success(None, None, None, js=SCROLL_TO_ROUND, api_visibility="private")
     guess = bind(on_guess, arena, play, state)
     refresh = bind(on_results, arena, results)
     for answer, btn in play.answer_btns.items():
-        btn.click(
+        answered = btn.click(
             bind(guess, answer), [state, play.mode], reveal_outputs,
             api_visibility="private", preprocess=False, show_progress_on=status,
-        ).success(refresh, None, results.outputs, api_visibility="private",
-                  show_progress="hidden")  # fmt: skip
+        )  # fmt: skip
+        answered.success(None, None, None, js=SCROLL_TO_REVEAL, api_visibility="private")
+        answered.success(refresh, None, results.outputs, api_visibility="private",
+                         show_progress="hidden")  # fmt: skip
     # An API-only event (no trigger on the page). Not gr.api: its endpoints take no
     # gr.State, and /guess answers the round held in the caller's session state.
     gr.on(
@@ -785,7 +814,7 @@ def wire_play(arena: Arena, demo: gr.Blocks, state: gr.State, browser: gr.Browse
         image.select(
             detail, [state], detail_outputs, api_visibility="private",
             show_progress_on=[play.detail_note],
-        )  # fmt: skip
+        ).success(None, None, None, js=SCROLL_TO_DETAIL, api_visibility="private")  # fmt: skip
     if play.builder_btn is not None:
         play.builder_btn.click(
             describe_prompt, list(play.builder.values()), [play.prompt], api_visibility="private"
@@ -803,6 +832,9 @@ def wire_results(arena: Arena, demo: gr.Blocks, results: ResultsTab) -> None:
     results.refresh_btn.click(refresh, None, results.outputs, api_name="results")
     demo.load(refresh, None, results.outputs, api_visibility="private")
     results.tab.select(refresh, None, results.outputs, api_visibility="private")
+    domain = bind(on_out_of_domain, arena)
+    for trigger in (demo.load, results.tab.select, results.refresh_btn.click):
+        trigger(domain, None, results.domain_md, api_visibility="private")
     results.export_btn.click(
         bind(on_export, arena), None, results.download_btn, api_visibility="private"
     )
@@ -903,30 +935,18 @@ def connect_sync(settings: AppSettings, environ: Mapping[str, str]) -> Any:
     )
 
 
-def load_arena(settings: AppSettings, person_key: bytes | None = None, link: Any = None) -> Arena:
-    """Load the engine, open the database (restored from the sync target ``link`` when it
-    is empty, then syncing to it) and build the services object; ``person_key`` signs and
-    hashes person ids (load_person_key; None: a random key for this process)."""
+def load_arena(
+    settings: AppSettings, link: Any = None, environ: Mapping[str, str] | None = None
+) -> Arena:
+    """Load the engine, then open the database (restored from the sync target ``link`` when
+    it is empty, then syncing to it) and build the services object. Person ids are signed
+    with load_person_key(settings, environ), read after the model has loaded so a failed
+    start leaves no file; with ``environ`` None, a random key for this process."""
     from core.engine.generation import Engine  # torch is imported only when serving
     from core.game.rounds import Game
     from core.game.sync import SyncedStore
 
-    store = SyncedStore(settings.db, settings.images_dir)
-    try:
-        if link is not None:
-            link.attach(store, Path(get_upload_folder()) / "spot-sync")
-        if settings.pool:
-            from core.game.pool import PoolImporter
-
-            PoolImporter(
-                store,
-                settings.pool,
-                Path(get_upload_folder()) / "spot-pool",
-                settings.sync_every_minutes,
-            ).start()
-    except BaseException:
-        store.close()
-        raise
+    # The model first: a model that cannot load leaves no database file behind.
     try:
         zero_gpu = zero_gpu_enabled()
         engine = on_zero_gpu(
@@ -952,6 +972,25 @@ def load_arena(settings: AppSettings, person_key: bytes | None = None, link: Any
             exc,
         )
         engine = NoLocalEngine(config.resolve_model(settings.model, cuda_available=False), str(exc))
+    persons = (
+        PersonIds.ephemeral() if environ is None else PersonIds(load_person_key(settings, environ))
+    )
+    store = SyncedStore(settings.db, settings.images_dir)
+    try:
+        if link is not None:
+            link.attach(store, Path(get_upload_folder()) / "spot-sync")
+        if settings.pool:
+            from core.game.pool import PoolImporter
+
+            PoolImporter(
+                store,
+                settings.pool,
+                Path(get_upload_folder()) / "spot-pool",
+                settings.sync_every_minutes,
+            ).start()
+    except BaseException:
+        store.close()
+        raise
     game = Game(
         store,
         random.SystemRandom(),  # unpredictable shuffles in production; tests inject a seeded RNG
@@ -961,7 +1000,6 @@ def load_arena(settings: AppSettings, person_key: bytes | None = None, link: Any
         answers_per_day=settings.answers_per_day,
         variants=engine.variants,  # rounds draw from what this engine generates
     )
-    persons = PersonIds.ephemeral() if person_key is None else PersonIds(person_key)
     return Arena(engine, store, game, settings, persons=persons)
 
 
@@ -1002,6 +1040,7 @@ def launch(arena: Arena, *, oauth: bool = False, **kwargs: Any) -> gr.Blocks:
         # own copies from Gradio's cache folder (core.store.round_images).
         max_file_size="1kb",  # belt and braces: RequestLimits refuses every upload first
         css_paths=[ASSETS / "app.css"],
+        js=(ASSETS / "app.js").read_text(encoding="utf-8"),  # integer scaling, scrolling
         app_kwargs={
             "middleware": [Middleware(RequestLimits, max_body_bytes=config.REQUEST_MAX_BYTES)]
         },
@@ -1020,8 +1059,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     try:
         settings = AppSettings.from_argv(argv, environ)
         link = connect_sync(settings, environ)
-        person_key = load_person_key(settings, environ)
-        arena = load_arena(settings, person_key, link)
+        arena = load_arena(settings, link, environ)
     except SpotError as exc:
         logger.error("%s", exc)
         if link is not None:

@@ -57,6 +57,11 @@ class PromptBidiControlError(InvalidInputError):
     """The prompt contains a bidirectional override or isolate control."""
 
 
+class PromptOutOfVocabularyError(InvalidInputError):
+    """The prompt has words or symbols a model with a known vocabulary (micro) never saw,
+    or is longer than it reads: nothing is generated."""
+
+
 class SeedOutOfRangeError(InvalidInputError):
     """The seed is not an integer in 0 … 2**32 - 1."""
 

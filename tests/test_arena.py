@@ -84,8 +84,30 @@ def test_rate_limited_before_the_engine_is_touched(tiny_engine, tmp_path):
         arena.generate_round("s", "a fox", small(arena), "trio")
     assert store.counts()["generations"] == 0
     # Nothing is ready to play: the message does not offer a ready round.
-    assert "try again in a minute" in str(limited.value)
+    assert "next generation is allowed in" in str(limited.value)
     assert "ready round" not in str(limited.value)
+
+
+def test_rate_limit_says_in_how_many_seconds_and_offers_a_ready_round(tiny_engine, tmp_path):
+    store = make_store(tmp_path)
+    arena = Arena(tiny_engine, store, make_game(store), AppSettings(generations_per_minute=2))
+    clock = Clock(1000.0)
+    arena._generation_limiter = SlidingWindowLimiter(2, window=60, clock=clock)
+    arena.generate_round("s", "a fox", small(arena), "trio")  # a ready round for "other"
+    arena._generation_limiter.take("other")
+    clock.now += 0.5
+    arena._generation_limiter.take("other")
+    clock.now += 17.7
+    # The first of the two leaves the window 60 s after it was taken: 41.8 s from now.
+    with pytest.raises(errors.RateLimitedError) as limited:
+        arena.generate_round("other", "a cat", small(arena), "trio")
+    message = str(limited.value)
+    assert "your next generation is allowed in 42 seconds" in message
+    assert "play a ready round" in message
+    assert store.counts()["generations"] == 1
+    assert arena._generation_limiter.wait_seconds("other") == pytest.approx(41.8)
+    clock.now += 41.8
+    assert arena._generation_limiter.wait_seconds("other") == pytest.approx(0.0, abs=1e-6)
 
 
 def test_invalid_request_is_rejected_before_the_limit_counts(arena):

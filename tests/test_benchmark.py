@@ -36,6 +36,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow  # the benchmark run they read takes a minute
 def test_writes_results_json_csv_and_png(tiny_run: Path) -> None:
     results = json.loads((tiny_run / "results.json").read_text())
     assert results["model"] == "tiny" and results["synthetic"] is False
@@ -57,6 +58,7 @@ def test_writes_results_json_csv_and_png(tiny_run: Path) -> None:
         assert image.width >= 600 and image.height >= 400
 
 
+@pytest.mark.slow  # the benchmark run they read takes a minute
 def test_figures_are_positive_and_consistent(tiny_run: Path) -> None:
     results = json.loads((tiny_run / "results.json").read_text())
     rows = {(r["mode"], r["variant"]): r for r in results["rows"]}

@@ -1,8 +1,9 @@
 """A real browser: headless Chromium (Debian's /usr/bin/chromium) plays as a player would,
 on a laptop (1280×900) and on a phone (390×844), against the app on the micro model.
 
-Each viewport: the landing page (Generate on the first screen), a generated round (images
-as wide as their column allows, up to their natural size; an answer button under each),
+Each viewport: the landing page (Generate on the first screen), a generated round (each
+image at the largest whole multiple of its pixels that fits its column, scrolled into
+view; an answer button under each; full screen at a whole factor too),
 the detail view (the same region of every image, magnified: checked pixel for pixel), an
 error (the round stays in place), the guess and its reveal, and the Results tab showing
 that guess without Refresh. On the phone no table widens the page. The screenshots go to
@@ -28,7 +29,9 @@ from core.game.detail import region_at
 from tests.app_server import launched_app
 from tests.browser_helpers import CHROMIUM, CHROMIUM_ARGS
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+# The laptop round is in the quick tier (`pytest -m "not slow"`): one browser round, one
+# generation; the phone round and the download run in the full suite.
+pytestmark = [pytest.mark.browser]
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_MS = 120_000  # generous: a loaded 2-core machine can be slow; nothing here is timed
@@ -106,10 +109,22 @@ def round_images(page) -> list[dict]:
                 const button = col.querySelector('button.lg, button.primary');
                 const r = img.getBoundingClientRect();
                 return {src: img.src, width: r.width, natural: img.naturalWidth,
+                        rendering: getComputedStyle(img).imageRendering,
                         column: col.clientWidth, top: r.top, bottom: r.bottom,
                         button_top: button ? button.getBoundingClientRect().top : null};
             })"""
     )
+
+
+def wait_in_view(page, selector: str) -> None:
+    """Wait until the top of ``selector`` is inside the window (an action's result was
+    scrolled into view), then check it."""
+    script = f"""() => {{
+        const r = document.querySelector({selector!r}).getBoundingClientRect();
+        return r.height > 0 && r.top >= -1 && r.top < window.innerHeight - 40;
+    }}"""
+    page.wait_for_function(script)
+    assert page.evaluate(script)
 
 
 def fetch_png(page, url: str) -> Image.Image:
@@ -124,7 +139,7 @@ def start_round(page, served) -> list[dict]:
     page.get_by_text("Which one is the original (BF16)?").wait_for()
     page.wait_for_function(
         "[...document.querySelectorAll('.round-images img')]"
-        ".filter(i => i.complete && i.naturalWidth > 0).length >= 3"
+        ".filter(i => i.complete && i.naturalWidth > 0 && i.dataset.spotScale).length >= 3"
     )
     return round_images(page)
 
@@ -136,7 +151,7 @@ def check_detail_view(page, images: list[dict]) -> None:
     first.click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.6})
     page.wait_for_function(
         "[...document.querySelectorAll('.detail-image img')]"
-        ".filter(i => i.complete && i.naturalWidth > 0).length >= 3"
+        ".filter(i => i.complete && i.naturalWidth > 0 && i.dataset.spotScale).length >= 3"
     )
     page.get_by_text("The same region of every image").wait_for()
     caption = page.locator(".detail-note").last.inner_text()
@@ -167,16 +182,23 @@ def play(page, served, shots: Path, name: str) -> None:
     save(page, shots / f"{name}-landing.png")
 
     images = start_round(page, served)
+    # Generate brought the round's images into view.
+    wait_in_view(page, "#round-images")
+    images = round_images(page)
     for image in images:
-        # As wide as the column allows, up to the image's natural size.
-        assert image["width"] >= min(0.9 * image["column"], image["natural"]) - 1, image
-        assert image["width"] <= image["natural"] + 1, image
+        # The largest whole multiple (at least 2) of the micro model's 128 px that fits the
+        # column: each source pixel a crisp square (384 px on a laptop, 256 on a phone).
+        assert image["natural"] == 128, image
+        factor = image["width"] / image["natural"]
+        assert factor == int(factor) and factor >= 2, image
+        assert image["width"] <= image["column"] < image["width"] + image["natural"] + 8, image
+        assert image["rendering"] == "pixelated", image
         # The answer button is right under its own image (a phone need not scroll past
         # every image to answer).
         assert 0 <= image["button_top"] - image["bottom"] < 80, image
     save(page, shots / f"{name}-play.png", full_page=True)
 
-    # Full screen: the image's box fills the window, the image at its own pixels.
+    # Full screen: the image's box fills the window, the image at a whole factor.
     first = page.locator(".round-images .round-image").first
     toggle = first.locator("button[aria-label*='creen' i]")
     toggle.click()
@@ -185,10 +207,20 @@ def play(page, served, shots: Path, name: str) -> None:
         ".getBoundingClientRect().width >= w - 2",
         arg=page.viewport_size["width"],
     )
-    shown, natural = first.locator("img").evaluate(
-        "img => [img.getBoundingClientRect().width, img.naturalWidth]"
+    # Full screen: the largest whole factor that fits the window (7 × 128 = 896 px of a
+    # 900 px-high laptop window, 3 × 128 on the phone's 390 px width).
+    side = min(page.viewport_size["width"], page.viewport_size["height"]) - 2
+    expected = 128 * (side // 128)
+    page.wait_for_function(
+        "(w) => Math.round(document.querySelector('.round-images .round-image img')"
+        ".getBoundingClientRect().width) === w",
+        arg=expected,
     )
-    assert abs(shown - natural) <= 1
+    shown, tall, natural = first.locator("img").evaluate(
+        "img => [img.getBoundingClientRect().width, img.getBoundingClientRect().height, "
+        "img.naturalWidth]"
+    )
+    assert shown == tall == expected and shown % natural == 0 and shown // natural >= 2
     toggle.click()
     page.wait_for_function(
         "(w) => document.querySelector('.round-images .round-image')"
@@ -197,6 +229,8 @@ def play(page, served, shots: Path, name: str) -> None:
     )
 
     check_detail_view(page, images)
+    # The tap brought the detail view into view.
+    wait_in_view(page, "#detail-view")
     save(page, shots / f"{name}-detail.png", full_page=True)
 
     # An error is a notice; the round's images and detail stay as they were.
@@ -206,8 +240,14 @@ def play(page, served, shots: Path, name: str) -> None:
     page.get_by_text("the prompt is empty").first.wait_for()
     expect(generate).to_be_enabled()
     assert [image["src"] for image in round_images(page)] == srcs
-    for close in page.locator(".toast-close").all():
-        close.click()
+    # Notices stand at the bottom of the window, newest only: never over Generate.
+    toast = page.locator(".toast-body:visible")
+    expect(toast).to_have_count(1)
+    generate.scroll_into_view_if_needed()
+    box, button = toast.bounding_box(), generate.bounding_box()
+    assert box["y"] >= button["y"] + button["height"] or box["y"] + box["height"] <= button["y"]
+    # Dismiss them all, hidden older ones included (a click on each close button).
+    page.evaluate("document.querySelectorAll('.toast-close').forEach(b => b.click())")
     expect(page.locator(".toast-close")).to_have_count(0)
 
     guesses = served.counts()["guesses"]
@@ -216,6 +256,8 @@ def play(page, served, shots: Path, name: str) -> None:
     page.get_by_text("Measured cost").first.wait_for()
     assert page.get_by_text("BF16 (original)").first.is_visible()
     assert served.counts()["guesses"] == guesses + 1
+    # The answer brought the reveal into view.
+    wait_in_view(page, "#reveal")
     save(page, shots / f"{name}-reveal.png", full_page=True)
     assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
 
@@ -287,7 +329,11 @@ def table_named(tables: list[dict], label: str) -> dict:
     return next(table for table in tables if table["label"] == label)
 
 
-@pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["laptop", "phone"])
+@pytest.mark.parametrize(
+    "viewport",
+    [LAPTOP, pytest.param(PHONE, marks=pytest.mark.slow)],
+    ids=["laptop", "phone"],
+)
 def test_play_a_round_in_the_browser(chromium_browser, served, shots, viewport):
     name = "screenshot" if viewport is LAPTOP else "screenshot-phone"
     page = chromium_browser.new_page(viewport=viewport)
@@ -298,6 +344,7 @@ def test_play_a_round_in_the_browser(chromium_browser, served, shots, viewport):
         page.close()
 
 
+@pytest.mark.slow
 def test_download_the_data_in_the_browser(chromium_browser, served, tmp_path):
     page = chromium_browser.new_page(viewport=LAPTOP, accept_downloads=True)
     page.set_default_timeout(TIMEOUT_MS)

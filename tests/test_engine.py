@@ -215,6 +215,8 @@ def test_out_of_memory_while_loading_is_a_named_one_line_error(monkeypatch, tmp_
     import app
 
     assert app.main(["--model", "tiny", "--db", str(tmp_path / "arena.db")]) == 2
+    # The model loads before the database is opened: a failed start leaves no file.
+    assert not (tmp_path / "arena.db").exists()
 
 
 def _int8_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -328,7 +330,7 @@ def test_unreachable_hub_model_gives_a_clear_message(tmp_path):
     assert "MESSAGE" in out.stdout, out.stderr[-2000:]
     message = out.stdout.split("MESSAGE", 1)[1]
     assert "black-forest-labs/FLUX.1-dev" in message
-    assert "HF_TOKEN" in message and "--model tiny" in message and "local" in message
+    assert "HF_TOKEN" in message and "--model micro" in message and "local" in message
 
 
 def test_engine_command_line_writes_images_and_stats(tmp_path):

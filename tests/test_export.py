@@ -316,3 +316,34 @@ def test_cli_private_flag(played, tmp_path):
     )
     assert "sha256" not in (tmp_path / "pub" / "images.csv").read_text().splitlines()[0]
     assert "sha256" in (tmp_path / "all" / "images.csv").read_text().splitlines()[0]
+
+
+def test_every_epoch_time_has_its_iso_8601_utc_text_beside_it(played, tmp_path):
+    from datetime import UTC, datetime
+
+    store, _, _ = played
+    out = tmp_path / "iso"
+    export(store, out)
+    for table, times in (
+        ("generations", ["created_at"]),
+        ("rounds", ["created_at", "expires_at"]),
+        ("guesses", ["created_at"]),
+    ):
+        parquet = pq.read_table(out / f"{table}.parquet")
+        names = parquet.column_names
+        rows = parquet.to_pylist()
+        with open(out / f"{table}.csv", newline="") as f:
+            csv_rows = list(csv.DictReader(f))
+        json_rows = json.loads((out / f"{table}.json").read_text())
+        assert rows
+        for name in times:
+            assert names.index(name + "_utc") == names.index(name) + 1
+            for row, as_csv, as_json in zip(rows, csv_rows, json_rows, strict=True):
+                text = row[name + "_utc"]
+                assert text.endswith("Z") and "T" in text
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+                assert parsed.tzinfo is not None
+                assert abs(parsed.timestamp() - row[name]) < 1e-6
+                expected = datetime.fromtimestamp(row[name], UTC)
+                assert parsed.replace(microsecond=0) == expected.replace(microsecond=0)
+                assert as_csv[name + "_utc"] == as_json[name + "_utc"] == text

@@ -39,6 +39,7 @@ EXPECTED_SCHEMA = {
         "synthetic": "INTEGER",
         "created_at": "REAL",
         "resident_weight_bytes": "INTEGER",
+        "out_of_domain": "INTEGER",
         "origin": "TEXT",
         "moderation": "TEXT",
         "moderated_at": "REAL",
@@ -89,6 +90,7 @@ NAMES = [
     "m002_covering_indexes",
     "m003_memory_per_variant",
     "m004_verdict_indexes",
+    "m005_out_of_domain",
     "m006_pool_and_moderation",
 ]
 INDEXES = {

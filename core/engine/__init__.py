@@ -4,3 +4,7 @@
 placement plan with ``--plan``. Nothing outside this wing and ``core.checkpoints`` imports
 torch.
 """
+
+from core.engine.quiet import silence_harmless_messages
+
+silence_harmless_messages()  # before anything here imports bitsandbytes or diffusers

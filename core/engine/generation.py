@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from core.checkpoints.micro import vocabulary
 from core.config import (
     REFERENCE_VARIANT,
     VARIANT_NAMES,
@@ -30,7 +31,12 @@ from core.config import (
 from core.engine import metrics
 from core.engine.loading import ModelSet, cuda_available, load_models
 from core.engine.measure import measure, release_memory
-from core.errors import GenerationFailedError, GenerationOutOfMemoryError, SpotError
+from core.errors import (
+    GenerationFailedError,
+    GenerationOutOfMemoryError,
+    PromptOutOfVocabularyError,
+    SpotError,
+)
 from core.records import Generation, ProgressCallback, VariantResult
 
 logger = logging.getLogger(__name__)
@@ -123,13 +129,44 @@ class Engine:
     def default_settings(self, seed: int = 0) -> GenerationSettings:
         return GenerationSettings.defaults(self.spec, seed)
 
+    def covers(self, prompt: str, max_sequence_length: int) -> bool:
+        """Whether the model can draw ``prompt`` read at ``max_sequence_length`` T5 tokens:
+        for a model with a known vocabulary (micro), every word and symbol is one it was
+        trained on and nothing is cut; any prompt for the others."""
+        if self.spec.kind != "micro":
+            return True
+        return vocabulary.covers(prompt, max_sequence_length)
+
+    def check_prompt(self, prompt: str, settings: GenerationSettings) -> str:
+        """What of ``prompt`` the T5 encoder would not read: the text past
+        ``settings.max_sequence_length`` tokens ("" when it all fits), read with the model's
+        own tokenizer (the pipeline truncates there and only logs it).
+
+        A model with a known vocabulary (micro) draws only the prompts it was trained on:
+        for it, a word or symbol it never saw, or a prompt longer than it reads, raises
+        PromptOutOfVocabularyError (naming them, with a nearby prompt it can draw). Other
+        models take any text.
+        """
+        if self.spec.kind == "micro":
+            problem = vocabulary.refusal(prompt, settings.max_sequence_length)
+            if problem is not None:
+                raise PromptOutOfVocabularyError(problem)
+        tokenizer = next(iter(self.models.pipelines.values())).tokenizer_2
+        ids = tokenizer(prompt, truncation=False, add_special_tokens=True).input_ids
+        limit = settings.max_sequence_length
+        if len(ids) <= limit:
+            return ""
+        # The pipeline keeps limit - 1 tokens and the end-of-text token.
+        return tokenizer.decode(ids[limit - 1 :], skip_special_tokens=True).strip()
+
     def generate(
         self,
         prompt: str,
         settings: GenerationSettings,
         progress: ProgressCallback | None = None,
     ) -> Generation:
-        """Make one image per variant; raises a named error on bad input before any work.
+        """Make one image per variant; raises a named error on bad input before any work
+        (a prompt outside a micro model's vocabulary included: ``check_prompt``).
 
         Raises GenerationOutOfMemoryError when a variant runs out of accelerator memory
         (memory is released first, so the next call works) and GenerationFailedError for
@@ -137,6 +174,7 @@ class Engine:
         """
         prompt = validate_prompt(prompt)
         settings = settings.validate(self.spec)
+        self.check_prompt(prompt, settings)
         with self._lock:
             results: dict[str, VariantResult] = {}
             shared_bytes = self.models.shared_weight_bytes()

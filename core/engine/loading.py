@@ -57,8 +57,9 @@ logger = logging.getLogger(__name__)
 
 HUB_HELP = (
     "If the model is gated (FLUX.1-dev is), accept its licence on huggingface.co and set "
-    "HF_TOKEN to a token of that account; without network, run with --model tiny (the "
-    "built-in random-weight test model) or --model /path/to/a/local/diffusers/folder."
+    "HF_TOKEN to a token of that account; without network, run with --model micro (the "
+    "project's small model, shipped in assets/, which draws coloured shapes on a CPU) or "
+    "--model /path/to/a/local/diffusers/folder."
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import secrets
 import threading
 import time
@@ -65,6 +66,10 @@ class GenerationEngine(Protocol):
 
     def default_settings(self, seed: int = 0) -> GenerationSettings: ...
 
+    def check_prompt(self, prompt: str, settings: GenerationSettings) -> str: ...
+
+    def covers(self, prompt: str, max_sequence_length: int) -> bool: ...
+
     def generate(
         self, prompt: str, settings: GenerationSettings, progress: ProgressCallback | None = None
     ) -> Generation: ...
@@ -96,6 +101,18 @@ class SlidingWindowLimiter:
             events.append(now)
             return True
 
+    def wait_seconds(self, key: str) -> float:
+        """Seconds until ``key`` may take another event (0 when it may now)."""
+        if self.limit <= 0:
+            return 0.0
+        now = self.clock()
+        with self._lock:
+            events = self._events.get(key)
+            if not events or len(events) < self.limit:
+                return 0.0
+            # The oldest event of a full window leaves it first.
+            return max(0.0, events[-self.limit] + self.window - now)
+
     def give_back(self, key: str) -> None:
         """Forget the latest event of ``key`` (a request that did no work)."""
         with self._lock:
@@ -123,6 +140,11 @@ class Arena:
         # One generation runs (the engine's lock) and queue_size more may wait for it.
         self._queue = threading.BoundedSemaphore(self.settings.queue_size + 1)
         self._generation_limiter = SlidingWindowLimiter(self.settings.generations_per_minute)
+        # Rounds stored before prompts were checked, whose prompt this model cannot draw,
+        # leave the ready pool and the verdicts (nothing changes for a hub model).
+        marked = self.store.mark_out_of_domain(self.spec.name, self.engine.covers)
+        if marked:
+            logger.info("%d stored generations are out of the model's domain", marked)
         # Shared by every player: recomputed at most every few seconds (core.game.results_cache).
         self._results = ResultsCache(self._results_now)
 
@@ -194,24 +216,29 @@ class Arena:
         """Generate all variants for ``prompt``, store them, and start a round of them.
 
         Everything is validated and every limit checked before the engine is touched:
-        AnswerCapError past the daily answer cap, RateLimitedError past the per-session
-        limit, BusyError when the queue is full.
+        PromptOutOfVocabularyError for a prompt a micro model cannot draw (not counted
+        against the limit), AnswerCapError past the daily answer cap, RateLimitedError past
+        the per-session limit (saying in how many seconds the next generation is allowed),
+        BusyError when the queue is full.
         Only a generation that was made and stored counts against the player's limit.
         """
         check_session_id(session_id)
         check_mode(mode)
         prompt = validate_prompt(prompt)
         settings = settings.validate(self.spec)
+        self.engine.check_prompt(prompt, settings)  # a micro prompt it can't draw: refused
         self.game.check_answer_cap(session_id)  # no GPU time for a round nobody may answer
         if not self._generation_limiter.take(session_id):
-            hint = (
-                "play a ready round while you wait"
+            wait = math.ceil(self._generation_limiter.wait_seconds(session_id))
+            offer = (
+                "; meanwhile, play a ready round (Play a ready round)"
                 if self.game.has_ready_round(session_id, mode)
-                else "try again in a minute"
+                else ""
             )
             raise RateLimitedError(
                 f"at most {_count(self.settings.generations_per_minute, 'generation')} a minute "
-                f"per player; {hint}"
+                f"per player: your next generation is allowed in "
+                f"{_count(max(wait, 1), 'second')}{offer}"
             )
         if not self._queue.acquire(blocking=False):
             self._generation_limiter.give_back(session_id)
@@ -231,6 +258,12 @@ class Arena:
             raise
         logger.info("stored generation %d (%s)", generation_id, prompt[:60])
         return self.game.new_round(session_id, mode, generation_id)
+
+    def check_prompt(self, prompt: object, settings: GenerationSettings) -> str:
+        """Validate ``prompt`` for this model before anything runs: the text its T5 encoder
+        would not read ("" when it all fits); raises PromptOutOfVocabularyError for a
+        micro model's unknown words (``Engine.check_prompt``)."""
+        return self.engine.check_prompt(validate_prompt(prompt), settings.validate(self.spec))
 
     # --- rounds and guesses ------------------------------------------------------------------
 
@@ -278,6 +311,11 @@ class Arena:
         # Drawn once here, shared by every refresh (see presentation.detection_chart_html).
         summary["chart_html"] = presentation.detection_chart_html(summary)
         return summary
+
+    def out_of_domain(self) -> tuple[int, int]:
+        """(stored generations out of the model's domain, guesses on them): left out of
+        the ready pool and the verdicts."""
+        return self.store.out_of_domain_counts()
 
     def export_zip(self, directory: Path, keep_seconds: float = 3600.0) -> Path:
         """A zip of the whole export (tables + summary.json) written under ``directory``.

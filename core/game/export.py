@@ -51,6 +51,11 @@ FORMATS: tuple[str, ...] = ("csv", "json", "parquet")
 PRIVATE_COLUMNS: dict[str, tuple[str, ...]] = {"images": ("path", "sha256", "psnr", "ssim")}
 # Nulled in the public export for a round nobody has answered: they are its answer.
 ANSWER_COLUMNS: dict[str, tuple[str, ...]] = {"rounds": ("answer_key", "compared_variant")}
+# Every epoch-seconds column (``created_at``, ``expires_at``) is exported with, right after
+# it, the same moment in ISO 8601 UTC (``created_at_utc``: "2026-12-04T14:22:20.123456Z"),
+# so a reader needs no conversion; the epoch value stays as stored.
+TIME_SUFFIX = "_at"
+UTC_SUFFIX = "_utc"
 # A header row; quotes only where a value needs them; nulls as empty fields.
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=True, quoting_style="needed")
 
@@ -227,6 +232,38 @@ def _public_batches(snap: Snapshot, table: str, columns: Sequence[str]) -> Itera
         yield pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
 
 
+def _is_time(field: pa.Field) -> bool:
+    return field.name.endswith(TIME_SUFFIX) and pa.types.is_floating(field.type)
+
+
+def with_utc_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with a string ``<name>_utc`` field after each epoch-seconds field."""
+    fields: list[pa.Field] = []
+    for f in schema:
+        fields.append(f)
+        if _is_time(f):
+            fields.append(pa.field(f.name + UTC_SUFFIX, pa.string()))
+    return pa.schema(fields)
+
+
+def _iso_utc(seconds: pa.Array) -> pa.Array:
+    """Epoch seconds as ISO 8601 UTC text, to the microsecond ("…T14:22:20.123456Z")."""
+    micros = pc.cast(pc.round(pc.multiply(seconds, 1_000_000.0)), pa.int64())
+    stamps = pc.cast(micros, pa.timestamp("us", tz="UTC"))
+    return pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%SZ")
+
+
+def with_utc(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` with each epoch-seconds column followed by its ISO 8601 UTC text
+    (``schema``: ``with_utc_schema`` of the batch's schema)."""
+    arrays: list[pa.Array] = []
+    for f, column in zip(batch.schema, batch.columns, strict=True):
+        arrays.append(column)
+        if _is_time(f):
+            arrays.append(_iso_utc(column))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
 def _write_table(
     snap: Snapshot,
     out: Path,
@@ -237,14 +274,15 @@ def _write_table(
 ) -> list[Path]:
     """Read ``table`` once and write it in every format; return the paths."""
     columns = exported_columns(snap, table, include_private)
-    schema = snap.schema(table, columns)
+    schema = with_utc_schema(snap.schema(table, columns))
     writers: list[_Writer] = [_WRITERS[f](out / f"{table}.{f}", schema) for f in formats]
     batches = (
         snap.batches(table, columns) if include_private else _public_batches(snap, table, columns)
     )
+    timed = (with_utc(batch, schema) for batch in batches)
     pending: list[Future[None]] = []
     try:
-        for batch in batches:  # the next batch is read while the writers take this one
+        for batch in timed:  # the next batch is read while the writers take this one
             for done in pending:
                 done.result()
             pending = [pool.submit(w.write, batch) for w in writers]

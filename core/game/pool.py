@@ -108,6 +108,14 @@ class NoLocalEngine:
     def default_settings(self, seed: int = 0) -> GenerationSettings:
         return GenerationSettings.defaults(self.spec).with_(seed=seed)
 
+    def covers(self, prompt: str, max_sequence_length: int) -> bool:
+        """Every pool round counts as drawable: its prompt was checked where it was made."""
+        return True
+
+    def check_prompt(self, prompt: str, settings: GenerationSettings) -> str:
+        """A player's own prompt needs a local engine: ModelUnavailableError, at once."""
+        return self.generate(prompt, settings)  # type: ignore[return-value]
+
     def generate(
         self, prompt: str, settings: GenerationSettings, progress: ProgressCallback | None = None
     ) -> Generation:

@@ -62,7 +62,8 @@ DETECTION_HELP = (
 )
 DETAIL_HINT = (
     "**Look closer:** click or tap a spot in any image to see that region of every image "
-    "side by side, magnified. The full-screen button of an image shows it at its own pixels."
+    "side by side, magnified. The full-screen button shows an image as large as the screen "
+    "allows, each of its pixels a crisp square."
 )
 METRICS_HELP = (
     "**PSNR** (dB) and **SSIM** (0–1) measure how close each image is to the BF16 one, pixel "
@@ -137,13 +138,25 @@ def example_prompts(path: Path) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
-def unknown_words_notice(words: list[str]) -> str:
-    """The notice naming prompt words the micro model was never trained on."""
-    quoted = ", ".join(f"“{w}”" for w in words)
+def cut_prompt_notice(cut: str, max_tokens: int) -> str:
+    """The notice for a prompt longer than the T5 encoder reads: what it leaves out."""
+    shown = cut if len(cut) <= 120 else cut[:119] + "…"
     return (
-        f"The micro model does not know {quoted}: it ignores "
-        f"{'it' if len(words) == 1 else 'them'}. It knows colours, shapes, positions and "
-        "sizes (see the prompt builder)."
+        f"The model reads the first {max_tokens} tokens of a prompt; the rest was left out: "
+        f"“{shown}”"
+    )
+
+
+def out_of_domain_note(generations: int, guesses: int) -> str:
+    """The Results line on stored rounds whose prompt the model cannot draw (empty when
+    there are none): they are left out of the ready pool and of the verdicts."""
+    if generations == 0:
+        return ""
+    rounds = "1 stored round has" if generations == 1 else f"{generations} stored rounds have"
+    answers = "1 answer" if guesses == 1 else f"{guesses} answers"
+    return (
+        f"*Left out:* {rounds} a prompt the model cannot draw (words or symbols outside its "
+        f"vocabulary): never served, and their {answers} are not counted below."
     )
 
 

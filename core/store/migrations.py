@@ -193,6 +193,14 @@ def m004_verdict_indexes(db: sqlite_utils.Database) -> None:
 
 
 @MIGRATIONS()
+def m005_out_of_domain(db: sqlite_utils.Database) -> None:
+    # 1 for a generation whose prompt its model cannot draw (a micro prompt with words or
+    # symbols outside its vocabulary, stored before prompts were checked): it leaves the
+    # ready pool and the verdicts (Store.mark_out_of_domain).
+    db["generations"].add_column("out_of_domain", int, not_null_default=0)
+
+
+@MIGRATIONS()
 def m006_pool_and_moderation(db: sqlite_utils.Database) -> None:
     # A generation imported from a pool made elsewhere (core.game.pool) names where it came
     # from: "<deployment>:<generation id there>" (NULL: made here). Unique, so an import

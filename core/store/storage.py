@@ -41,6 +41,11 @@ SERVED_SQL = " AND coalesce(g.moderation, '') NOT IN ('reported', 'hidden')"
 COUNTED_SQL = (
     "generation_id NOT IN (SELECT id FROM generations WHERE moderation IN ('reported', 'hidden'))"
 )
+# The guesses the verdicts count: none on a generation marked out of domain (a prompt its
+# model cannot draw), whatever the statistics do with them. The condition is added only
+# when some generation is marked (Store._counted): without it the GROUP BYs read their
+# covering indexes alone, as before (the filter needs each guess's generation_id).
+IN_DOMAIN = "generation_id NOT IN (SELECT id FROM generations WHERE out_of_domain = 1)"
 
 
 # --- Records read back ---------------------------------------------------------------
@@ -207,6 +212,42 @@ class Store(Database):
         )
         return {r["variant"]: {k: v for k, v in dict(r).items() if k != "variant"} for r in rows}
 
+    def mark_out_of_domain(self, model: str, covers: Callable[[str, int], bool]) -> int:
+        """Mark each stored generation of ``model`` out of domain exactly when
+        ``covers(prompt, max_sequence_length)`` is False (a prompt the model cannot draw),
+        and in domain otherwise; return how many are out of domain now.
+
+        A marked generation leaves the ready pool and the verdicts' counts. Run at start-up
+        by the app (``Arena``); prompts are few (one per generation) and read once.
+        """
+        rows = self._conn().execute(
+            "SELECT id, prompt, max_sequence_length, out_of_domain FROM generations "
+            "WHERE model = ?",
+            (model,),
+        )
+        flags = [
+            (int(not covers(r["prompt"], r["max_sequence_length"])), r["id"], r["out_of_domain"])
+            for r in rows.fetchall()
+        ]
+        changed = [(flag, gid) for flag, gid, was in flags if flag != was]
+        if changed:  # nothing is written when every mark is already right
+            with self._write() as conn:
+                conn.executemany("UPDATE generations SET out_of_domain = ? WHERE id = ?", changed)
+        return sum(flag for flag, _, _ in flags)
+
+    def out_of_domain_counts(self) -> tuple[int, int]:
+        """(generations marked out of domain, guesses on them): what the ready pool and the
+        verdicts leave out."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT (SELECT count(*) FROM generations WHERE out_of_domain = 1), "
+                f"(SELECT count(*) FROM guesses WHERE NOT ({IN_DOMAIN}))"
+            )
+            .fetchone()
+        )
+        return int(row[0]), int(row[1])
+
     # A generation is *seen* by a session (a person) once the session has a round of it that
     # was answered, or that can still be answered at ``now``: an open round is restored,
     # not served twice, and a round left unanswered until it expired is served again with
@@ -301,9 +342,10 @@ class Store(Database):
     @staticmethod
     def _variants_sql(required: Sequence[str], any_of: Sequence[str]) -> tuple[str, list[Any]]:
         """SQL conditions, each starting with AND, on generation ``g``: it is served (not
-        reported nor hidden), has every ``required`` variant, and one of ``any_of`` when
-        given."""
-        sql = SERVED_SQL
+        reported nor hidden), not out of domain, has every ``required`` variant, and one of
+        ``any_of`` when given."""
+        # A generation marked out of domain (mark_out_of_domain) is never a ready round.
+        sql = SERVED_SQL + " AND g.out_of_domain = 0"
         params: list[Any] = []
         for variant in required:
             sql += (
@@ -811,17 +853,23 @@ class Store(Database):
         ]
 
     def _counted(self) -> str:
-        """The WHERE clause that leaves reported and hidden generations' guesses out of the
-        verdicts, or "" when there is none (then the covering indexes answer alone)."""
-        (any_withdrawn,) = (
+        """The WHERE clause that leaves out of the verdicts the guesses on reported or hidden
+        generations and on generations out of their model's domain, or "" when there is
+        none (then the covering indexes answer alone; the filter needs each guess's
+        generation_id)."""
+        withdrawn, out_of_domain = (
             self._conn()
             .execute(
                 "SELECT EXISTS (SELECT 1 FROM generations "
-                "WHERE moderation IN ('reported', 'hidden'))"
+                "WHERE moderation IN ('reported', 'hidden')), "
+                "EXISTS (SELECT 1 FROM generations WHERE out_of_domain = 1)"
             )
             .fetchone()
         )
-        return f" WHERE {COUNTED_SQL}" if any_withdrawn else ""
+        conditions = [
+            sql for sql, on in ((COUNTED_SQL, withdrawn), (IN_DOMAIN, out_of_domain)) if on
+        ]
+        return f" WHERE {' AND '.join(conditions)}" if conditions else ""
 
     def count_withdrawn(self) -> dict[str, int]:
         """Generations out of the pool and the verdicts, and the guesses left out with them."""
