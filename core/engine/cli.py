@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from core.config import (
-    OFFLOAD_CHOICES,
     ALL_VARIANT_NAMES,
+    OFFLOAD_CHOICES,
     VARIANT_NAMES,
     GenerationSettings,
     byte_unit,
