@@ -177,9 +177,10 @@ def test_torchao_fp8_is_refused_on_the_cpu_by_name(variant):
 
 
 def test_engine_command_line_refuses_torchao_fp8_on_the_cpu(tmp_path):
+    out = tmp_path / "o"
     flags = ["--model", "micro", "--device", "cpu", "--variants", "bf16,torchao-fp8"]
     result = subprocess.run(
-        [sys.executable, "-m", "core.engine", *flags, "--prompt", "x", "--out", str(tmp_path / "o")],
+        [sys.executable, "-m", "core.engine", *flags, "--prompt", "x", "--out", str(out)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -187,4 +188,4 @@ def test_engine_command_line_refuses_torchao_fp8_on_the_cpu(tmp_path):
     )
     assert result.returncode == 2, result.stderr
     assert "torchao-fp8" in result.stderr
-    assert not (tmp_path / "o").exists()
+    assert not out.exists()

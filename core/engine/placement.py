@@ -166,12 +166,13 @@ def component_sizes(name: str, build: Callable[[], torch.nn.Module]) -> Componen
     by_quantization = {REFERENCE: sum(sizes)}
     quantized_layers = kept_layers = 0
     if name in PER_VARIANT_COMPONENTS:
-        for quantized in quantized_backends():
+        for index, quantized in enumerate(quantized_backends()):
             with torch.device("meta"):
                 copy = build()
             quantized.quantize_on_meta(name, copy)
-            sized = _quantized_bytes(copy, quantized)
-            by_quantization[quantized.name], quantized_layers, kept_layers = sized
+            by_quantization[quantized.name], count, kept = _quantized_bytes(copy, quantized)
+            if index == 0:  # the Linear counts reported are the first backend's (LLM.int8)
+                quantized_layers, kept_layers = count, kept
     else:
         by_quantization |= {b.name: sum(sizes) for b in quantized_backends()}
     return ComponentSizes(
