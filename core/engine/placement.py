@@ -635,9 +635,11 @@ def format_plan(plan: PlacementPlan, sizes: ModelSizes) -> str:
         f"host RAM for weights: {size(plan.host_bytes)} ({size(plan.pinned_bytes)} pinned); "
         f"budget {size(plan.host_budget_bytes)}"
     )
+    # The ratios of the backends the plan's variants use (the default: LLM.int8 and NF4).
+    shown = [b for b in (backend(VARIANTS[v].quantization) for v in plan.variants) if b.quantized]
     ratios = ", ".join(
         f"{name}: "
-        + " / ".join(f"{b.name} {c.ratio(b.name):.2f}" for b in quantized_backends())
+        + " / ".join(f"{b.name} {c.ratio(b.name):.2f}" for b in shown)
         + f" ({c.kept_linear_layers} Linear kept)"
         for name, c in ((n, sizes.components[n]) for n in PER_VARIANT_COMPONENTS)
     )
