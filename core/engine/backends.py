@@ -425,15 +425,9 @@ class TorchAo(Backend):
         return super().load_component(component, source, device, device_map)
 
     def quantize_on_meta(self, component: str, module: torch.nn.Module) -> None:
-        keep = set(getattr(module, "_keep_in_fp32_modules", None) or [])
-        _mark(
-            module,
-            (
-                m
-                for name, m in module.named_modules()
-                if isinstance(m, torch.nn.Linear) and not keep & set(name.split("."))
-            ),
-        )
+        # Every Linear, T5's ``wo`` too: unlike bitsandbytes, transformers' torchao
+        # quantizer does not keep ``_keep_in_fp32_modules`` out when loading in bf16.
+        _mark(module, (m for m in module.modules() if isinstance(m, torch.nn.Linear)))
 
     # int8 weight-only: int8 values, one float32 scale and one int8 zero point per row.
     def storage_delta(self, layer: torch.nn.Module) -> int | None:
