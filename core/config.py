@@ -58,7 +58,16 @@ def byte_unit(sizes: Iterable[int]) -> tuple[str, int]:
 
 # --- Variants ----------------------------------------------------------------------
 
-Quantization = Literal["none", "int8", "nf4"]
+Quantization = Literal[
+    "none",
+    "int8",
+    "nf4",
+    "fp8-layerwise",
+    "gguf-q8_0",
+    "gguf-q4_1",
+    "torchao-int8",
+    "torchao-fp8",
+]
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,8 @@ class VariantSpec:
     label: str
     quantization: Quantization
     description: str
+    # In the default set (the game's trio); the others are loaded only when named.
+    default: bool = True
 
 
 VARIANTS: dict[str, VariantSpec] = {
@@ -87,9 +98,47 @@ VARIANTS: dict[str, VariantSpec] = {
             "nf4",
             "bitsandbytes 4-bit NF4 (load_in_4bit=True, bnb_4bit_compute_dtype=bfloat16)",
         ),
+        VariantSpec(
+            "fp8-layerwise",
+            "FP8 layerwise",
+            "fp8-layerwise",
+            "diffusers layerwise casting (storage float8_e4m3fn, compute bfloat16), transformer",
+            default=False,
+        ),
+        VariantSpec(
+            "gguf-q8",
+            "GGUF Q8_0",
+            "gguf-q8_0",
+            "GGUF Q8_0 transformer (from_single_file + GGUFQuantizationConfig)",
+            default=False,
+        ),
+        VariantSpec(
+            "gguf-q4",
+            "GGUF Q4_1",
+            "gguf-q4_1",
+            "GGUF Q4_1 transformer (from_single_file + GGUFQuantizationConfig)",
+            default=False,
+        ),
+        VariantSpec(
+            "torchao-int8",
+            "torchao int8",
+            "torchao-int8",
+            "torchao int8 weight-only (TorchAoConfig(Int8WeightOnlyConfig()))",
+            default=False,
+        ),
+        VariantSpec(
+            "torchao-fp8",
+            "torchao float8",
+            "torchao-fp8",
+            "torchao float8 weight-only (TorchAoConfig(Float8WeightOnlyConfig())), GPU only",
+            default=False,
+        ),
     )
 }
-VARIANT_NAMES: tuple[str, ...] = tuple(VARIANTS)
+# Every variant that can be named, in registry order.
+ALL_VARIANT_NAMES: tuple[str, ...] = tuple(VARIANTS)
+# The default set: the game's trio (BF16 + LLM.int8 + NF4); the others load when named.
+VARIANT_NAMES: tuple[str, ...] = tuple(n for n, v in VARIANTS.items() if v.default)
 REFERENCE_VARIANT = "bf16"
 QUANTIZED_VARIANTS: tuple[str, ...] = tuple(n for n in VARIANT_NAMES if n != REFERENCE_VARIANT)
 
@@ -103,11 +152,11 @@ def check_variants(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise UnknownVariantError(
-            f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANT_NAMES)}"
+            f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(ALL_VARIANT_NAMES)}"
         )
     if not names:
         raise UnknownVariantError("at least one variant is needed")
-    return tuple(n for n in VARIANT_NAMES if n in names)
+    return tuple(n for n in ALL_VARIANT_NAMES if n in names)
 
 
 # --- The seed's reference figures (diffusers blog, 1x H100 80GB, FLUX.1-dev) -----------

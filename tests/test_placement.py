@@ -200,7 +200,15 @@ def test_every_variant_has_a_backend_and_the_engine_never_compares_backend_names
     from core.engine.backends import BACKENDS, backend, quantized_backends
 
     assert {v.quantization for v in VARIANTS.values()} <= set(BACKENDS)
-    assert [b.name for b in quantized_backends()] == ["int8", "nf4"]
+    assert [b.name for b in quantized_backends()] == [
+        "int8",
+        "nf4",
+        "fp8-layerwise",
+        "gguf-q8_0",
+        "gguf-q4_1",
+        "torchao-int8",
+        "torchao-fp8",
+    ]
     assert backend("none").group_offload and not backend("int8").group_offload
     names = set(BACKENDS) - {"none"}  # "none" is also an --offload value
     for module in ("loading", "placement", "measure", "pinned"):

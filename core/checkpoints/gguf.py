@@ -31,6 +31,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from core.config import MICRO_DIR, MICRO_MODEL
+from core.config import MICRO_DIR, MICRO_MODEL, MODELS_DIR
 from core.errors import InvalidSettingError
 
 logger = logging.getLogger(__name__)
@@ -186,6 +187,30 @@ def write_transformer_gguf(model: Path | str, out: Path, quant_type: str) -> GGU
     quantized, kept = write_gguf(weights, out, quant, name=f"{folder.parent.name} transformer")
     logger.info("wrote %s: %d tensors %s, %d kept F32", out, quantized, quant.name, kept)
     return GGUFSummary(Path(out), quant.name, quantized, kept, Path(out).stat().st_size)
+
+
+def cached_transformer_gguf(
+    model: Path | str, quant_type: str, cache_dir: Path | None = None
+) -> Path:
+    """The GGUF file of ``model``'s transformer as ``quant_type``, written on first use.
+
+    Files live in ``gguf/`` under ``cache_dir``, else $SPOT_CACHE_DIR, else data/models,
+    named by a hash of the weights' resolved paths, sizes and modification times (so a
+    retrained model gets a new file) and the type. The same weights give the same bytes
+    (``write_gguf`` writes in sorted order with the gguf package's deterministic
+    quantizers), and the write is atomic, so two processes racing write the same file.
+    """
+    quant = quant_type_named(quant_type)
+    folder = transformer_folder(model)
+    key = hashlib.sha256()
+    for shard in sorted(folder.glob("*.safetensors")):
+        stat = shard.stat()
+        key.update(f"{shard.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    root = Path(cache_dir or os.environ.get("SPOT_CACHE_DIR") or MODELS_DIR) / "gguf"
+    out = root / f"{folder.parent.name}-{key.hexdigest()[:16]}-{quant.name.lower()}.gguf"
+    if not out.is_file():
+        write_transformer_gguf(folder, out, quant.name.lower())
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,10 @@ A backend knows everything the engine does differently for its quantization:
 - how to size its layers on the meta device (``quantize_on_meta``, ``storage_delta``);
 - which tensors hold its state besides parameters and buffers (``state_slots``), for
   measuring (``core.engine.measure``) and for moves (``core.engine.pinned``);
-- whether diffusers' group offloading can move it (``group_offload``).
+- whether diffusers' group offloading can move it (``group_offload``);
+- how it loads each of a variant's own components (``load_component``: ``from_pretrained``
+  with its configs, or ``from_single_file`` for GGUF, or bf16 then layerwise casting);
+- which devices it runs on (``check_device``: torchao's float8 needs a recent GPU).
 
 Loading, placement and measure ask the registry (``backend``, ``quantized_backends``,
 ``state_slots``) and never compare backend names. Adding a backend is one class here and
@@ -24,14 +27,19 @@ import contextlib
 import math
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any, ClassVar
 from unittest import mock
 
 import torch
 from diffusers import BitsAndBytesConfig as DiffusersBnbConfig
+from diffusers import FluxTransformer2DModel
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 from transformers import BitsAndBytesConfig as TransformersBnbConfig
+from transformers import T5EncoderModel
 
 from core.engine import int8
+from core.errors import InvalidSettingError
 
 DTYPE = torch.bfloat16
 BF16_BYTES = 2
@@ -41,6 +49,9 @@ REFERENCE = "none"
 QUANTIZED_COMPONENTS = ("transformer", "text_encoder_2")
 
 Slot = tuple[object, str]  # (holder, attribute): getattr/setattr give and take the tensor
+# Set on a meta-device layer by ``quantize_on_meta`` where the backend will quantize it
+# without swapping its class (layerwise casting, GGUF, torchao).
+MARK = "_spot_quantized"
 
 
 @contextlib.contextmanager
@@ -112,6 +123,41 @@ class Backend:
     def state_slots(self, layer: torch.nn.Module) -> list[Slot]:
         """Where a layer of this backend holds tensors besides its parameters and buffers."""
         return []
+
+    def check_device(self, device: torch.device, variant: str) -> None:
+        """Raise InvalidSettingError, naming ``variant``, if this backend cannot run there."""
+
+    def load_component(
+        self, component: str, source: Path, device: torch.device, device_map: dict[str, Any]
+    ) -> torch.nn.Module:
+        """One of a variant's own components (``transformer`` or ``text_encoder_2``) from
+        the pipeline folder ``source``, quantized on ``device_map`` the way a user would."""
+        if component == "transformer":
+            with self.loading(device):
+                return _from_pretrained(component, source, self.load_configs(), device_map)
+        return _from_pretrained(component, source, self.load_configs(), device_map)
+
+
+def _from_pretrained(
+    component: str, source: Path, configs: tuple[Any, Any], device_map: dict[str, Any] | None
+) -> torch.nn.Module:
+    """``from_pretrained`` of the transformer (diffusers' config) or T5 (transformers')."""
+    diffusers_config, transformers_config = configs
+    if component == "transformer":
+        return FluxTransformer2DModel.from_pretrained(
+            source,
+            subfolder=component,
+            quantization_config=diffusers_config,
+            dtype=DTYPE,
+            device_map=device_map,
+        )
+    return T5EncoderModel.from_pretrained(
+        source,
+        subfolder=component,
+        quantization_config=transformers_config,
+        dtype=DTYPE,
+        device_map=device_map,
+    )
 
 
 class BitsAndBytes(Backend):
@@ -228,7 +274,217 @@ class NF4(BitsAndBytes):
         ]
 
 
-BACKENDS: dict[str, Backend] = {b.name: b for b in (Backend(), LLMInt8(), NF4())}
+def _mark(module: torch.nn.Module, layers: Iterator[torch.nn.Module]) -> None:
+    for layer in layers:
+        setattr(layer, MARK, True)
+
+
+def _marked(layer: torch.nn.Module) -> bool:
+    return getattr(layer, MARK, False)
+
+
+class FP8Layerwise(Backend):
+    """diffusers' layerwise casting of the transformer: every Linear (and conv) weight and
+    bias stored as float8_e4m3fn (one byte), cast to bf16 per layer as it runs; the
+    layers the model names (``pos_embed``, ``norm``) stay bf16. T5 stays bf16 (the seed
+    blog casts the transformer only)."""
+
+    name = "fp8-layerwise"
+    quantized = True
+    STORAGE = torch.float8_e4m3fn
+
+    def load_component(
+        self, component: str, source: Path, device: torch.device, device_map: dict[str, Any]
+    ) -> torch.nn.Module:
+        module = super().load_component(component, source, device, device_map)
+        if component == "transformer":
+            module.enable_layerwise_casting(storage_dtype=self.STORAGE, compute_dtype=DTYPE)
+        return module
+
+    def quantize_on_meta(self, component: str, module: torch.nn.Module) -> None:
+        if component == "transformer":
+            module.enable_layerwise_casting(storage_dtype=self.STORAGE, compute_dtype=DTYPE)
+            _mark(module, (m for m in module.modules() if _casts(m)))
+
+    def storage_delta(self, layer: torch.nn.Module) -> int | None:
+        if not _marked(layer):
+            return None
+        return -sum(p.numel() for p in layer.parameters(recurse=False))  # 2 bytes -> 1
+
+
+def _casts(layer: torch.nn.Module) -> bool:
+    """Whether diffusers' layerwise casting hook is on ``layer``."""
+    registry = getattr(layer, "_diffusers_hook", None)
+    return registry is not None and registry.get_hook("layerwise_casting") is not None
+
+
+class GGUF(Backend):
+    """A GGUF transformer made from the BF16 weights by ``core.checkpoints.gguf`` and
+    loaded with ``from_single_file`` + ``GGUFQuantizationConfig``: each Linear whose rows
+    are whole 32-value blocks holds the packed blocks (``GGUFLinear``, dequantized to bf16
+    as it runs); the rest is kept. T5 stays bf16 (the seed blog quantizes the transformer)."""
+
+    quantized = True
+    group_offload = False  # GGUFParameter's quant_type does not survive a .data move
+    quant_type = ""
+    BLOCK = 32
+
+    def load_component(
+        self, component: str, source: Path, device: torch.device, device_map: dict[str, Any]
+    ) -> torch.nn.Module:
+        if component != "transformer":
+            return super().load_component(component, source, device, device_map)
+        from diffusers import GGUFQuantizationConfig
+
+        from core.checkpoints.gguf import cached_transformer_gguf
+
+        path = cached_transformer_gguf(source, self.quant_type)
+        return FluxTransformer2DModel.from_single_file(
+            str(path),
+            config=str(source),
+            subfolder="transformer",
+            quantization_config=GGUFQuantizationConfig(compute_dtype=DTYPE),
+            torch_dtype=DTYPE,
+            device_map=device_map,
+        )
+
+    def quantize_on_meta(self, component: str, module: torch.nn.Module) -> None:
+        if component == "transformer":
+            _mark(
+                module,
+                (
+                    m
+                    for m in module.modules()
+                    if isinstance(m, torch.nn.Linear) and m.in_features % self.BLOCK == 0
+                ),
+            )
+
+    def block_bytes(self) -> int:
+        import gguf
+
+        return gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[self.quant_type.upper()]][1]
+
+    def storage_delta(self, layer: torch.nn.Module) -> int | None:
+        if not _marked(layer):
+            return None
+        n = layer.weight.numel()
+        return n // self.BLOCK * self.block_bytes() - n * BF16_BYTES
+
+
+class GGUFQ8(GGUF):
+    """Q8_0: blocks of 32 int8 values and one float16 scale (34 bytes)."""
+
+    name = "gguf-q8_0"
+    quant_type = "q8_0"
+
+
+class GGUFQ4(GGUF):
+    """Q4_1: blocks of 32 4-bit values, a float16 scale and a float16 minimum (20 bytes)."""
+
+    name = "gguf-q4_1"
+    quant_type = "q4_1"
+
+
+class TorchAo(Backend):
+    """torchao weight-only quantization through diffusers' and transformers'
+    ``TorchAoConfig``, of the transformer and T5 (as the seed blog does). Each quantized
+    Linear's weight becomes a torchao tensor subclass whose parts (``qdata``, ``scale``,
+    ...) are what is stored."""
+
+    quantized = True
+    group_offload = False  # a tensor subclass's parts are not moved by .data swaps
+
+    def ao_config(self) -> Any:
+        from torchao.quantization import Int8WeightOnlyConfig
+
+        return Int8WeightOnlyConfig()
+
+    def load_configs(self) -> tuple[Any, Any]:
+        from diffusers import TorchAoConfig as DiffusersTorchAoConfig
+        from transformers import TorchAoConfig as TransformersTorchAoConfig
+
+        return DiffusersTorchAoConfig(self.ao_config()), TransformersTorchAoConfig(self.ao_config())
+
+    def pipeline_config(self) -> Any:
+        from diffusers import PipelineQuantizationConfig
+
+        diffusers_config, transformers_config = self.load_configs()
+        return PipelineQuantizationConfig(
+            quant_mapping={"transformer": diffusers_config, "text_encoder_2": transformers_config}
+        )
+
+    def load_component(
+        self, component: str, source: Path, device: torch.device, device_map: dict[str, Any]
+    ) -> torch.nn.Module:
+        # diffusers' TorchAoQuantizer (0.42.1) reads a device map naming "cpu" as CPU
+        # offload and leaves every weight so mapped unquantized; on the CPU the model
+        # loads there anyway, so no map is passed (as the seed blog's calls pass none).
+        if device.type == "cpu":
+            with self.loading(device):
+                return _from_pretrained(component, source, self.load_configs(), None)
+        return super().load_component(component, source, device, device_map)
+
+    def quantize_on_meta(self, component: str, module: torch.nn.Module) -> None:
+        # Every Linear, T5's ``wo`` too: unlike bitsandbytes, transformers' torchao
+        # quantizer does not keep ``_keep_in_fp32_modules`` out when loading in bf16.
+        _mark(module, (m for m in module.modules() if isinstance(m, torch.nn.Linear)))
+
+    # int8 weight-only: int8 values, one float32 scale and one int8 zero point per row.
+    def storage_delta(self, layer: torch.nn.Module) -> int | None:
+        if not _marked(layer):
+            return None
+        n = layer.weight.numel()
+        return n - n * BF16_BYTES + layer.out_features * (4 + 1)
+
+
+class TorchAoInt8(TorchAo):
+    name = "torchao-int8"
+
+
+class TorchAoFP8(TorchAo):
+    """float8 weight-only: needs a CUDA GPU of compute capability 8.9 or newer."""
+
+    name = "torchao-fp8"
+
+    def ao_config(self) -> Any:
+        from torchao.quantization import Float8WeightOnlyConfig
+
+        return Float8WeightOnlyConfig()
+
+    def check_device(self, device: torch.device, variant: str) -> None:
+        if device.type != "cuda":
+            raise InvalidSettingError(
+                f"variant {variant!r} (torchao float8 weight-only) runs on a CUDA GPU of "
+                f"compute capability 8.9 or newer (Ada, Hopper), not on {device.type}; "
+                "leave it out of --variants here"
+            )
+        if torch.cuda.get_device_capability(device) < (8, 9):
+            raise InvalidSettingError(
+                f"variant {variant!r} (torchao float8 weight-only) needs compute capability "
+                f"8.9 or newer; this GPU has {torch.cuda.get_device_capability(device)}"
+            )
+
+    # float8 weight-only: one byte a value and one float32 scale per row.
+    def storage_delta(self, layer: torch.nn.Module) -> int | None:
+        if not _marked(layer):
+            return None
+        n = layer.weight.numel()
+        return n - n * BF16_BYTES + layer.out_features * 4
+
+
+BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend(),
+        LLMInt8(),
+        NF4(),
+        FP8Layerwise(),
+        GGUFQ8(),
+        GGUFQ4(),
+        TorchAoInt8(),
+        TorchAoFP8(),
+    )
+}
 
 
 def backend(quantization: str) -> Backend:
@@ -248,6 +504,18 @@ def state_slots(layer: torch.nn.Module) -> Iterator[Slot]:
     it belongs to."""
     for candidate in BACKENDS.values():
         yield from candidate.state_slots(layer)
+
+
+def stored_tensors(tensor: torch.Tensor) -> Iterator[torch.Tensor]:
+    """The tensors that hold ``tensor``'s bytes: itself, or, for a tensor subclass that
+    wraps others (torchao's quantized weights), its parts, recursively. A wrapper's own
+    ``untyped_storage`` reports its logical (bf16) size, not what is stored."""
+    if not is_traceable_wrapper_subclass(tensor):
+        yield tensor
+        return
+    names, _ = tensor.__tensor_flatten__()
+    for name in names:
+        yield from stored_tensors(getattr(tensor, name))
 
 
 def quantization_configs(quantization: str) -> tuple[Any, Any]:

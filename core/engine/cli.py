@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from core.config import (
+    ALL_VARIANT_NAMES,
     OFFLOAD_CHOICES,
     VARIANT_NAMES,
     GenerationSettings,
@@ -53,7 +54,12 @@ def add_common_flags(parser: argparse.ArgumentParser, *, prompt_default: str | N
         default="auto",
         help="auto, tiny, synthetic-flux-dev, synthetic-flux-schnell, a hub id or a local folder",
     )
-    parser.add_argument("--variants", default=",".join(VARIANT_NAMES), help="comma-separated")
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANT_NAMES),
+        help=f"comma-separated, from {', '.join(ALL_VARIANT_NAMES)} "
+        f"(default: {','.join(VARIANT_NAMES)})",
+    )
     parser.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
     parser.add_argument("--offload", choices=OFFLOAD_CHOICES, default="auto")
     parser.add_argument("--max-gpu-memory", type=float, metavar="GB", help="cap on GPU memory")

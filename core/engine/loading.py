@@ -2,7 +2,8 @@
 
 The unquantized parts (CLIP text encoder, both tokenizers, VAE, scheduler config) are
 loaded once and handed to every pipeline as the *same* Python objects; each variant
-loads its own transformer and T5 encoder (``text_encoder_2``) in bf16, LLM.int8 or NF4.
+loads its own transformer and T5 encoder (``text_encoder_2``) as its backend
+(``core.engine.backends``) does: bf16, bitsandbytes, layerwise fp8, GGUF or torchao.
 Pipelines are built with the ``FluxPipeline`` constructor rather than ``from_pipe`` so
 no shared module is ever cast away from bf16, and each gets its own scheduler instance
 (schedulers are stateful).
@@ -224,35 +225,15 @@ class ModelSet:
 def _load_variant_components(
     source: Path, quantized: Backend, device: torch.device, resident: bool
 ) -> tuple[FluxTransformer2DModel, T5EncoderModel]:
-    """The variant's transformer and T5. Quantized weights are always created on
-    ``device`` (bitsandbytes quantizes where the weights land); bf16 weights go straight
-    to ``device`` when they stay there (``resident``), else to the CPU for offloading."""
-    diffusers_config, transformers_config = quantized.load_configs()
+    """The variant's transformer and T5, as its backend loads them (``load_component``).
+    Quantized weights are always created on ``device`` (bitsandbytes quantizes where the
+    weights land); bf16 weights go straight to ``device`` when they stay there
+    (``resident``), else to the CPU for offloading."""
     device_map = {"": str(device) if device.type == "cpu" else device.index or 0}
-    if not quantized.quantized:
-        bf16_map = device_map if resident else {"": "cpu"}
-        transformer = FluxTransformer2DModel.from_pretrained(
-            source, subfolder="transformer", dtype=DTYPE, device_map=bf16_map
-        )
-        text_encoder_2 = T5EncoderModel.from_pretrained(
-            source, subfolder="text_encoder_2", dtype=DTYPE, device_map=bf16_map
-        )
-        return transformer, text_encoder_2
-    with quantized.loading(device):
-        transformer = FluxTransformer2DModel.from_pretrained(
-            source,
-            subfolder="transformer",
-            quantization_config=diffusers_config,
-            dtype=DTYPE,
-            device_map=device_map,
-        )
-    text_encoder_2 = T5EncoderModel.from_pretrained(
-        source,
-        subfolder="text_encoder_2",
-        quantization_config=transformers_config,
-        dtype=DTYPE,
-        device_map=device_map,
-    )
+    if not quantized.quantized and not resident:
+        device_map = {"": "cpu"}
+    transformer = quantized.load_component("transformer", source, device, device_map)
+    text_encoder_2 = quantized.load_component("text_encoder_2", source, device, device_map)
     return transformer, text_encoder_2
 
 
@@ -376,6 +357,8 @@ def load_models(
     """
     variants = check_variants(list(variants))
     torch_device = resolve_device(device)
+    for name in variants:  # torchao's float8 is refused off a recent GPU, by name
+        backend(VARIANTS[name].quantization).check_device(torch_device, name)
     if spec.kind == "synthetic" and source is None and torch_device.type != "cuda":
         raise InvalidSettingError(
             f"{spec.name} is a full-scale model for a GPU (gigabytes to build, hours per image "

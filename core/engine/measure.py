@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from core.engine.backends import state_slots
+from core.engine.backends import state_slots, stored_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ def synchronize(device: torch.device) -> None:
 def _module_tensors(module: torch.nn.Module) -> Iterator[torch.Tensor]:
     """Every tensor a module holds: parameters, buffers and its backend's state (the
     quantization backends' registry says where: ``core.engine.backends.state_slots``)."""
-    yield from module.parameters()
-    yield from module.buffers()
+    for tensor in [*module.parameters(), *module.buffers()]:
+        yield from stored_tensors(tensor)  # a torchao weight: its parts
     for layer in module.modules():
         for holder, attribute in state_slots(layer):
             yield getattr(holder, attribute)

@@ -166,12 +166,13 @@ def component_sizes(name: str, build: Callable[[], torch.nn.Module]) -> Componen
     by_quantization = {REFERENCE: sum(sizes)}
     quantized_layers = kept_layers = 0
     if name in PER_VARIANT_COMPONENTS:
-        for quantized in quantized_backends():
+        for index, quantized in enumerate(quantized_backends()):
             with torch.device("meta"):
                 copy = build()
             quantized.quantize_on_meta(name, copy)
-            sized = _quantized_bytes(copy, quantized)
-            by_quantization[quantized.name], quantized_layers, kept_layers = sized
+            by_quantization[quantized.name], count, kept = _quantized_bytes(copy, quantized)
+            if index == 0:  # the Linear counts reported are the first backend's (LLM.int8)
+                quantized_layers, kept_layers = count, kept
     else:
         by_quantization |= {b.name: sum(sizes) for b in quantized_backends()}
     return ComponentSizes(
@@ -634,9 +635,11 @@ def format_plan(plan: PlacementPlan, sizes: ModelSizes) -> str:
         f"host RAM for weights: {size(plan.host_bytes)} ({size(plan.pinned_bytes)} pinned); "
         f"budget {size(plan.host_budget_bytes)}"
     )
+    # The ratios of the backends the plan's variants use (the default: LLM.int8 and NF4).
+    shown = [b for b in (backend(VARIANTS[v].quantization) for v in plan.variants) if b.quantized]
     ratios = ", ".join(
         f"{name}: "
-        + " / ".join(f"{b.name} {c.ratio(b.name):.2f}" for b in quantized_backends())
+        + " / ".join(f"{b.name} {c.ratio(b.name):.2f}" for b in shown)
         + f" ({c.kept_linear_layers} Linear kept)"
         for name, c in ((n, sizes.components[n]) for n in PER_VARIANT_COMPONENTS)
     )
