@@ -35,7 +35,7 @@ from core.engine.placement import folder_configs, model_sizes
 from core.errors import InvalidSettingError
 
 REPO = Path(__file__).resolve().parent.parent
-PROMPT = "a red fox in snow"
+PROMPT = "a large red circle in the middle, on a white background"
 CPU_VARIANTS = ("fp8-layerwise", "gguf-q8", "gguf-q4", "torchao-int8")
 GPU_ONLY = ("torchao-fp8",)
 
