@@ -10,9 +10,7 @@ from collections import Counter
 import pytest
 from scipy.stats import chisquare
 
-import core.config
-import core.store.storage
-from core.config import MODE_SPECS, VariantSpec
+from core.config import MODE_SPECS
 from core.errors import (
     ForeignRoundError,
     GenerationNotFoundError,
@@ -309,24 +307,20 @@ def test_seeded_answer_keys_of_the_default_game_are_pinned(store, gid):
     assert _answer_keys(store, gid, "duel") == PINNED_DUEL
 
 
-FOUR = ("bf16", "int8", "nf4", "fp8")
+FOUR = ("bf16", "int8", "nf4", "fp8-layerwise")
 
 
 @pytest.fixture
-def four_variants(monkeypatch):
-    """A fourth variant registered for this test only (the product's registry is unchanged)."""
-    spec = VariantSpec("fp8", "FP8 (test)", "none", "a fourth variant, registered by a test")
-    monkeypatch.setitem(core.config.VARIANTS, "fp8", spec)
-    monkeypatch.setattr(core.config, "VARIANT_NAMES", FOUR)
-    monkeypatch.setattr(core.store.storage, "VARIANT_NAMES", FOUR)
+def four_variants():
+    """Four loaded variants: the default trio and a fourth from the registry."""
     return FOUR
 
 
 def _four_variant_generation(index: int = 0):
     gen = make_generation(index)
     nf4 = gen.results["nf4"]
-    gen.results["fp8"] = dataclasses.replace(
-        nf4, variant="fp8", image=nf4.image.point(lambda v: min(255, v + 9))
+    gen.results["fp8-layerwise"] = dataclasses.replace(
+        nf4, variant="fp8-layerwise", image=nf4.image.point(lambda v: min(255, v + 9))
     )
     return gen
 
@@ -346,11 +340,11 @@ def test_a_trio_of_four_loaded_variants_always_shows_bf16(store, four_variants):
         bf16_slot = next(s for s, v in key.items() if v == "bf16")
         reveal = game.guess(f"t{i}", view.round_id, bf16_slot)
         assert reveal.correct is True and reveal.correct_slot == bf16_slot
-    assert set(others) == {"int8", "nf4", "fp8"}
+    assert set(others) == {"int8", "nf4", "fp8-layerwise"}
     duel = game.new_round("duelist", "duel", gid)
     key = store.fetch_round(duel.round_id).answer_key
     assert len(key) == 2 and "bf16" in key.values()
-    assert store.fetch_round(duel.round_id).compared_variant in {"int8", "nf4", "fp8"}
+    assert store.fetch_round(duel.round_id).compared_variant in {"int8", "nf4", "fp8-layerwise"}
 
 
 def test_a_trio_needs_every_loaded_variant(store, four_variants):
