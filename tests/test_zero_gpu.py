@@ -5,8 +5,10 @@ a message that offers a ready round.
 
 spaces' ZeroGPU mode reads ``torch.version.cuda`` and ``torch._C._cuda_init`` when it is
 imported, so the import needs a CUDA build of torch (what a ZeroGPU Space installs; README):
-on a CPU-only build the test is skipped. It ran on the lent H200 machine (report of
-issue 26). It runs in a fresh interpreter: spaces patches torch process-wide.
+on a CPU-only build the test is skipped, and this project's CPU machines and CI have only
+that build, so it has not run yet (no GPU session has carried spaces). Faking CUDA on a
+CPU build gets past the import but not spaces' worker, which pickles torch.cuda's
+functions. It runs in a fresh interpreter: spaces patches torch process-wide.
 """
 
 from __future__ import annotations
