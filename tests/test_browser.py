@@ -27,7 +27,7 @@ from playwright.sync_api import expect
 
 from core.game.detail import region_at
 from tests.app_server import launched_app
-from tests.browser_helpers import CHROMIUM, CHROMIUM_ARGS
+from tests.browser_helpers import launched_chromium
 
 # The laptop round is in the quick tier (`pytest -m "not slow"`): one browser round, one
 # generation; the phone round and the download run in the full suite.
@@ -42,20 +42,8 @@ PROMPT = "a large red circle on the left, on a blue background"
 
 @pytest.fixture(scope="module")
 def chromium_browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing: CI must install Debian's chromium package")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")

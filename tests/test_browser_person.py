@@ -13,16 +13,13 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from playwright.sync_api import expect
 
 import app
 from core.game.identity import ACCOUNT_ID, BROWSER_ID
 from tests.app_server import SIZE, STEPS, launched_app
-from tests.browser_helpers import CHROMIUM, CHROMIUM_ARGS
+from tests.browser_helpers import launched_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -36,20 +33,8 @@ IMAGES_SHOWN = (
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing: CI must install Debian's chromium package")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launched_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from pathlib import Path
 
 import pytest
 
 from tests.app_server import SIZE, STEPS, launched_app
-from tests.browser_helpers import CHROMIUM, CHROMIUM_ARGS
+from tests.browser_helpers import CHROMIUM_ARGS, chromium_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -34,11 +32,7 @@ IMAGES_SHOWN = "document.querySelectorAll('img[src*=\"gradio_api/file\"]').lengt
 
 @pytest.fixture(scope="module")
 def chromium():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing: CI must install Debian's chromium package")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    return CHROMIUM
+    return chromium_path()
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,12 @@ detection chart scaled so that its smallest text is at least 11 CSS pixels."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from core.bench.simulate import build_parser, bulk_load
 from core.game import presentation
 from tests.app_server import launched_app
-from tests.browser_helpers import CHROMIUM, CHROMIUM_ARGS
+from tests.browser_helpers import launched_chromium
 
 PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 120_000  # generous for a loaded 2-core machine; nothing here is timed
@@ -19,20 +16,8 @@ TIMEOUT_MS = 120_000  # generous for a loaded 2-core machine; nothing here is ti
 
 @pytest.fixture(scope="module")
 def chromium_browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing: CI must install Debian's chromium package")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched_chromium() as browser:
+        yield browser
 
 
 def test_results_on_a_phone(chromium_browser, tiny_engine, tmp_path):
