@@ -717,20 +717,11 @@ class Store(Database):
     ) -> dict[str, int]:
         with self._write() as conn:
             for table in TABLES:
-                columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
                 added[table] = 0
+                columns = _columns(conn, table)  # once per table, not per restored row
                 for row in rows.get(table, ()):
-                    unknown = [c for c in row if c not in columns]
-                    if unknown:
-                        raise DatabaseError(
-                            f"a {table} row names columns this database does not have "
-                            f"({', '.join(sorted(unknown))[:200]}); nothing was restored"
-                        )
-                    names = list(row)
-                    cursor = conn.execute(
-                        f"INSERT OR IGNORE INTO {table} ({', '.join(names)}) "
-                        f"VALUES ({', '.join('?' * len(names))})",
-                        [row[c] for c in names],
+                    cursor = _insert(
+                        conn, table, row, columns=columns, or_ignore=True, outcome="restored"
                     )
                     added[table] += cursor.rowcount
         return added
@@ -883,18 +874,35 @@ class Store(Database):
         return {"generations": int(generations), "guesses": int(guesses)}
 
 
-def _insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> sqlite3.Cursor:
-    """INSERT one row given as a dict; every key must be a column of ``table``."""
-    columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    """The column names of ``table``, from the live schema."""
+    return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def _insert(
+    conn: sqlite3.Connection,
+    table: str,
+    row: dict[str, Any],
+    *,
+    columns: Sequence[str] | None = None,
+    or_ignore: bool = False,
+    outcome: str = "written",
+) -> sqlite3.Cursor:
+    """INSERT one row given as a dict; every key must be a column of ``table`` (``columns``,
+    read from the schema when None), else DatabaseError ("nothing was <outcome>").
+    ``or_ignore``: a row whose key is already there is skipped (rowcount 0)."""
+    if columns is None:
+        columns = _columns(conn, table)
     unknown = [c for c in row if c not in columns]
     if unknown:
         raise DatabaseError(
             f"a {table} row names columns this database does not have "
-            f"({', '.join(sorted(unknown))[:200]}); nothing was written"
+            f"({', '.join(sorted(unknown))[:200]}); nothing was {outcome}"
         )
     names = list(row)
+    verb = "INSERT OR IGNORE" if or_ignore else "INSERT"
     return conn.execute(
-        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+        f"{verb} INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
         [row[c] for c in names],
     )
 
