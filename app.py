@@ -671,7 +671,7 @@ def on_results(arena: Arena, results: ResultsTab) -> dict[Any, Any]:
         + presentation.withdrawn_note(summary),
         results.detection_table: presentation.detection_table(summary),
         results.details_table: presentation.detection_details_table(summary),
-        results.chart: summary["chart_html"],
+        results.chart: summary.chart_html,
         results.picks_md: presentation.trio_picks(summary),
         results.hardest_table: presentation.hardest_table(summary),
         results.costs_table: presentation.cost_table(summary),

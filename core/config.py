@@ -961,19 +961,22 @@ def build_app_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_offload(value: str) -> str:
+def check_offload(value: str, source: str = "offload") -> str:
     """``value`` if it is one of OFFLOAD_CHOICES (the app's --offload rule), else
-    InvalidSettingError."""
-    return OFFLOAD.check(value, "offload")
+    InvalidSettingError naming ``source``."""
+    return OFFLOAD.check(value, source)
 
 
-def check_max_gpu_memory(value: float | None) -> float | None:
-    if value is not None and not value > 0:
-        raise InvalidSettingError(f"max GPU memory must be a positive number of GB, got {value}")
-    return value
+def check_max_gpu_memory(value: float | None, source: str = "--max-gpu-memory") -> float | None:
+    """``value`` (GB) if it is None or the app's --max-gpu-memory accepts it (a finite
+    positive number), else InvalidSettingError naming ``source``."""
+    if value is None:
+        return None
+    spec = next(spec for spec in APP_SETTINGS if spec.name == "max_gpu_memory_gb")
+    return spec.check(value, source)
 
 
-def check_margin(points: float) -> float:
+def check_margin(points: float, source: str = "--margin") -> float:
     """The verdicts' equivalence margin, in points of chance: more than 0, less than 50
-    (the app's --margin rule), else InvalidSettingError."""
-    return MARGIN.check(points, "--margin")
+    (the app's --margin rule), else InvalidSettingError naming ``source``."""
+    return MARGIN.check(points, source)

@@ -90,4 +90,4 @@ def test_the_report_button_takes_the_round_out_of_the_pool(tiny_engine, tmp_path
         third = Client(served.url, verbose=False, download_files=False)
         with pytest.raises(AppError):  # the only image set is out of the pool
             third.predict("trio", api_name="/ready_round")
-        assert served.arena.results()["withdrawn"] == {"generations": 1, "guesses": 1}
+        assert served.arena.results().withdrawn == stats.Withdrawn(generations=1, guesses=1)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import io
+from dataclasses import replace
 
 import numpy as np
 
 from core.config import MODELS, TINY_MODEL, GenerationSettings
-from core.game import presentation
+from core.game import presentation, verdicts
 from core.game.inference import ClusterCounts
 from core.game.rounds import ReadyRounds, Reveal, RoundView, Score
+from core.game.stats import PickCount, PromptRank, Summary, TrioPicks
 from core.game.verdicts import GroupCounts, assess
 
 GIB = 2**30
@@ -109,10 +111,21 @@ def test_change_from_bf16_is_in_whole_percent_with_a_true_minus():
     assert presentation.vs_reference(None, 2) == "" == presentation.vs_reference(1, None)
 
 
+def results(estimates=(), picks=None, hardest=None, costs=None) -> Summary:
+    """A Summary holding only what a test gives (the rest empty), as the Results tab reads it."""
+    summary = Summary(
+        definitions={}, counts={}, estimates=list(estimates), family={}, answers_needed={},
+        picks=picks or TrioPicks(0, {}, 0, "bf16"), hardest_prompts=hardest or {},
+        top_players={},
+    )  # fmt: skip
+    return summary if costs is None else summary.with_costs(costs)
+
+
 def costs(**figures):
     return [
         {"variant": v, "generations": 2, "median_seconds": seconds, "weight_bytes": own,
-         "shared_weight_bytes": GIB, "median_activation_peak_bytes": None,
+         "shared_weight_bytes": GIB, "median_peak_allocated_bytes": None,
+         "median_peak_reserved_bytes": None, "median_activation_peak_bytes": None,
          "median_standalone_peak_bytes": None, "median_peak_rss_bytes": None,
          "resident_weight_bytes": 55 * GIB} | figures.get(v, {})
         for v, own, seconds in (("bf16", 28 * GIB, 12.0), ("int8", 16 * GIB, 27.0),
@@ -122,7 +135,7 @@ def costs(**figures):
 
 def test_gpu_cost_table_shows_weights_and_peak_alone_and_the_resident_total_apart():
     peaks = {v: {"median_standalone_peak_bytes": GIB * p} for v, p in STANDALONE.items()}
-    table = presentation.cost_table({"costs": costs(**peaks)})
+    table = presentation.cost_table(results(costs=costs(**peaks)))
     assert table["headers"] == [
         "Variant", "Generations", "Weights alone (GiB)", "Median peak alone (GiB)", "vs BF16",
         "Median time per image (s)",
@@ -133,7 +146,7 @@ def test_gpu_cost_table_shows_weights_and_peak_alone_and_the_resident_total_apar
         ["NF4", 2, "9.00", "17.3", "−52%", "12.25"],
         [presentation.RESIDENT_ROW_LABEL, "", "55.0", "", "", ""],
     ]
-    assert presentation.cost_note({"costs": costs(**peaks)}) == presentation.MEMORY_HELP
+    assert presentation.cost_note(results(costs=costs(**peaks))) == presentation.MEMORY_HELP
 
 
 STANDALONE = {"bf16": 36.2, "int8": 24.4, "nf4": 17.3}
@@ -141,8 +154,8 @@ STANDALONE = {"bf16": 36.2, "int8": 24.4, "nf4": 17.3}
 
 def test_cpu_cost_table_puts_the_process_rss_in_its_own_line_not_in_a_row():
     rss = {v: {"median_peak_rss_bytes": (700 + i) * 2**20} for i, v in enumerate(STATS)}
-    results = {"costs": costs(**rss)}
-    table = presentation.cost_table(results)
+    summary = results(costs=costs(**rss))
+    table = presentation.cost_table(summary)
     assert table["headers"] == [
         "Variant", "Generations", "Weights alone (GiB)", "vs BF16", "Median time per image (s)"
     ]  # fmt: skip
@@ -151,12 +164,12 @@ def test_cpu_cost_table_puts_the_process_rss_in_its_own_line_not_in_a_row():
     ]  # fmt: skip
     rss_text = presentation.gib(702 * 2**20)
     assert not any(rss_text in str(cell) for row in table["data"] for cell in row)
-    note = presentation.cost_note(results)
+    note = presentation.cost_note(summary)
     assert f"**Whole process** (all variants loaded, and the app): peak RSS {rss_text} GiB" in note
 
 
 def test_no_costs_yet_is_an_empty_table():
-    assert presentation.cost_table({"costs": []})["data"] == []
+    assert presentation.cost_table(results(costs=[]))["data"] == []
 
 
 def test_reference_table_is_in_gib_with_the_saving_on_the_peak():
@@ -225,7 +238,7 @@ def test_tiny_warning_only_for_the_tiny_model():
 
 
 def test_detection_tables_and_chart_without_answers():
-    empty = {"detection": [], "trio_picks": {"answered": 0}, "hardest_prompts": {}}
+    empty = results()
     assert presentation.detection_table(empty) == {
         "headers": presentation.DETECTION_HEADERS, "data": []
     }  # fmt: skip
@@ -239,17 +252,16 @@ def test_detection_tables_and_chart_without_answers():
 
 
 def test_detection_main_table_is_short_and_says_what_each_row_means():
-    rows = [
-        e.to_dict()
-        for e in assess(
+    rows = results(
+        assess(
             [
                 _group(0, 6, mode="trio", variant="all"),
                 _group(7, 10, cant_tell=1, variant="int8"),
                 _group(60, 80),
             ]
         )
-    ]
-    table = presentation.detection_table({"detection": rows})
+    )
+    table = presentation.detection_table(rows)
     # Rate and verdict first (a phone shows them without scrolling); the level is fixed.
     assert table["headers"] == [
         "What", "Rate (of decided)", "Verdict", "Answered", "Decided", "People",
@@ -263,7 +275,7 @@ def test_detection_main_table_is_short_and_says_what_each_row_means():
     assert nf4[0] == "duel: spotted NF4" and nf4[2] == "distinguishable"
     # The verdict column stays short; the full sentence is in the verdicts above.
     assert all(len(row[2]) <= 32 for row in table["data"])
-    details = presentation.detection_details_table({"detection": rows})
+    details = presentation.detection_details_table(rows)
     assert details["headers"] == presentation.DETECTION_DETAIL_HEADERS
     d_int8 = dict(zip(details["headers"], details["data"][1], strict=True))
     assert d_int8["What"] == "duel: spotted LLM.int8"
@@ -272,7 +284,7 @@ def test_detection_main_table_is_short_and_says_what_each_row_means():
     assert d_int8["Live test: e-value (bar)"] == "1.1 (120)"  # a family of 3: 1 / (2.5% / 3)
     assert d_int8["One look, per person"].startswith("70.0% (")
     assert all(len(row) == len(details["headers"]) for row in details["data"])
-    text = presentation.verdicts_markdown({"detection": rows})
+    text = presentation.verdicts_markdown(rows)
     lines = text.splitlines()
     assert lines[0] == "### Can people tell?"
     # One plain sentence per comparison, first, then the numbers elsewhere.
@@ -286,25 +298,29 @@ def test_detection_main_table_is_short_and_says_what_each_row_means():
 
 
 def test_group_labels_name_what_was_measured():
-    assert presentation.group_label("trio", "all") == "trio: picked the original"
-    assert presentation.group_label("duel", "nf4") == "duel: spotted NF4"
-    assert presentation.group_label("duel", "all") == "duel: spotted LLM.int8 or NF4"
+    assert verdicts.measured("trio", "all") == "trio: picked the original"
+    assert verdicts.measured("duel", "nf4") == "duel: spotted NF4"
+    assert verdicts.measured("duel", "all") == "duel: spotted LLM.int8 or NF4"
+    assert verdicts.label("duel", "all", short=True) == "Either"
+    assert verdicts.label("trio", "all", short=True) == "Trio"
 
 
 def test_short_verdict_words():
-    word = presentation.verdict_word
-    assert word({"verdict": "indistinguishable", "margin": 0.05}) == "indistinguishable (±5 pts)"
-    assert word({"verdict": "distinguishable", "margin": 0.05, "within_margin": True}) == (
-        "distinguishable, within ±5 pts"
-    )
-    assert word({"verdict": "no_data"}) == "no data yet"
-    assert word({"verdict": "not_enough_data", "too_few_people": True}) == "too few people yet"
-    assert word({"verdict": "not_enough_data", "too_few_people": False}) == ("not enough data yet")
+    def word(verdict, **figures):
+        [row] = assess([_group(7, 10)], margin=0.05)
+        return presentation.verdict_word(replace(row, verdict=verdict, **figures))
+
+    assert word(verdicts.INDISTINGUISHABLE) == "indistinguishable (±5 pts)"
+    assert word(verdicts.DISTINGUISHABLE, within_margin=True) == "distinguishable, within ±5 pts"
+    assert word(verdicts.DISTINGUISHABLE, within_margin=False) == "distinguishable"
+    assert word(verdicts.NO_DATA) == "no data yet"
+    assert word(verdicts.NOT_ENOUGH_DATA, too_few_people=True) == "too few people yet"
+    assert word(verdicts.NOT_ENOUGH_DATA, too_few_people=False) == "not enough data yet"
 
 
 def test_chart_has_a_visible_zero_bar_chance_and_text_readable_on_a_phone():
-    rows = [e.to_dict() for e in assess([_group(0, 6, mode="trio", variant="all"), _group(7, 10)])]
-    fig = presentation.detection_chart({"detection": rows})
+    rows = assess([_group(0, 6, mode="trio", variant="all"), _group(7, 10)])
+    fig = presentation.detection_chart(results(rows))
     [ax] = fig.axes
     assert ax.get_title() == presentation.CHART_TITLE
     fig.savefig(io.BytesIO(), format="png")  # as Gradio renders a gr.Plot
@@ -321,13 +337,13 @@ def test_chart_has_a_visible_zero_bar_chance_and_text_readable_on_a_phone():
     # Shown 326 px wide (a 390-px phone less the page's margins), no text is below 11 px;
     # every text of the figure counts, tick labels and legend included.
     assert presentation.chart_min_text_px(fig) >= 11
-    empty = presentation.detection_chart({"detection": [rows[0] | {"rate": None}]})
+    empty = presentation.detection_chart(results([replace(rows[0], rate=None)]))
     assert presentation.chart_min_text_px(empty) >= 11
 
 
 def test_the_chart_is_an_svg_image_with_a_text_alternative():
-    rows = [e.to_dict() for e in assess([_group(0, 6, mode="trio", variant="all"), _group(7, 10)])]
-    tag = presentation.detection_chart_html({"detection": rows})
+    rows = assess([_group(0, 6, mode="trio", variant="all"), _group(7, 10)])
+    tag = presentation.detection_chart_html(results(rows))
     assert tag.startswith('<img src="data:image/svg+xml;base64,')
     data = tag.split("base64,", 1)[1].split('"', 1)[0]
     assert base64.b64decode(data).lstrip().startswith(b"<?xml")
@@ -363,24 +379,24 @@ def test_example_prompts_skip_comments_and_blank_lines(tmp_path):
 
 
 def test_hardest_prompts_table_keeps_the_prompt_as_plain_text():
-    entry = {"prompt": "**a fox**", "decided": 5, "rate": 0.4, "ci_low": 0.05, "ci_high": 0.85}
-    table = presentation.hardest_table({"hardest_prompts": {"duel": [entry | {"chance": 0.5}]}})
+    entry = PromptRank(1, "**a fox**", 5, 5, 2, chance=0.5, rate=0.4, ci_low=0.05, ci_high=0.85)
+    table = presentation.hardest_table(results(hardest={"duel": [entry]}))
     assert table["headers"] == presentation.HARDEST_HEADERS
     assert table["data"] == [["duel", "**a fox**", 5, "40.0%", "5.0–85.0%", "50%"]]
 
 
 def test_verdicts_markdown_shows_the_one_level_only_once_there_are_answers():
-    answered = {"verdict_text": "x", "rate": 0.5, "needed_text": ""}
-    none = {"verdict_text": "No decided answers yet for NF4.", "rate": None}
-    assert "95% confidence" in presentation.verdicts_markdown({"detection": [answered, none]})
-    assert "95%" not in presentation.verdicts_markdown({"detection": [none]})
+    [row] = assess([_group(7, 10)])
+    answered = replace(row, verdict_text="x", rate=0.5, needed_text="")
+    none = replace(row, verdict_text="No decided answers yet for NF4.", rate=None)
+    assert "95% confidence" in presentation.verdicts_markdown(results([answered, none]))
+    assert "95%" not in presentation.verdicts_markdown(results([none]))
 
 
 def test_trio_picks_says_answer_for_one_and_answers_for_more():
-    def results(answered: int) -> dict:
-        share = {"count": answered, "share": 1.0}
-        picks = {"bf16": share, "int8": {"count": 0, "share": 0.0}}
-        return {"trio_picks": {"answered": answered, "picked_as_original": picks, "cant_tell": 0}}
+    def picked(answered: int) -> Summary:
+        picks = {"bf16": PickCount(answered, 1.0), "int8": PickCount(0, 0.0)}
+        return results(picks=TrioPicks(answered, picks, 0, "bf16"))
 
-    assert "(of 1 answer):" in presentation.trio_picks(results(1))
-    assert "(of 2 answers):" in presentation.trio_picks(results(2))
+    assert "(of 1 answer):" in presentation.trio_picks(picked(1))
+    assert "(of 2 answers):" in presentation.trio_picks(picked(2))

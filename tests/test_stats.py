@@ -71,15 +71,15 @@ def test_tables_from_stored_guesses(tmp_path):
         assert d.people == 3 and d.level == 0.95
 
     tp = trio_picks(store)
-    assert tp["answered"] == sum(picks.values())
-    assert tp["cant_tell"] == picks[None]
+    assert tp.answered == sum(picks.values())
+    assert tp.cant_tell == picks[None]
     for v in ("bf16", "int8", "nf4"):
-        assert tp["picked_as_original"][v]["count"] == picks[v]
+        assert tp.picked_as_original[v].count == picks[v]
 
     hardest = hardest_prompts(store, limit=5, min_decided=5, mode="duel")
-    assert [h["generation_id"] for h in hardest] == [hard, easy]
-    assert hardest[0]["correct"] == 2 and hardest[0]["decided"] == 8
-    assert hardest_prompts(store, limit=5, min_decided=9, mode="duel")[0]["generation_id"] == easy
+    assert [h.generation_id for h in hardest] == [hard, easy]
+    assert hardest[0].correct == 2 and hardest[0].decided == 8
+    assert hardest_prompts(store, limit=5, min_decided=9, mode="duel")[0].generation_id == easy
     assert hardest_prompts(store, min_decided=100) == []
 
     score = session_stats(store, "s0")
@@ -151,18 +151,18 @@ def test_rankings_are_by_interval_bound_with_deterministic_ties(tmp_path):
     hardest = hardest_prompts(store, limit=10, min_decided=1, mode="duel")
     # 30/100 has the lowest upper bound; the two 3/10 tie on everything but their id; the
     # 0/2 prompt, lowest rate of all, ranks behind them: its interval reaches 84%.
-    assert [h["generation_id"] for h in hardest] == [gids[3], gids[0], gids[1], gids[2], gids[4]]
-    bounds = [h["ci_high"] for h in hardest]
+    assert [h.generation_id for h in hardest] == [gids[3], gids[0], gids[1], gids[2], gids[4]]
+    bounds = [h.ci_high for h in hardest]
     assert bounds == sorted(bounds)
     assert summary(store).hardest_prompts["duel"] == hardest_prompts(store, min_decided=5)
 
     # Players with equal counts are ordered by session id; better lower bounds first.
     top = top_players(store, limit=10, min_decided=1, mode="duel")
-    lows = [t["ci_low"] for t in top]
+    lows = [t.ci_low for t in top]
     assert lows == sorted(lows, reverse=True)
     for a, b in itertools.pairwise(top):
-        if (a["ci_low"], a["rate"], a["decided"]) == (b["ci_low"], b["rate"], b["decided"]):
-            assert a["session_id"] < b["session_id"]
+        if (a.ci_low, a.rate, a.decided) == (b.ci_low, b.rate, b.decided):
+            assert a.session_id < b.session_id
     assert top == top_players(store, limit=10, min_decided=1, mode="duel")
 
 

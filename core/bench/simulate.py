@@ -174,7 +174,7 @@ def _play(
     generation_ids: list[int],
     result: ThreadResult,
     start: threading.Barrier,
-    results: ResultsCache | None = None,
+    results: ResultsCache[stats.Summary] | None = None,
 ) -> None:
     rng = random.Random(args.seed * 1000 + thread)
     game = Game(store, random.Random(rng.random()), rounds_per_minute=0)
@@ -215,7 +215,10 @@ def _play(
 
 
 def _view_results(
-    results: ResultsCache, stop: threading.Event, result: ThreadResult, every: float = 1.0
+    results: ResultsCache[stats.Summary],
+    stop: threading.Event,
+    result: ThreadResult,
+    every: float = 1.0,
 ) -> None:
     """A person keeping Results open and pressing Refresh every ``every`` seconds."""
     while not stop.is_set():
@@ -323,19 +326,18 @@ def run_load(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def results_now(store: Store) -> dict[str, Any]:
+def results_now(store: Store) -> stats.Summary:
     """What the app's shared Results cache computes (core.game.arena.Arena._results_now,
     without the engine's costs): the summary and the chart drawn once."""
-    summary = stats.summary(store).to_json()
-    summary["chart_html"] = presentation.detection_chart_html({**summary, "costs": []})
-    return summary
+    summary = stats.summary(store).with_costs([])
+    return summary.with_chart(presentation.detection_chart_html(summary))
 
 
-def render_seconds(summary: dict[str, Any], repeats: int = 5) -> float:
+def render_seconds(summary: stats.Summary, repeats: int = 5) -> float:
     """Median seconds to turn a cached summary into what one refresh of the Results tab
     shows (app.on_results: markdown and tables; the chart is already drawn)."""
     times = []
-    results = {**summary, "costs": []}
+    results = summary.with_costs([])
     for _ in range(repeats):
         start = time.perf_counter()
         presentation.verdicts_markdown(results)
@@ -350,7 +352,7 @@ def render_seconds(summary: dict[str, Any], repeats: int = 5) -> float:
 
 
 def _freshness(
-    results: list[ThreadResult], cache: ResultsCache, viewers: int, store: Store
+    results: list[ThreadResult], cache: ResultsCache[stats.Summary], viewers: int, store: Store
 ) -> dict[str, Any]:
     """How old the Results shown during the run were (seconds), what one recomputation
     costs after the run (this process's CPU: SQLite included), and what each refresh

@@ -38,7 +38,14 @@ from typing import Any
 
 import torch
 
-from core.config import GIB, MIB, OFFLOAD_CHOICES, PER_VARIANT_COMPONENTS, VARIANTS, byte_unit
+from core.config import (
+    GIB,
+    MIB,
+    PER_VARIANT_COMPONENTS,
+    VARIANTS,
+    byte_unit,
+    check_offload,
+)
 from core.engine.backends import BF16_BYTES, REFERENCE, Backend, backend, quantized_backends
 from core.engine.pinned import ARENA_CHUNK_BYTES
 from core.errors import InvalidSettingError, ModelUnavailableError, PlacementError
@@ -456,8 +463,7 @@ def plan_placement(
     Whether the result fits is ``plan_problem``'s answer; ``check_fits`` refuses a plan
     that does not.
     """
-    if offload not in OFFLOAD_CHOICES:
-        raise InvalidSettingError(f"offload must be one of {', '.join(OFFLOAD_CHOICES)}")
+    check_offload(offload)
     variants = tuple(variants)
     transformer = sizes.components["transformer"].bytes[REFERENCE]
     headroom = max(MIN_HEADROOM_BYTES, int(ACTIVATION_HEADROOM * transformer))

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from core.config import (
     AppSettings,
@@ -134,7 +134,7 @@ class Arena:
     persons: PersonIds = field(default_factory=PersonIds.ephemeral, repr=False)
     _queue: threading.BoundedSemaphore = field(init=False, repr=False)
     _generation_limiter: SlidingWindowLimiter = field(init=False, repr=False)
-    _results: ResultsCache = field(init=False, repr=False)
+    _results: ResultsCache[stats.Summary] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # One generation runs (the engine's lock) and queue_size more may wait for it.
@@ -297,20 +297,21 @@ class Arena:
 
     # --- results -------------------------------------------------------------------------
 
-    def results(self) -> dict[str, Any]:
-        """The statistics summary plus this deployment's measured cost per variant, shared
-        by every player and at most a few seconds old (see core.game.results_cache). The
-        dict is shared: read it, never change it."""
+    def results(self) -> stats.Summary:
+        """The statistics summary plus this deployment's measured cost per variant, its
+        withdrawn sets and a pool's own figures, with the chart drawn: shared by every
+        player and at most a few seconds old (see core.game.results_cache)."""
         return self._results.get()[0]
 
-    def _results_now(self) -> dict[str, Any]:
-        typed = stats.summary(self.store, margin=self.settings.margin_points / 100)
-        summary = typed.with_costs(self.store.variant_costs(self.spec.name)).to_json()
-        summary["withdrawn"] = self.store.count_withdrawn()  # reported or hidden rounds
-        summary["costs_elsewhere"] = self.store.costs_elsewhere()  # a pool's own figures
+    def _results_now(self) -> stats.Summary:
+        summary = stats.summary(self.store, margin=self.settings.margin_points / 100)
+        summary = summary.for_deployment(
+            self.store.variant_costs(self.spec.name),
+            self.store.count_withdrawn(),  # reported or hidden rounds
+            self.store.costs_elsewhere(),  # a pool's own figures
+        )
         # Drawn once here, shared by every refresh (see presentation.detection_chart_html).
-        summary["chart_html"] = presentation.detection_chart_html(summary)
-        return summary
+        return summary.with_chart(presentation.detection_chart_html(summary))
 
     def out_of_domain(self) -> tuple[int, int]:
         """(stored generations out of the model's domain, guesses on them): left out of

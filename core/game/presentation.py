@@ -36,12 +36,13 @@ from core.config import (
 )
 from core.game import verdicts
 from core.game.rounds import ReadyRounds, Reveal, RoundView
+from core.game.stats import ElsewhereCost, Summary
 from core.game.verdicts import (
-    ALL_VARIANTS,
     DISTINGUISHABLE,
     INDISTINGUISHABLE,
     NO_DATA,
     NOT_ENOUGH_DATA,
+    Estimate,
     e_value_text,
 )
 
@@ -368,96 +369,86 @@ def slider_value(paths: Mapping[str, str], reveal: Reveal, variant: str) -> tupl
 # --- results ---------------------------------------------------------------------------------
 
 
-def group_label(mode: str, variant: str) -> str:
-    """What a headline group measures, in words: "trio: picked the original",
-    "duel: spotted NF4", "duel: spotted LLM.int8 or NF4" (the duel over both)."""
-    if MODE_SPECS[mode].asks_for_original:
-        return f"{mode}: picked the original"
-    return f"{mode}: spotted {verdicts.label(mode, variant)}"
-
-
 def _points(margin: float | None) -> str:
     return f"±{100 * (margin or 0):.3g} pts"
 
 
-def verdict_word(d: dict[str, Any]) -> str:
+def verdict_word(e: Estimate) -> str:
     """A short verdict cell: "distinguishable", "indistinguishable (±5 pts)", …"""
-    if d["verdict"] == DISTINGUISHABLE:
+    if e.verdict == DISTINGUISHABLE:
         return (
-            f"distinguishable, within {_points(d.get('margin'))}"
-            if d.get("within_margin")
-            else "distinguishable"
+            f"distinguishable, within {_points(e.margin)}" if e.within_margin else "distinguishable"
         )
-    if d["verdict"] == INDISTINGUISHABLE:
-        return f"indistinguishable ({_points(d.get('margin'))})"
-    if d["verdict"] == NOT_ENOUGH_DATA:
-        return "too few people yet" if d.get("too_few_people") else "not enough data yet"
-    if d["verdict"] == NO_DATA:
+    if e.verdict == INDISTINGUISHABLE:
+        return f"indistinguishable ({_points(e.margin)})"
+    if e.verdict == NOT_ENOUGH_DATA:
+        return "too few people yet" if e.too_few_people else "not enough data yet"
+    if e.verdict == NO_DATA:
         return "no data yet"
-    return str(d["verdict"])
+    return e.verdict
 
 
-def detection_rows(results: dict[str, Any]) -> list[list[Any]]:
+def detection_rows(results: Summary) -> list[list[Any]]:
     """The main detection table's rows, one per headline row (see DETECTION_HEADERS)."""
     return [
         [
-            group_label(d["mode"], d["variant"]),
-            _percent(d["rate"]),
-            verdict_word(d),
-            d["answered"],
-            d["decided"],
-            d.get("people", 0),
-            _interval(d["ci_low"], d["ci_high"]),
-            f"{d['chance']:.0%}",
+            verdicts.measured(e.mode, e.variant),
+            _percent(e.rate),
+            verdict_word(e),
+            e.answered,
+            e.decided,
+            e.people,
+            _interval(e.ci_low, e.ci_high),
+            f"{e.chance:.0%}",
         ]
-        for d in results["detection"]
+        for e in results.estimates
     ]
 
 
-def detection_table(results: dict[str, Any]) -> Table:
+def detection_table(results: Summary) -> Table:
     """The main detection table; its interval is the live one, at the fixed 95% level."""
     return {"headers": list(DETECTION_HEADERS), "data": detection_rows(results)}
 
 
-def _e_value(d: dict[str, Any]) -> str:
-    if d.get("log10_e_value") is None:
+def _e_value(e: Estimate) -> str:
+    if e.log10_e_value is None:
         return ""
-    return f"{e_value_text(d['log10_e_value'])} ({d['e_threshold']:,.0f})"
+    return f"{e_value_text(e.log10_e_value)} ({e.e_threshold:,.0f})"
 
 
-def detection_details_table(results: dict[str, Any]) -> Table:
+def detection_details_table(results: Summary) -> Table:
     """The statistics behind each headline row (for a closed accordion)."""
     rows = []
-    for d in results["detection"]:
-        cant_tell = _percent(d.get("cant_tell_share"))
-        if d.get("cant_tell_ci_low") is not None:
-            cant_tell += f" ({_interval(d['cant_tell_ci_low'], d['cant_tell_ci_high'])})"
-        per_person = _percent(d.get("per_person_rate"))
-        if d.get("per_person_ci_low") is not None:
-            per_person += f" ({_interval(d['per_person_ci_low'], d['per_person_ci_high'])})"
+    for e in results.estimates:
+        cant_tell = _percent(e.cant_tell_share)
+        if e.cant_tell_ci_low is not None:
+            cant_tell += f" ({_interval(e.cant_tell_ci_low, e.cant_tell_ci_high)})"
+        per_person = _percent(e.per_person_rate)
+        if e.per_person_ci_low is not None:
+            per_person += f" ({_interval(e.per_person_ci_low, e.per_person_ci_high)})"
         rows.append(
             [
-                group_label(d["mode"], d["variant"]),
-                _e_value(d),
-                _interval(d.get("clustered_ci_low"), d.get("clustered_ci_high")),
+                verdicts.measured(e.mode, e.variant),
+                _e_value(e),
+                _interval(e.clustered_ci_low, e.clustered_ci_high),
                 per_person,
                 cant_tell,
-                _percent(d.get("spotted_rate")),
-                d.get("prompts", 0),
+                _percent(e.spotted_rate),
+                e.prompts,
             ]
         )
     return {"headers": list(DETECTION_DETAIL_HEADERS), "data": rows}
 
 
-def verdicts_markdown(results: dict[str, Any]) -> str:
+def verdicts_markdown(results: Summary) -> str:
     """One plain sentence per comparison, first; what the live test still needs under a
     row not settled yet; then the one confidence level, which never moves."""
     lines = ["### Can people tell?"]
-    for d in results["detection"]:
-        lines.append(f"- **{d['verdict_text']}**")
-        if d.get("needed_text"):
-            lines.append(f"  {d['needed_text']}")
-    if any(d.get("rate") is not None for d in results["detection"]):
+    for e in results.estimates:
+        lines.append(f"- **{e.verdict_text}**")
+        if e.needed_text:
+            lines.append(f"  {e.needed_text}")
+    if any(e.rate is not None for e in results.estimates):
         lines.append(
             "\nEvery statement here holds together with 95% confidence, however often the "
             "page is refreshed. The numbers behind each sentence are in the table and the "
@@ -466,75 +457,72 @@ def verdicts_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def trio_picks(results: dict[str, Any]) -> str:
-    picks = results["trio_picks"]
-    if not picks["answered"]:
+def trio_picks(results: Summary) -> str:
+    picks = results.picks
+    if not picks.answered:
         return "**Trio: picked as the original** — no answers yet."
     parts = []
-    for variant, figures in picks["picked_as_original"].items():
-        share = figures["share"] or 0.0
-        parts.append(f"{VARIANTS[variant].label} {figures['count']} ({share:.0%})")
-    answered = picks["answered"]
+    for variant, figures in picks.picked_as_original.items():
+        share = figures.share or 0.0
+        parts.append(f"{VARIANTS[variant].label} {figures.count} ({share:.0%})")
+    answered = picks.answered
     return (
         f"**Trio: picked as the original** (of {answered} answer{'' if answered == 1 else 's'}): "
         + " · ".join(parts)
-        + f" · can't tell {picks['cant_tell']}"
+        + f" · can't tell {picks.cant_tell}"
     )
 
 
-def hardest_rows(results: dict[str, Any]) -> list[list[Any]]:
+def hardest_rows(results: Summary) -> list[list[Any]]:
     """Hardest prompts first: ranked by the upper bound of their 95% interval."""
     rows = []
-    for mode, entries in results["hardest_prompts"].items():
+    for mode, entries in results.hardest_prompts.items():
         for e in entries:
             rows.append(
                 [
                     mode,
-                    e["prompt"],
-                    e["decided"],
-                    _percent(e["rate"]),
-                    _interval(e["ci_low"], e["ci_high"]),
-                    f"{e['chance']:.0%}",
+                    e.prompt,
+                    e.decided,
+                    _percent(e.rate),
+                    _interval(e.ci_low, e.ci_high),
+                    f"{e.chance:.0%}",
                 ]
             )
     return rows
 
 
-def hardest_table(results: dict[str, Any]) -> Table:
+def hardest_table(results: Summary) -> Table:
     """The hardest prompts as a gr.Dataframe value (prompts are players' text: show the
     column as plain text, never Markdown)."""
     return {"headers": list(HARDEST_HEADERS), "data": hardest_rows(results)}
 
 
-def cost_table(results: dict[str, Any]) -> Table:
+def cost_table(results: Summary) -> Table:
     """This deployment's cost per variant alone, over its real generations: weights alone,
     the median standalone-equivalent peak (a column only where every variant has one, so
     on a GPU), the change from BF16 of the last memory column, the median seconds per
     image; then the resident total, every variant loaded together, as its own row."""
-    costs = results.get("costs", [])
-    peak = bool(costs) and all(c.get("median_standalone_peak_bytes") is not None for c in costs)
-    weights = {
-        c["variant"]: _weights_alone(c["weight_bytes"], c["shared_weight_bytes"]) for c in costs
-    }
+    costs = results.costs or []
+    peak = bool(costs) and all(c.median_standalone_peak_bytes is not None for c in costs)
+    weights = {c.variant: _weights_alone(c.weight_bytes, c.shared_weight_bytes) for c in costs}
     memory = {
-        c["variant"]: c["median_standalone_peak_bytes"] if peak else weights[c["variant"]]
-        for c in costs
+        c.variant: c.median_standalone_peak_bytes if peak else weights[c.variant] for c in costs
     }
     reference = memory.get(REFERENCE_VARIANT)
     rows = [
         [
-            VARIANTS[c["variant"]].label if c["variant"] in VARIANTS else c["variant"],
-            c["generations"],
-            gib(weights[c["variant"]]),
-            gib(c.get("median_standalone_peak_bytes")),
+            VARIANTS[c.variant].label if c.variant in VARIANTS else c.variant,
+            c.generations,
+            gib(weights[c.variant]),
+            gib(c.median_standalone_peak_bytes),
             REFERENCE_CELL
-            if c["variant"] == REFERENCE_VARIANT
-            else vs_reference(memory[c["variant"]], reference),
-            _seconds(c["median_seconds"]),
+            if c.variant == REFERENCE_VARIANT
+            else vs_reference(memory[c.variant], reference),
+            _seconds(c.median_seconds),
         ]
         for c in costs
     ]
-    resident = [c.get("resident_weight_bytes") for c in costs]
+    resident = [c.resident_weight_bytes for c in costs]
     if resident and resident[-1] is not None:
         rows.append([RESIDENT_ROW_LABEL, "", gib(resident[-1]), "", "", ""])
     keep = [i for i in range(len(COST_HEADERS)) if peak or i != 3]
@@ -544,13 +532,11 @@ def cost_table(results: dict[str, Any]) -> Table:
     }
 
 
-def cost_note(results: dict[str, Any]) -> str:
+def cost_note(results: Summary) -> str:
     """The line under the cost table: what "alone" means and, on a CPU, the whole
     process's peak RSS (every variant loaded, and the app), never a variant's figure."""
     peaks = [
-        c["median_peak_rss_bytes"]
-        for c in results.get("costs", [])
-        if c.get("median_peak_rss_bytes") is not None
+        c.median_peak_rss_bytes for c in results.costs or [] if c.median_peak_rss_bytes is not None
     ]
     if not peaks:
         return MEMORY_HELP
@@ -581,24 +567,17 @@ def reference_table() -> Table:
     return {"headers": list(REFERENCE_HEADERS), "data": reference_rows()}
 
 
-def _chart_label(mode: str, variant: str) -> str:
-    """A short x label: "Trio", "LLM.int8", "NF4", "Either" (the duel over both)."""
-    if MODE_SPECS[mode].per_variant and variant == ALL_VARIANTS:
-        return "Either"
-    return verdicts.label(mode, variant)
-
-
-def detection_chart(results: dict[str, Any]) -> Figure:
+def detection_chart(results: Summary) -> Figure:
     """Rate of decided answers per headline row: a bar (with a mark at its top, so 0% is
     visible) and its value, the live interval as whiskers, chance as a red dashed line and
     chance ± m as a band; a row without decided answers says so in its place. Sized so
     that every text is at least 11 CSS pixels on a phone (CHART_WIDTH_IN, CHART_MIN_FONT)."""
-    rows = results["detection"]
+    rows = results.estimates
     font = CHART_MIN_FONT
     # 150 dpi: 630 pixels, sharp at app.css's 560-pixel cap on a laptop.
     fig, ax = plt.subplots(figsize=(CHART_WIDTH_IN, 3.8), dpi=150, layout="constrained")
     ax.set_title(CHART_TITLE, fontsize=font + 1)
-    if not any(d["rate"] is not None for d in rows):
+    if not any(e.rate is not None for e in rows):
         ax.text(
             0.5, 0.5, "no decided answers yet", ha="center", va="center",
             transform=ax.transAxes, fontsize=font,
@@ -608,26 +587,27 @@ def detection_chart(results: dict[str, Any]) -> Figure:
         return fig
     colour, chance_colour = "#4f46e5", "#dc2626"
     xs = list(range(len(rows)))
-    for x, d in zip(xs, rows, strict=True):
-        margin = d.get("margin") or 0.0
+    for x, e in zip(xs, rows, strict=True):
+        margin = e.margin or 0.0
         ax.fill_between(
-            [x - 0.4, x + 0.4], d["chance"] - margin, d["chance"] + margin,
+            [x - 0.4, x + 0.4], e.chance - margin, e.chance + margin,
             color=chance_colour, alpha=0.12, linewidth=0,
         )  # fmt: skip
-        ax.hlines(d["chance"], x - 0.4, x + 0.4, colors=chance_colour, linestyles="dashed")
-        if d["rate"] is None:
+        ax.hlines(e.chance, x - 0.4, x + 0.4, colors=chance_colour, linestyles="dashed")
+        if e.rate is None:
             ax.text(x, 0.04, "no\nanswers", ha="center", va="bottom", fontsize=font,
                     color="#6b7280")  # fmt: skip
             continue
-        ax.bar(x, d["rate"], width=0.6, color=colour, alpha=0.75)
-        ax.hlines(d["rate"], x - 0.3, x + 0.3, colors=colour, linewidth=3, zorder=3)
+        assert e.ci_low is not None and e.ci_high is not None  # a rate has its interval
+        ax.bar(x, e.rate, width=0.6, color=colour, alpha=0.75)
+        ax.hlines(e.rate, x - 0.3, x + 0.3, colors=colour, linewidth=3, zorder=3)
         ax.errorbar(
-            x, d["rate"], yerr=[[d["rate"] - d["ci_low"]], [d["ci_high"] - d["rate"]]],
+            x, e.rate, yerr=[[e.rate - e.ci_low], [e.ci_high - e.rate]],
             fmt="none", ecolor="black", capsize=4,
         )  # fmt: skip
-        ax.text(x + 0.08, d["rate"] + 0.015, f"{d['rate']:.0%}", ha="left", va="bottom",
+        ax.text(x + 0.08, e.rate + 0.015, f"{e.rate:.0%}", ha="left", va="bottom",
                 fontsize=font, fontweight="bold")  # fmt: skip
-    labels = [f"{_chart_label(d['mode'], d['variant'])}\nn={d['decided']:,}" for d in rows]
+    labels = [f"{verdicts.label(e.mode, e.variant, short=True)}\nn={e.decided:,}" for e in rows]
     ax.set_xticks(xs, labels, fontsize=font)
     ax.set_xlim(-0.6, len(rows) - 0.4)
     ax.set_ylim(-0.03, 1.12)  # a 0% mark sits above the axis line
@@ -644,7 +624,7 @@ def detection_chart(results: dict[str, Any]) -> Figure:
     return fig
 
 
-def detection_chart_html(results: dict[str, Any]) -> str:
+def detection_chart_html(results: Summary) -> str:
     """The detection chart as an <img> of SVG (a data URI) with a text alternative: drawn
     once per Results recomputation and shared, where a gr.Plot would encode the figure
     again for every refresh of every browser (a quarter to half a second of CPU each)."""
@@ -653,9 +633,9 @@ def detection_chart_html(results: dict[str, Any]) -> str:
     fig.savefig(buffer, format="svg")
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     alt = "; ".join(
-        f"{group_label(d['mode'], d['variant'])}: "
-        + ("no decided answers" if d["rate"] is None else f"{d['rate']:.0%} of {d['decided']:,}")
-        for d in results["detection"]
+        f"{verdicts.measured(e.mode, e.variant)}: "
+        + ("no decided answers" if e.rate is None else f"{e.rate:.0%} of {e.decided:,}")
+        for e in results.estimates
     )
     return (
         f'<img src="data:image/svg+xml;base64,{data}" '
@@ -721,13 +701,12 @@ def detail_caption(region: str) -> str:
     return f"**The same region of every image:** {region}. Click another spot to move it."
 
 
-def withdrawn_note(summary: Mapping[str, Any]) -> str:
+def withdrawn_note(summary: Summary) -> str:
     """A line under the verdicts saying how many reported or hidden image sets (and their
     answers) are left out of them; empty when none is."""
-    withdrawn = summary.get("withdrawn") or {}
-    sets, answers = withdrawn.get("generations", 0), withdrawn.get("guesses", 0)
-    if not sets:
+    if summary.withdrawn is None or not summary.withdrawn.generations:
         return ""
+    sets, answers = summary.withdrawn.generations, summary.withdrawn.guesses
     return (
         f"\n\n{sets} reported or hidden image set{'s' if sets != 1 else ''} "
         f"({answers} answer{'s' if answers != 1 else ''}) {'are' if sets != 1 else 'is'} "
@@ -735,22 +714,20 @@ def withdrawn_note(summary: Mapping[str, Any]) -> str:
     )
 
 
-def elsewhere_note(summary: Mapping[str, Any]) -> str:
+def elsewhere_note(summary: Summary) -> str:
     """Lines under the cost table for image sets imported from a pool (core.game.pool):
     their own figures, labelled as made elsewhere, per model and device; empty when none."""
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for row in summary.get("costs_elsewhere") or []:
-        groups.setdefault((row["model"], row["device"]), []).append(row)
+    groups: dict[tuple[str, str], list[ElsewhereCost]] = {}
+    for row in summary.costs_elsewhere or []:
+        groups.setdefault((row.model, row.device), []).append(row)
     lines = []
     for (model, device), rows in groups.items():
         parts = []
-        for row in sorted(rows, key=lambda r: list(VARIANTS).index(r["variant"])):
-            peak = row.get("median_standalone_peak_bytes") or row.get("median_peak_reserved_bytes")
+        for row in sorted(rows, key=lambda r: list(VARIANTS).index(r.variant)):
+            peak = row.median_standalone_peak_bytes or row.median_peak_reserved_bytes
             memory = f", peak {gib(peak)} GiB" if peak is not None else ""
-            parts.append(
-                f"{VARIANTS[row['variant']].label} {_seconds(row.get('median_seconds'))} s{memory}"
-            )
-        count = max(r["generations"] for r in rows)
+            parts.append(f"{VARIANTS[row.variant].label} {_seconds(row.median_seconds)} s{memory}")
+        count = max(r.generations for r in rows)
         lines.append(
             f"**Made elsewhere** ({count} image set{'s' if count != 1 else ''} from the pool, "
             f"{model} on {device}; median per image): " + "; ".join(parts) + "."

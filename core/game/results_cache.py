@@ -13,17 +13,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 RESULTS_MAX_AGE_SECONDS = 2.0
 
 
-class ResultsCache:
+class ResultsCache(Generic[T]):
     """A value computed by ``compute`` and shared, with the time its data were read."""
 
     def __init__(
         self,
-        compute: Callable[[], dict[str, Any]],
+        compute: Callable[[], T],
         max_age: float = RESULTS_MAX_AGE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -34,14 +36,14 @@ class ResultsCache:
         self._clock = clock
         self._lock = threading.Lock()  # guards _value and _read_at
         self._refreshing = threading.Lock()  # one recomputation at a time
-        self._value: dict[str, Any] | None = None
+        self._value: T | None = None
         self._read_at = 0.0
 
-    def _current(self) -> tuple[dict[str, Any] | None, float]:
+    def _current(self) -> tuple[T | None, float]:
         with self._lock:
             return self._value, self._read_at
 
-    def get(self) -> tuple[dict[str, Any], float]:
+    def get(self) -> tuple[T, float]:
         """(the summary, its age in seconds: now − when its data were read)."""
         value, read_at = self._current()
         if value is not None and self._clock() - read_at < self.max_age:

@@ -28,6 +28,7 @@ import logging
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,14 @@ from typing import Any
 import numpy as np
 from scipy.stats import beta
 
-from core.config import MODE_SPECS, QUANTIZED_VARIANTS, REFERENCE_VARIANT, VARIANT_NAMES
-from core.errors import DatabaseError
+from core.config import (
+    MODE_SPECS,
+    QUANTIZED_VARIANTS,
+    REFERENCE_VARIANT,
+    VARIANT_NAMES,
+    check_margin,
+)
+from core.errors import DatabaseError, InvalidSettingError
 from core.game import inference
 from core.game.inference import ALPHA, LEVEL, MIN_PEOPLE, ClusterCounts
 from core.game.verdicts import (
@@ -63,7 +70,14 @@ __all__ = [
     "INDISTINGUISHABLE",
     "NOT_ENOUGH_DATA",
     "NO_DATA",
+    "ElsewhereCost",
+    "PickCount",
+    "PlayerRank",
+    "PromptRank",
     "Summary",
+    "TrioPicks",
+    "VariantCost",
+    "Withdrawn",
     "detection_table",
     "hardest_prompts",
     "session_stats",
@@ -177,7 +191,102 @@ def detection_table(store: Store, margin: float = DEFAULT_MARGIN, **counts: Any)
     return assess(headline_groups(store, **counts), margin)
 
 
-def trio_picks(store: Store, groups: Groups | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PickCount:
+    """How often one variant was picked as the original: a count and its share (0…1) of
+    the trio's answers, None before any."""
+
+    count: int
+    share: float | None
+
+
+@dataclass(frozen=True)
+class TrioPicks:
+    """How often each variant was picked as the original in trio rounds, and can't tell.
+    ``to_json`` keeps summary.json's "trio_picks" shape, keys in this order."""
+
+    answered: int
+    picked_as_original: dict[str, PickCount]
+    cant_tell: int
+    correct_variant: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PromptRank:
+    """One generation in the hardest prompts: its counts, the mode's chance and its
+    decided rate with the 95% exact interval (fractions)."""
+
+    generation_id: int
+    prompt: str
+    answered: int
+    decided: int
+    correct: int
+    chance: float
+    rate: float
+    ci_low: float
+    ci_high: float
+
+
+@dataclass(frozen=True)
+class PlayerRank:
+    """One session in the top players: its counts and its decided rate with the 95%
+    exact interval (fractions)."""
+
+    session_id: str
+    answered: int
+    decided: int
+    correct: int
+    rate: float
+    ci_low: float
+    ci_high: float
+
+
+@dataclass(frozen=True)
+class VariantCost:
+    """This deployment's cost of one variant over its real generations
+    (Store.variant_costs): bytes, seconds per image; a median is None where no generation
+    has the figure."""
+
+    variant: str
+    generations: int
+    median_seconds: float | None
+    weight_bytes: int | None
+    shared_weight_bytes: int | None
+    median_peak_allocated_bytes: float | None
+    median_peak_reserved_bytes: float | None
+    median_peak_rss_bytes: float | None
+    median_activation_peak_bytes: float | None
+    median_standalone_peak_bytes: float | None
+    resident_weight_bytes: int | None
+
+
+@dataclass(frozen=True)
+class ElsewhereCost:
+    """One model, device and variant of the image sets imported from a pool
+    (Store.costs_elsewhere): how many, median seconds per image and peaks (bytes)."""
+
+    model: str
+    device: str
+    variant: str
+    generations: int
+    median_seconds: float | None
+    median_standalone_peak_bytes: float | None
+    median_peak_reserved_bytes: float | None
+
+
+@dataclass(frozen=True)
+class Withdrawn:
+    """Reported or hidden generations, out of the pool and the verdicts, and the guesses
+    left out with them (Store.count_withdrawn)."""
+
+    generations: int
+    guesses: int
+
+
+def trio_picks(store: Store, groups: Groups | None = None) -> TrioPicks:
     """How often each variant was picked as the original in trio rounds (and can't tell)."""
     groups = store.guess_groups() if groups is None else groups
     picks: dict[str | None, int] = {}
@@ -185,16 +294,17 @@ def trio_picks(store: Store, groups: Groups | None = None) -> dict[str, Any]:
         if MODE_SPECS[mode].asks_for_original:
             picks[variant] = picks.get(variant, 0) + tally.answered
     answered = sum(picks.values())
-    out: dict[str, Any] = {"answered": answered, "picked_as_original": {}}
-    for variant in VARIANT_NAMES:
-        n = picks.get(variant, 0)
-        out["picked_as_original"][variant] = {
-            "count": n,
-            "share": n / answered if answered else None,
-        }
-    out["cant_tell"] = picks.get(None, 0)
-    out["correct_variant"] = REFERENCE_VARIANT
-    return out
+    return TrioPicks(
+        answered=answered,
+        picked_as_original={
+            variant: PickCount(
+                picks.get(variant, 0), picks.get(variant, 0) / answered if answered else None
+            )
+            for variant in VARIANT_NAMES
+        },
+        cant_tell=picks.get(None, 0),
+        correct_variant=REFERENCE_VARIANT,
+    )
 
 
 def _bounds(correct: np.ndarray, decided: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -228,7 +338,7 @@ def hardest_prompts(
     mode: str = "duel",
     by_generation: list[tuple[Any, ...]] | None = None,
     pooled: Pooled | None = None,
-) -> list[dict[str, Any]]:
+) -> list[PromptRank]:
     """The generations people spot least in ``mode``: at least ``min_decided`` decided
     answers, ranked by the upper bound of the 95% exact interval of their decided rate
     (lowest first), then rate, more decided answers first, generation id. Per-prompt
@@ -246,17 +356,7 @@ def hardest_prompts(
     ranked.sort(key=lambda x: (x[3], x[1], -x[0][3], x[0][0]))
     chance = MODE_SPECS[mode].chance
     return [
-        {
-            "generation_id": gid,
-            "prompt": prompt,
-            "answered": answered,
-            "decided": decided,
-            "correct": correct,
-            "chance": chance,
-            "rate": rate,
-            "ci_low": low,
-            "ci_high": high,
-        }
+        PromptRank(gid, prompt, answered, decided, correct, chance, rate, low, high)
         for (gid, prompt, answered, decided, correct), rate, low, high in ranked[:limit]
     ]
 
@@ -268,7 +368,7 @@ def top_players(
     mode: str = "duel",
     by_session: list[Cluster] | None = None,
     pooled: Pooled | None = None,
-) -> list[dict[str, Any]]:
+) -> list[PlayerRank]:
     """The sessions best at ``mode``: at least ``min_decided`` decided answers, ranked by
     the lower bound of the 95% exact interval of their decided rate (highest first), then
     rate, more decided answers first, session id."""
@@ -283,15 +383,7 @@ def top_players(
     ranked = _ranked(rows, [r[3] for r in rows], [r[2] for r in rows])
     ranked.sort(key=lambda x: (-x[2], -x[1], -x[0][2], x[0][0]))
     return [
-        {
-            "session_id": session,
-            "answered": answered,
-            "decided": decided,
-            "correct": correct,
-            "rate": rate,
-            "ci_low": low,
-            "ci_high": high,
-        }
+        PlayerRank(session, answered, decided, correct, rate, low, high)
         for (session, answered, decided, correct), rate, low, high in ranked[:limit]
     ]
 
@@ -346,13 +438,17 @@ DEFINITIONS = {
 @dataclass(frozen=True)
 class Summary:
     """Everything the Results tab and summary.json show, typed: read its fields; turn it
-    into JSON with ``to_json`` (the one shape summary.json and the app's cache hold).
+    into JSON with ``to_json`` (summary.json's shape, byte for byte as before).
 
     ``estimates``: the headline family's verdicts (core.game.verdicts.Estimate), in
     display order; ``picks``: how often each variant was picked as the original (see
     trio_picks); ``hardest_prompts`` / ``top_players``: per mode, the rankings (see
-    hardest_prompts, top_players); ``costs``: this deployment's cost per variant
-    (Store.variant_costs), None where the summary is not a deployment's (the export).
+    hardest_prompts, top_players). What a deployment adds (``for_deployment``), None in
+    the export's summary: ``costs``, its cost per variant (in to_json as "costs");
+    ``withdrawn`` and ``costs_elsewhere``, reported or hidden sets and a pool's own
+    figures; ``chart_html``, the chart drawn once for every refresh (see
+    core.game.presentation.detection_chart_html). The last three are the Results tab's
+    only, never in to_json.
     """
 
     definitions: dict[str, Any]
@@ -360,14 +456,35 @@ class Summary:
     estimates: list[Estimate]
     family: dict[str, Any]
     answers_needed: dict[str, dict[str, Any]]
-    picks: dict[str, Any]
-    hardest_prompts: dict[str, list[dict[str, Any]]]
-    top_players: dict[str, list[dict[str, Any]]]
-    costs: list[dict[str, Any]] | None = None
+    picks: TrioPicks
+    hardest_prompts: dict[str, list[PromptRank]]
+    top_players: dict[str, list[PlayerRank]]
+    costs: list[VariantCost] | None = None
+    withdrawn: Withdrawn | None = None
+    costs_elsewhere: list[ElsewhereCost] | None = None
+    chart_html: str | None = None
 
-    def with_costs(self, costs: list[dict[str, Any]]) -> Summary:
-        """This summary with a deployment's cost per variant."""
-        return replace(self, costs=costs)
+    def with_costs(self, costs: Sequence[Mapping[str, Any]]) -> Summary:
+        """This summary with a deployment's cost per variant (Store.variant_costs rows)."""
+        return replace(self, costs=[VariantCost(**row) for row in costs])
+
+    def for_deployment(
+        self,
+        costs: Sequence[Mapping[str, Any]],
+        withdrawn: Mapping[str, int],
+        costs_elsewhere: Sequence[Mapping[str, Any]],
+    ) -> Summary:
+        """This summary with what a deployment's Results tab adds, from the Store's rows:
+        variant_costs, count_withdrawn and costs_elsewhere."""
+        return replace(
+            self.with_costs(costs),
+            withdrawn=Withdrawn(**withdrawn),
+            costs_elsewhere=[ElsewhereCost(**row) for row in costs_elsewhere],
+        )
+
+    def with_chart(self, chart_html: str) -> Summary:
+        """This summary with its chart drawn (an <img> tag)."""
+        return replace(self, chart_html=chart_html)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict, keys in the order summary.json has always had them; "costs"
@@ -378,12 +495,16 @@ class Summary:
             "detection": [e.to_dict() for e in self.estimates],
             "family": self.family,
             "answers_needed": self.answers_needed,
-            "trio_picks": self.picks,
-            "hardest_prompts": self.hardest_prompts,
-            "top_players": self.top_players,
+            "trio_picks": self.picks.to_json(),
+            "hardest_prompts": {
+                mode: [asdict(r) for r in rows] for mode, rows in self.hardest_prompts.items()
+            },
+            "top_players": {
+                mode: [asdict(r) for r in rows] for mode, rows in self.top_players.items()
+            },
         }
         if self.costs is not None:
-            out["costs"] = self.costs
+            out["costs"] = [asdict(c) for c in self.costs]
         return out
 
 
@@ -458,8 +579,10 @@ def main(argv: list[str] | None = None) -> int:
         help="equivalence margin in points of chance (default 5)",
     )
     args = parser.parse_args(argv)
-    if not 0 < args.margin < 50:
-        parser.error(f"--margin must be between 0 and 50 points, got {args.margin}")
+    try:
+        check_margin(args.margin)
+    except InvalidSettingError as e:
+        parser.error(str(e))
     logging.basicConfig(level=logging.WARNING)
     if args.sources:
         from core.game.pooled import print_pooled

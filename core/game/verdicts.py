@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from core.config import MODE_SPECS, QUANTIZED_VARIANTS, VARIANTS
+from core.config import MODE_SPECS, QUANTIZED_VARIANTS, VARIANTS, check_margin
 from core.game import inference
 from core.game.inference import ALPHA, LEVEL, MIN_PEOPLE, ClusterCounts
 
@@ -119,13 +119,24 @@ class Estimate:
         return asdict(self)
 
 
-def label(mode: str, variant: str) -> str:
-    """A row's name in numbers and tables: "Trio", "NF4", "LLM.int8 or NF4"."""
+def label(mode: str, variant: str, *, short: bool = False) -> str:
+    """A row's name in numbers and tables: "Trio", "NF4", "LLM.int8 or NF4"; ``short``
+    names the duel over every variant "Either" (the chart's axis)."""
     if not MODE_SPECS[mode].per_variant:
         return MODE_SPECS[mode].label
     if variant == ALL_VARIANTS:
+        if short:
+            return "Either"
         return " or ".join(VARIANTS[v].label for v in QUANTIZED_VARIANTS)
     return VARIANTS[variant].label
+
+
+def measured(mode: str, variant: str) -> str:
+    """What a row measures, in words (the Results tables): "trio: picked the original",
+    "duel: spotted NF4", "duel: spotted LLM.int8 or NF4" (the duel over both)."""
+    if MODE_SPECS[mode].asks_for_original:
+        return f"{mode}: picked the original"
+    return f"{mode}: spotted {label(mode, variant)}"
 
 
 _NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
@@ -234,16 +245,24 @@ def _cant_tell_interval(group: GroupCounts) -> tuple[float | None, float | None]
 
 
 def _no_data(group: GroupCounts, chance: float, margin: float, threshold: float) -> Estimate:
+    """The estimate of a row without decided answers: its counts, the can't-tell share
+    when it has answers, no rate and no interval."""
     share = group.cant_tell / group.answered if group.answered else None
     low, high = _cant_tell_interval(group) if group.answered else (None, None)
+    figures: dict[str, Any] = {
+        "mode": group.mode, "variant": group.variant, "answered": group.answered,
+        "verdict": NO_DATA,
+    }  # fmt: skip
     return Estimate(
-        group.mode, group.variant, group.answered, 0, 0, group.cant_tell, chance, margin,
-        0, 0, LEVEL, None, 0.0 if group.answered else None, None, threshold, None, None,
-        LIVE_INTERVAL, None, None, None, None, None, None, share, low, high, NO_DATA, None,
-        True, sentence(
-            {"mode": group.mode, "variant": group.variant, "verdict": NO_DATA,
-             "answered": group.answered}
-        ), "", "",
+        **figures, decided=0, correct=0, cant_tell=group.cant_tell, chance=chance,
+        margin=margin, people=0, prompts=0, level=LEVEL, rate=None,
+        spotted_rate=0.0 if group.answered else None, log10_e_value=None,
+        e_threshold=threshold, ci_low=None, ci_high=None, interval_kind=LIVE_INTERVAL,
+        clustered_ci_low=None, clustered_ci_high=None, clustered_df=None,
+        per_person_rate=None, per_person_ci_low=None, per_person_ci_high=None,
+        cant_tell_share=share, cant_tell_ci_low=low, cant_tell_ci_high=high,
+        within_margin=None, too_few_people=True, verdict_text=sentence(figures),
+        needed_text="", details_text="",
     )  # fmt: skip
 
 
@@ -262,8 +281,7 @@ def assess(
 ) -> list[Estimate]:
     """The estimates of the headline rows shown together, in the order given; the family's
     alpha is split over ``len(groups)`` rows (the app always passes its four)."""
-    if not 0.0 < margin < 0.5:
-        raise ValueError(f"the margin must be between 0 and 0.5 (a fraction), got {margin}")
+    check_margin(100 * margin, "the margin (as points of chance)")
     test_alpha, interval_alpha = inference.row_alphas(max(1, len(groups)), alpha)
     threshold = inference.e_threshold(test_alpha)
     out = []
