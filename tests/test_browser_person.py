@@ -18,6 +18,7 @@ from playwright.sync_api import expect
 
 import app
 from core.game.identity import ACCOUNT_ID, BROWSER_ID
+from core.store import bench_queries
 from tests.app_server import SIZE, STEPS, launched_app
 from tests.browser_helpers import launched_chromium
 
@@ -86,7 +87,7 @@ def test_a_reload_keeps_the_person_and_never_serves_an_answered_round(browser, s
         page.wait_for_function(IMAGES_SHOWN)
         assert len(served.answer_keys()) == 1
         answer_a(page)
-        guesses = served.store.guess_check(person)["round_ids"]
+        guesses = bench_queries.guess_check(served.store, person)["round_ids"]
         assert guesses == [first["id"]]  # the restored round was the one answered
 
         # Reload: the answered generation is not served again; the other one is.
@@ -105,7 +106,7 @@ def test_a_reload_keeps_the_person_and_never_serves_an_answered_round(browser, s
         page.get_by_text("No ready round left for you").wait_for()
         expect(page.get_by_role("button", name="Play a ready round")).to_be_disabled()
         assert {r["session_id"] for r in served.answer_keys()} == {person}
-        assert len(served.store.guess_check(person)["round_ids"]) == 2
+        assert len(bench_queries.guess_check(served.store, person)["round_ids"]) == 2
 
         # Another browser is another person: both generations are ready for them.
         other = browser.new_context()

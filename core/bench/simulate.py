@@ -59,6 +59,7 @@ from core.game.results_cache import RESULTS_MAX_AGE_SECONDS, ResultsCache
 from core.game.rounds import CANT_TELL, Game, RoundView
 from core.game.verdicts import ANSWERS_NEEDED
 from core.records import Generation, VariantResult
+from core.store import bench_queries
 from core.store.storage import Store, default_images_dir
 
 logger = logging.getLogger(__name__)
@@ -296,7 +297,7 @@ def run_load(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     acknowledged = [r for res in results for r in res.acknowledged]
     guess_seconds = [s for res in results for s in res.guess_seconds]
     round_seconds = [s for res in results for s in res.round_seconds]
-    check = store.guess_check(prefix)
+    check = bench_queries.guess_check(store, prefix)
     in_db = set(check["round_ids"])
     acked = set(acknowledged)
     return {
@@ -418,7 +419,7 @@ def bulk_load(store: Store, args: argparse.Namespace) -> dict[str, Any]:
             )
         )
     built = time.perf_counter()
-    store.bulk_insert_rounds_and_guesses(rounds, guesses)
+    bench_queries.bulk_insert_rounds_and_guesses(store, rounds, guesses)
     loaded = time.perf_counter()
     return {
         "bulk_guesses": args.bulk_guesses,

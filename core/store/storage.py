@@ -17,7 +17,7 @@ import secrets
 import sqlite3
 import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -506,24 +506,6 @@ class Store(Database):
                 raise RoundAlreadyGuessedError("this round was already answered") from e
             raise DatabaseError(f"could not record the guess: {e}") from e
 
-    def bulk_insert_rounds_and_guesses(
-        self, rounds: Iterable[tuple[Any, ...]], guesses: Iterable[tuple[Any, ...]]
-    ) -> None:
-        """Load many rows in one transaction (simulation and benchmarks only).
-
-        ``rounds``: tuples in the column order of the rounds table; ``guesses``: tuples in
-        the column order of the guesses table without the id.
-        """
-        with self._write() as conn:
-            conn.execute("PRAGMA cache_size = -262144")  # 256 MiB for random-key inserts
-            conn.executemany("INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rounds)
-            conn.executemany(
-                "INSERT INTO guesses (round_id, session_id, generation_id, mode, "
-                "compared_variant, answer, variant, correct, cant_tell, seconds, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                guesses,
-            )
-
     def session_tally(self, session_id: str) -> tuple[Tally, int, int]:
         """(answered/correct/can't-tell, current streak, best streak) of one session.
 
@@ -598,24 +580,6 @@ class Store(Database):
             conn.execute("SELECT count(DISTINCT session_id) FROM guesses").fetchone()[0]
         )
         return out
-
-    def guess_check(self, session_prefix: str) -> dict[str, Any]:
-        """For a simulation's verification: the round ids guessed by sessions whose id
-        starts with ``session_prefix``, and how many rounds have more than one guess."""
-        conn = self._conn()
-        pattern = session_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        round_ids = [
-            r[0]
-            for r in conn.execute(
-                "SELECT round_id FROM guesses WHERE session_id LIKE ? ESCAPE '\\'",
-                (pattern + "%",),
-            )
-        ]
-        (duplicated,) = conn.execute(
-            "SELECT count(*) FROM (SELECT round_id FROM guesses GROUP BY round_id "
-            "HAVING count(*) > 1)"
-        ).fetchone()
-        return {"round_ids": round_ids, "duplicated": int(duplicated)}
 
     def variant_costs(self, model: str) -> list[dict[str, Any]]:
         """Per variant, over the real (non-synthetic) generations of ``model`` made here (not
