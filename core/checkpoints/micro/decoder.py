@@ -33,7 +33,7 @@ import torch
 from diffusers import AutoencoderKL
 from tqdm import tqdm
 
-from core.checkpoints.micro import components
+from core.checkpoints.micro import cli, components
 from core.checkpoints.micro.dataset import training_images
 from core.checkpoints.micro.train import (
     AUTOCAST,
@@ -131,8 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--state", type=Path, help="resume folder (default: <out>.state)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    cli.add_run_flags(parser)
     return parser
 
 
@@ -140,17 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("steps", "batch", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1, not {getattr(args, name)}")
+    cli.check_minimums(parser, args, (("steps", 1), ("batch", 1), ("threads", 1)))
     if not (args.teacher / "config.json").is_file():
         parser.error(f"--teacher {args.teacher} is not a diffusers VAE folder")
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    torch.set_num_threads(args.threads)
+    state = cli.start_run(args)
     teacher = AutoencoderKL.from_pretrained(args.teacher, torch_dtype=torch.float32)
-    state = args.state or args.out.with_name(args.out.name + ".state")
     student, figures = distill(teacher, args.seed, args.steps, args.batch, args.lr, state)
     figures["teacher_psnr"] = round(held_out_psnr(teacher, args.seed), 2)
     figures["psnr"] = round(held_out_psnr(student, args.seed), 2)

@@ -47,7 +47,7 @@ import torch
 from diffusers import AutoencoderKL, FluxPipeline, FluxTransformer2DModel
 from tqdm import tqdm
 
-from core.checkpoints.micro import components
+from core.checkpoints.micro import cli, components
 from core.checkpoints.micro.binding import IGNORE, BindingHead, evaluating, label_tensor
 from core.checkpoints.micro.dataset import random_crops, token_ids, training_images
 from core.checkpoints.micro.scenes import IMAGE_SIZE
@@ -687,8 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--init", type=Path, help="warm start: a micro pipeline folder to continue from"
     )
-    parser.add_argument("--state", type=Path, help="resume folder (default: <out>.state)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    cli.add_run_flags(parser)
     return parser
 
 
@@ -698,10 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.low_noise_share is not None and not 0.0 <= args.low_noise_share <= 1.0:
         parser.error(f"--low-noise-share {args.low_noise_share} is not between 0 and 1")
-    for name, least in ARGUMENT_MINIMUMS:
-        value = getattr(args, name)
-        if value is not None and not (math.isfinite(value) and value >= least):
-            parser.error(f"--{name.replace('_', '-')} must be at least {least}, not {value}")
+    cli.check_minimums(parser, args, ARGUMENT_MINIMUMS)
     crop = args.vae_crop
     if crop is not None and not (0 <= crop <= IMAGE_SIZE and crop % 8 == 0):
         parser.error(f"--vae-crop must be 0 or a multiple of 8 up to {IMAGE_SIZE}, not {crop}")
@@ -709,10 +705,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--lr must be positive, not {args.lr}")
     if args.init is not None and not (args.init / "model_index.json").is_file():
         parser.error(f"--init {args.init} is not a pipeline folder")
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    torch.set_num_threads(args.threads)
+    state = cli.start_run(args)
     overrides = {
         "steps": args.steps,
         "vae_steps": args.vae_steps,
@@ -725,9 +718,8 @@ def main(argv: list[str] | None = None) -> int:
         "binding_weight": args.binding_weight,
     }
     budget = replace(BUDGETS[args.budget], **{k: v for k, v in overrides.items() if v is not None})
-    state = args.state or args.out.with_name(args.out.name + ".state")
-    command = "python -m core.checkpoints.micro.train " + " ".join(argv)
-    train(args.out, args.seed, budget, state, command, args.init)
+    line = "python -m core.checkpoints.micro.train " + " ".join(argv)
+    train(args.out, args.seed, budget, state, line, args.init)
     sys.stdout.write(json.dumps({"out": str(args.out)}) + "\n")
     return 0
 
