@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -234,3 +235,81 @@ def test_tests_import_their_helpers_one_way(path: Path) -> None:
             assert not (isinstance(node.value, ast.Name) and node.value.id == "sys"), (
                 f"{path.name}:{node.lineno} touches sys.path"
             )
+
+
+# --- README's "Where things are" table -------------------------------------------------------
+
+_TOKEN = re.compile(r"`([^`]+)`|[()]")
+
+
+def table_paths(readme: str) -> set[Path]:
+    """The files README's "Where things are" table names, relative to the repository.
+
+    A row's first cell names its folder (`core/engine/`); a backticked `name.py` in the
+    row is a file of that folder, and one inside a `sub/` ( … ) group is a file of that
+    subfolder; a backticked `sub/` is a folder of its own. Other backticked text (class
+    names, commands) is not a path.
+    """
+    section = readme.split("## Where things are", 1)[1].split("\n## ", 1)[0]
+    paths: set[Path] = set()
+    for line in section.splitlines():
+        if not line.startswith("| `core/"):
+            continue
+        first, owns = line.split("|")[1], "|".join(line.split("|")[2:-2])
+        folder = Path(re.search(r"`([^`]+)`", first)[1])  # type: ignore[index]
+        if first.strip() != f"`{folder}/`":
+            owns = first.split("`", 2)[2]  # the root row names its files in the first cell
+        stack: list[tuple[int, Path]] = []  # (paren depth it closes at, subfolder)
+        depth, pending = 0, None
+        for match in _TOKEN.finditer(owns):
+            token = match[0]
+            if token == "(":
+                depth += 1
+                if pending is not None:
+                    stack.append((depth, pending))
+                pending = None
+                continue
+            if token == ")":
+                if stack and stack[-1][0] == depth:
+                    stack.pop()
+                depth -= 1
+                pending = None
+                continue
+            name = match[1]
+            base = stack[-1][1] if stack else folder
+            pending = None
+            if name.endswith(".py") and "/" not in name and " " not in name:
+                paths.add(base / name)
+            elif name.endswith("/") and " " not in name:
+                pending = base / name.rstrip("/")
+                paths.add(pending)
+    return paths
+
+
+def test_the_table_reader_follows_subfolders() -> None:
+    readme = (
+        "## Where things are\n\n| wing | owns | may import |\n|---|---|---|\n"
+        "| `core/` root: `config.py`, `errors.py`, `records.py` | vocabulary | nothing |\n"
+        "| `core/x/` | tools: `a.py` (`A`, `python -m core.x.a`), `sub/` (the sub: `b.py`, "
+        "`c.py` (one (nested) aside)), `d.py` | root |\n\n## Next\n| `core/y/` | `e.py` |"
+    )
+    assert table_paths(readme) == {
+        Path(p)
+        for p in (
+            "core/config.py", "core/errors.py", "core/records.py", "core/x/a.py",
+            "core/x/sub", "core/x/sub/b.py", "core/x/sub/c.py", "core/x/d.py",
+        )
+    }  # fmt: skip
+
+
+def test_readme_table_names_every_module_of_core_and_only_real_files() -> None:
+    named = table_paths((ROOT / "README.md").read_text(encoding="utf-8"))
+    missing = sorted(str(p) for p in named if not (ROOT / p).exists())
+    assert not missing, f"README's table names files that do not exist: {missing}"
+    modules = {
+        path.relative_to(ROOT)
+        for path in CORE.rglob("*.py")
+        if path.name not in ("__init__.py", "__main__.py")  # a package, a `python -m` shim
+    }
+    unnamed = sorted(str(p) for p in modules - named)
+    assert not unnamed, f"modules README's 'Where things are' table does not name: {unnamed}"
