@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from core.config import MODE_SPECS, QUANTIZED_VARIANTS, VARIANTS, check_margin
@@ -171,37 +171,35 @@ def e_value_text(log10_e: float) -> str:
     return f"10^{log10_e:.0f}"
 
 
-def sentence(f: dict[str, Any]) -> str:
-    """The plain sentence of one row (its figures as in Estimate), shown first."""
-    mode, variant, verdict = f["mode"], f["variant"], f["verdict"]
+def sentence(f: Estimate) -> str:
+    """The plain sentence of one row (its texts may still be empty), shown first."""
+    mode, variant, verdict = f.mode, f.variant, f.verdict
     what = _what(mode, variant)
     if verdict == NO_DATA:
         return f"No decided answers yet for {label(mode, variant)}" + (
-            " (only “can't tell” so far)." if f.get("answered") else "."
+            " (only “can't tell” so far)." if f.answered else "."
         )
-    base = f"{_answers(f['decided'])} from {_people(f['people'])}"
+    base = f"{_answers(f.decided)} from {_people(f.people)}"
     if verdict == DISTINGUISHABLE:
-        if f["rate"] < f["chance"]:
+        if f.rate < f.chance:
             return (
-                f"People can {what}, but they pick the wrong one: right in {_pct(f['rate'])} "
-                f"of {base}, where chance is {_pct(f['chance'])}."
+                f"People can {what}, but they pick the wrong one: right in {_pct(f.rate)} "
+                f"of {base}, where chance is {_pct(f.chance)}."
             )
-        tail = (
-            f", though by less than ±{100 * f['margin']:.3g} points" if f["within_margin"] else ""
-        )
+        tail = f", though by less than ±{100 * f.margin:.3g} points" if f.within_margin else ""
         return (
-            f"People can {what}{tail}: right in {_pct(f['rate'])} of {base}, "
-            f"where chance is {_pct(f['chance'])}."
+            f"People can {what}{tail}: right in {_pct(f.rate)} of {base}, "
+            f"where chance is {_pct(f.chance)}."
         )
     if verdict == INDISTINGUISHABLE:
         return (
-            f"People can't {what}: their rate is within ±{100 * f['margin']:.3g} points of "
-            f"chance ({_pct(f['chance'])}): {base}."
+            f"People can't {what}: their rate is within ±{100 * f.margin:.3g} points of "
+            f"chance ({_pct(f.chance)}): {base}."
         )
     text = f"People can't reliably {what} yet: {base}."
-    if f["people"] < MIN_PEOPLE:
+    if f.people < MIN_PEOPLE:
         return text + " Too few people to tell yet."
-    if f["prompts"] < MIN_PEOPLE:
+    if f.prompts < MIN_PEOPLE:
         return text + " Too few prompts to tell yet."
     return text
 
@@ -220,18 +218,18 @@ def _interval(low: float | None, high: float | None) -> str:
     return "—" if low is None or high is None else f"{100 * low:.1f}–{100 * high:.1f}%"
 
 
-def _details(e: dict[str, Any]) -> str:
+def _details(e: Estimate) -> str:
     """The numbers behind the sentence, in one line."""
     return (
-        f"{label(e['mode'], e['variant'])}: {100 * e['rate']:.1f}% of {e['decided']:,} decided "
-        f"answers, live {100 * e['level']:.0f}% interval {_interval(e['ci_low'], e['ci_high'])}; "
-        f"live test e-value {e_value_text(e['log10_e_value'])} (distinguishable at "
-        f"{e['e_threshold']:,.0f}). One look: "
-        f"{_interval(e['clustered_ci_low'], e['clustered_ci_high'])} per answer "
-        f"(clustered by person and prompt), {100 * e['per_person_rate']:.1f}% per person "
-        f"({_interval(e['per_person_ci_low'], e['per_person_ci_high'])}); can't tell "
-        f"{100 * e['cant_tell_share']:.1f}% of answers "
-        f"({_interval(e['cant_tell_ci_low'], e['cant_tell_ci_high'])})."
+        f"{label(e.mode, e.variant)}: {100 * e.rate:.1f}% of {e.decided:,} decided "
+        f"answers, live {100 * e.level:.0f}% interval {_interval(e.ci_low, e.ci_high)}; "
+        f"live test e-value {e_value_text(e.log10_e_value)} (distinguishable at "
+        f"{e.e_threshold:,.0f}). One look: "
+        f"{_interval(e.clustered_ci_low, e.clustered_ci_high)} per answer "
+        f"(clustered by person and prompt), {100 * e.per_person_rate:.1f}% per person "
+        f"({_interval(e.per_person_ci_low, e.per_person_ci_high)}); can't tell "
+        f"{100 * e.cant_tell_share:.1f}% of answers "
+        f"({_interval(e.cant_tell_ci_low, e.cant_tell_ci_high)})."
     )
 
 
@@ -249,21 +247,18 @@ def _no_data(group: GroupCounts, chance: float, margin: float, threshold: float)
     when it has answers, no rate and no interval."""
     share = group.cant_tell / group.answered if group.answered else None
     low, high = _cant_tell_interval(group) if group.answered else (None, None)
-    figures: dict[str, Any] = {
-        "mode": group.mode, "variant": group.variant, "answered": group.answered,
-        "verdict": NO_DATA,
-    }  # fmt: skip
-    return Estimate(
-        **figures, decided=0, correct=0, cant_tell=group.cant_tell, chance=chance,
-        margin=margin, people=0, prompts=0, level=LEVEL, rate=None,
-        spotted_rate=0.0 if group.answered else None, log10_e_value=None,
-        e_threshold=threshold, ci_low=None, ci_high=None, interval_kind=LIVE_INTERVAL,
-        clustered_ci_low=None, clustered_ci_high=None, clustered_df=None,
-        per_person_rate=None, per_person_ci_low=None, per_person_ci_high=None,
-        cant_tell_share=share, cant_tell_ci_low=low, cant_tell_ci_high=high,
-        within_margin=None, too_few_people=True, verdict_text=sentence(figures),
-        needed_text="", details_text="",
+    estimate = Estimate(
+        mode=group.mode, variant=group.variant, answered=group.answered, decided=0,
+        correct=0, cant_tell=group.cant_tell, chance=chance, margin=margin, people=0,
+        prompts=0, level=LEVEL, rate=None, spotted_rate=0.0 if group.answered else None,
+        log10_e_value=None, e_threshold=threshold, ci_low=None, ci_high=None,
+        interval_kind=LIVE_INTERVAL, clustered_ci_low=None, clustered_ci_high=None,
+        clustered_df=None, per_person_rate=None, per_person_ci_low=None,
+        per_person_ci_high=None, cant_tell_share=share, cant_tell_ci_low=low,
+        cant_tell_ci_high=high, verdict=NO_DATA, within_margin=None, too_few_people=True,
+        verdict_text="", needed_text="", details_text="",
     )  # fmt: skip
+    return replace(estimate, verdict_text=sentence(estimate))
 
 
 def decide(
@@ -301,21 +296,24 @@ def assess(
         c_low, c_high, df = inference.clustered_interval(group.sessions, group.generations, k, n)
         person_rate, p_low, p_high = inference.per_person(group.sessions)
         ct_low, ct_high = _cant_tell_interval(group)
-        figures: dict[str, Any] = {
-            "mode": group.mode, "variant": group.variant, "answered": group.answered,
-            "decided": n, "correct": k, "cant_tell": group.cant_tell, "chance": chance,
-            "margin": margin, "people": people, "prompts": prompts, "level": LEVEL,
-            "rate": rate, "spotted_rate": k / group.answered, "log10_e_value": log10_e,
-            "e_threshold": threshold, "ci_low": low, "ci_high": high,
-            "interval_kind": LIVE_INTERVAL, "clustered_ci_low": c_low,
-            "clustered_ci_high": c_high, "clustered_df": df, "per_person_rate": person_rate,
-            "per_person_ci_low": p_low, "per_person_ci_high": p_high,
-            "cant_tell_share": group.cant_tell / group.answered, "cant_tell_ci_low": ct_low,
-            "cant_tell_ci_high": ct_high, "verdict": verdict, "within_margin": within,
-            "too_few_people": too_few,
-        }  # fmt: skip
-        figures["verdict_text"] = sentence(figures)
-        figures["needed_text"] = needed_text(group.mode) if verdict == NOT_ENOUGH_DATA else ""
-        figures["details_text"] = _details(figures)
-        out.append(Estimate(**figures))
+        estimate = Estimate(
+            mode=group.mode, variant=group.variant, answered=group.answered, decided=n,
+            correct=k, cant_tell=group.cant_tell, chance=chance, margin=margin, people=people,
+            prompts=prompts, level=LEVEL, rate=rate, spotted_rate=k / group.answered,
+            log10_e_value=log10_e, e_threshold=threshold, ci_low=low, ci_high=high,
+            interval_kind=LIVE_INTERVAL, clustered_ci_low=c_low, clustered_ci_high=c_high,
+            clustered_df=df, per_person_rate=person_rate, per_person_ci_low=p_low,
+            per_person_ci_high=p_high, cant_tell_share=group.cant_tell / group.answered,
+            cant_tell_ci_low=ct_low, cant_tell_ci_high=ct_high, verdict=verdict,
+            within_margin=within, too_few_people=too_few, verdict_text="", needed_text="",
+            details_text="",
+        )  # fmt: skip
+        out.append(
+            replace(
+                estimate,
+                verdict_text=sentence(estimate),
+                needed_text=needed_text(group.mode) if verdict == NOT_ENOUGH_DATA else "",
+                details_text=_details(estimate),
+            )
+        )
     return out
