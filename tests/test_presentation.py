@@ -7,11 +7,12 @@ import io
 
 import numpy as np
 
-from core.config import MODELS, TINY_MODEL, GenerationSettings
+from core.config import MODELS, TINY_MODEL
 from core.game import presentation
 from core.game.inference import ClusterCounts
 from core.game.rounds import ReadyRounds, Reveal, RoundView, Score
 from core.game.verdicts import GroupCounts, assess
+from core.limits import GenerationSettings
 
 GIB = 2**30
 STATS = {
