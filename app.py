@@ -32,7 +32,7 @@ from typing import Any
 if __name__ == "__main__":
     # --help and a bad flag answer at once: the flags are read before Gradio and torch are
     # imported (seconds), and read again, with the environment, by main().
-    from core.config import build_app_parser
+    from core.settings import build_app_parser
 
     build_app_parser().parse_args()
 
@@ -40,15 +40,16 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
-from core import config
+from core import config, limits
+from core import settings as app_settings
 from core.checkpoints.micro import vocabulary
-from core.config import AppSettings
 from core.errors import ModelUnavailableError, SpotError, StorageFullError, ZeroGpuRefusedError
 from core.game import presentation
 from core.game.arena import Arena
 from core.game.identity import KEY_FILE_NAME, PersonIds, key_from_text, load_or_create_key
 from core.game.request_limits import RequestLimits
 from core.game.rounds import CANT_TELL, SLOT_LABELS, Reveal, RoundView, check_mode
+from core.settings import AppSettings
 from core.store.round_images import RoundImages
 
 if os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true"):
@@ -351,14 +352,14 @@ def build_play_tab(arena: Arena) -> PlayTab:
     with gr.Accordion("Advanced settings", open=False):
         with gr.Row():
             random_seed = gr.Checkbox(value=True, label="Random seed")
-            seed = gr.Number(value=0, label="Seed", precision=0, minimum=0, maximum=config.SEED_MAX)
+            seed = gr.Number(value=0, label="Seed", precision=0, minimum=0, maximum=limits.SEED_MAX)
         with gr.Row():
             steps = gr.Slider(
-                config.STEPS_MIN, config.STEPS_MAX, value=defaults.steps, step=1, label="Steps"
+                limits.STEPS_MIN, limits.STEPS_MAX, value=defaults.steps, step=1, label="Steps"
             )
             guidance = gr.Slider(
-                config.GUIDANCE_MIN,
-                config.GUIDANCE_MAX,
+                limits.GUIDANCE_MIN,
+                limits.GUIDANCE_MAX,
                 value=defaults.guidance,
                 step=0.1,
                 label="Guidance",
@@ -366,7 +367,7 @@ def build_play_tab(arena: Arena) -> PlayTab:
         with gr.Row():
             width, height = (
                 gr.Slider(
-                    size_min, size_max, value=defaults.width, step=config.SIZE_MULTIPLE, label=axis
+                    size_min, size_max, value=defaults.width, step=limits.SIZE_MULTIPLE, label=axis
                 )
                 for axis in ("Width", "Height")
             )
@@ -1006,9 +1007,9 @@ def load_arena(
 def load_person_key(settings: AppSettings, environ: Mapping[str, str]) -> bytes:
     """The key behind person ids: SPOT_PERSON_KEY where set, else ``person.key`` beside
     the database (made on first use). Raises InvalidSettingError for a bad one."""
-    text = environ.get(config.PERSON_KEY_VARIABLE, "")
+    text = environ.get(app_settings.PERSON_KEY_VARIABLE, "")
     if text != "":
-        return key_from_text(text, config.PERSON_KEY_VARIABLE)
+        return key_from_text(text, app_settings.PERSON_KEY_VARIABLE)
     return load_or_create_key(Path(settings.db).parent / KEY_FILE_NAME)
 
 
@@ -1042,7 +1043,7 @@ def launch(arena: Arena, *, oauth: bool = False, **kwargs: Any) -> gr.Blocks:
         css_paths=[ASSETS / "app.css"],
         js=(ASSETS / "app.js").read_text(encoding="utf-8"),  # integer scaling, scrolling
         app_kwargs={
-            "middleware": [Middleware(RequestLimits, max_body_bytes=config.REQUEST_MAX_BYTES)]
+            "middleware": [Middleware(RequestLimits, max_body_bytes=limits.REQUEST_MAX_BYTES)]
         },
         **kwargs,
     )
@@ -1070,7 +1071,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:
-        launch(arena, oauth=config.oauth_enabled(environ))
+        launch(arena, oauth=app_settings.oauth_enabled(environ))
     except KeyboardInterrupt:  # a stop before the server was up and waiting
         logger.info("stopped while starting")
     finally:

@@ -9,7 +9,7 @@ from typing import Any
 
 from PIL import Image
 
-from core.config import GenerationSettings
+from core.limits import GenerationSettings
 
 # Called as progress(variant, step, steps) while a generation runs; steps counts from 1.
 ProgressCallback = Callable[[str, int, int], None]

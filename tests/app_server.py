@@ -20,10 +20,11 @@ from typing import Any
 import gradio as gr
 
 import app
-from core.config import AppSettings, GenerationSettings
 from core.game.arena import Arena
 from core.game.rounds import Game
+from core.limits import GenerationSettings
 from core.records import Generation
+from core.settings import AppSettings
 from core.store.storage import Store
 
 # Small settings keep a tiny-model generation at a second or two on a CPU.

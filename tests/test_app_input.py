@@ -13,7 +13,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from core.config import REQUEST_MAX_BYTES
+from core.limits import REQUEST_MAX_BYTES
 from tests.app_server import GUIDANCE, SIZE, STEPS, generate_args, launched_app
 
 pytestmark = pytest.mark.slow

@@ -1,6 +1,6 @@
 """core.game.arena without a server: the limiter, the bounded queue, request coercion, the
 images' modification times; and app.on_zero_gpu. (Flags and environment variables:
-tests/test_config.py.)"""
+tests/test_settings.py.)"""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 
 import app
 from core import errors
-from core.config import AppSettings
 from core.game.arena import Arena, SlidingWindowLimiter
 from core.game.rounds import ReadyRounds
+from core.settings import AppSettings
 from tests.app_server import DEADLINE_SECONDS, SIZE, STEPS, GatedEngine
 from tests.data_helpers import Clock, make_game, make_store
 

@@ -19,10 +19,11 @@ from core.bench import benchmark, roofline
 from core.bench.goals import evaluate_goals
 from core.bench.rows import BenchmarkSettings, Row
 from core.checkpoints import synthetic
-from core.config import MODELS, SYNTHETIC_DEV, SYNTHETIC_SCHNELL, GenerationSettings
+from core.config import MODELS, SYNTHETIC_DEV, SYNTHETIC_SCHNELL
 from core.engine.generation import Engine
 from core.engine.loading import load_models
 from core.errors import InvalidSettingError
+from core.limits import GenerationSettings
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from core import config
+from core import settings as app_settings
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text(encoding="utf-8")
 SECTION_TITLE = "### Flags and environment variables"
 
-FLAGS = re.findall(r"--[a-z][a-z-]*", config.build_app_parser().format_usage())
-SPECS = {spec.name: spec for spec in config.APP_SETTINGS}
+FLAGS = re.findall(r"--[a-z][a-z-]*", app_settings.build_app_parser().format_usage())
+SPECS = {spec.name: spec for spec in app_settings.APP_SETTINGS}
 
 
 def flags_section() -> str:
@@ -39,7 +39,7 @@ def row_of(flag: str) -> list[str]:
 
 def test_the_parser_has_a_flag_per_setting():
     assert "--no-share" in FLAGS
-    assert {spec.flag for spec in config.APP_SETTINGS} == set(FLAGS) - {"--no-share"}
+    assert {spec.flag for spec in app_settings.APP_SETTINGS} == set(FLAGS) - {"--no-share"}
 
 
 @pytest.mark.parametrize("flag", FLAGS)
@@ -55,7 +55,7 @@ def test_every_variable_is_beside_its_flag(name):
 
 @pytest.mark.parametrize("name", SPECS)
 def test_every_default_is_the_settings_default(name):
-    default = getattr(config.AppSettings(), name)
+    default = getattr(app_settings.AppSettings(), name)
     if default is None:
         shown = "none"
     elif isinstance(default, bool):
@@ -73,7 +73,7 @@ def test_the_table_lists_no_flag_the_app_lacks():
 
 
 def test_the_space_host_variable_is_documented():
-    assert f"`{config.SPACE_HOST_VARIABLE}`" in flags_section()
+    assert f"`{app_settings.SPACE_HOST_VARIABLE}`" in flags_section()
 
 
 def variables_read_by_the_code() -> list[str]:

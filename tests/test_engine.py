@@ -18,17 +18,12 @@ import torch
 
 from core import errors
 from core.checkpoints.tiny import ensure_tiny_checkpoint
-from core.config import (
-    PER_VARIANT_COMPONENTS,
-    SHARED_COMPONENTS,
-    VARIANT_NAMES,
-    GenerationSettings,
-    resolve_model,
-)
+from core.config import PER_VARIANT_COMPONENTS, SHARED_COMPONENTS, VARIANT_NAMES, resolve_model
 from core.engine import pinned
 from core.engine.generation import Engine
 from core.engine.int8 import int8_tensors
 from core.engine.loading import load_models
+from core.limits import GenerationSettings
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = "a red fox in snow"

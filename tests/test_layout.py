@@ -22,9 +22,11 @@ ALLOWED = {
     "engine": {"checkpoints"},
     "bench": {"store", "game", "engine", "checkpoints"},
 }
-ROOT_MODULES = {"config", "errors", "records"}
+ROOT_MODULES = {"config", "errors", "limits", "records", "settings"}
 TORCH_FREE = [
     "core.config",
+    "core.limits",
+    "core.settings",
     "core.errors",
     "core.records",
     "core.store.storage",

@@ -469,7 +469,7 @@ def test_app_on_auto_serves_the_micro_model(tmp_path):
     from gradio_client import Client
 
     import app
-    from core.config import AppSettings
+    from core.settings import AppSettings
     from tests.app_server import free_port
 
     settings = AppSettings.from_argv(

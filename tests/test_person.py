@@ -16,7 +16,6 @@ import gradio.oauth as gradio_oauth
 import pytest
 
 import app
-from core.config import AppSettings, oauth_enabled
 from core.errors import AnswerCapError, InvalidSettingError, RateLimitedError
 from core.game.arena import Arena
 from core.game.identity import (
@@ -28,6 +27,7 @@ from core.game.identity import (
     load_or_create_key,
 )
 from core.game.rounds import DAY_SECONDS
+from core.settings import AppSettings, oauth_enabled
 from tests.app_server import generate_args, launched_app
 from tests.data_helpers import Clock, make_game, make_generation, make_store
 

@@ -8,12 +8,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from core.config import MODELS, TINY_MODEL, GenerationSettings
+from core.config import MODELS, TINY_MODEL
 from core.game import presentation, verdicts
 from core.game.inference import ClusterCounts
 from core.game.rounds import ReadyRounds, Reveal, RoundView, Score
 from core.game.stats import PickCount, PromptRank, Summary, TrioPicks
 from core.game.verdicts import GroupCounts, assess
+from core.limits import GenerationSettings
 
 GIB = 2**30
 STATS = {

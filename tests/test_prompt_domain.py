@@ -16,9 +16,9 @@ from core.checkpoints.micro.vocabulary import (
     refusal,
     unknown_terms,
 )
-from core.config import AppSettings
 from core.game.arena import Arena
 from core.game.rounds import CANT_TELL
+from core.settings import AppSettings
 from tests.data_helpers import make_game, make_generation, make_store
 
 FOX = "🦊🔥 a large red circle on the left, on a blue background 🎉"

@@ -19,7 +19,7 @@ def test_help_answers_before_gradio_and_torch_are_imported():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage: python app.py" in result.stdout and "--model" in result.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
-    assert "core.config" in imported
+    assert "core.settings" in imported
     assert not {"gradio", "torch", "diffusers", "transformers"} & imported
 
 

@@ -26,17 +26,12 @@ import torch
 from core.bench.report import format_table
 from core.bench.rows import BenchmarkSettings
 from core.bench.runner import run
-from core.config import (
-    BENCHMARK_MODES,
-    GenerationSettings,
-    check_max_gpu_memory,
-    check_offload,
-    resolve_model,
-    validate_prompt,
-)
+from core.config import BENCHMARK_MODES, resolve_model
 from core.engine.cli import add_common_flags, settings_overrides, variants_from
 from core.engine.loading import cuda_available
 from core.errors import InvalidSettingError, SpotError
+from core.limits import GenerationSettings, validate_prompt
+from core.settings import check_max_gpu_memory, check_offload
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 def read_prompts(path: Path) -> list[str]:
     """The prompts of a file, one a line (blank lines and lines starting with # skipped),
     each validated as a player's prompt is. Raises SpotError naming the line."""
-    from core.config import validate_prompt
+    from core.limits import validate_prompt
 
     prompts = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from core.config import GenerationSettings
 from core.engine.measure import release_memory, synchronize
+from core.limits import GenerationSettings
 
 # Image tokens per side: the VAE downsamples 8x and the transformer packs 2x2 patches.
 PIXELS_PER_TOKEN = 16

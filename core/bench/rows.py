@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
-from core.config import GenerationSettings, ModelSpec
+from core.config import ModelSpec
 from core.engine.generation import describe_device, library_versions
+from core.limits import GenerationSettings
 
 # --- Settings -----------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from core.bench.report import write_figure, write_results
 from core.bench.roofline import compute_floor, copy_rates, matmul_rate, transformer_shape
 from core.bench.rows import BenchmarkSettings, Row, machine_info
 from core.checkpoints.synthetic import SYNTHETIC_NOTE, ensure_synthetic_checkpoint
-from core.config import VARIANTS, GenerationSettings
+from core.config import VARIANTS
 from core.engine import int8
 from core.engine.backends import DTYPE, allow_cpu_quantization, pipeline_quantization_config
 from core.engine.generation import Engine, pipeline_arguments
@@ -46,6 +46,7 @@ from core.engine.measure import (
 )
 from core.engine.placement import gpu_budget_bytes
 from core.errors import GenerationOutOfMemoryError, LoadOutOfMemoryError, SpotError
+from core.limits import GenerationSettings
 from core.records import VariantResult
 
 logger = logging.getLogger(__name__)

@@ -45,20 +45,15 @@ import numpy as np
 from PIL import Image
 
 from core.bench import validate
-from core.config import (
-    MODE_SPECS,
-    REFERENCE_VARIANT,
-    SYNTHETIC_SCHNELL,
-    VARIANT_NAMES,
-    AppSettings,
-    GenerationSettings,
-)
+from core.config import MODE_SPECS, REFERENCE_VARIANT, SYNTHETIC_SCHNELL, VARIANT_NAMES
 from core.errors import DatabaseError, NoReadyRoundError
 from core.game import export, presentation, stats
 from core.game.results_cache import RESULTS_MAX_AGE_SECONDS, ResultsCache
 from core.game.rounds import CANT_TELL, Game, RoundView
 from core.game.verdicts import ANSWERS_NEEDED
+from core.limits import GenerationSettings
 from core.records import Generation, VariantResult
+from core.settings import AppSettings
 from core.store import bench_queries
 from core.store.storage import Store, default_images_dir
 

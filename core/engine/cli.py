@@ -19,17 +19,7 @@ from pathlib import Path
 
 import torch
 
-from core.config import (
-    ALL_VARIANT_NAMES,
-    OFFLOAD_CHOICES,
-    VARIANT_NAMES,
-    GenerationSettings,
-    byte_unit,
-    check_max_gpu_memory,
-    check_offload,
-    check_variants,
-    resolve_model,
-)
+from core.config import ALL_VARIANT_NAMES, VARIANT_NAMES, byte_unit, check_variants, resolve_model
 from core.engine.generation import Engine
 from core.engine.loading import cuda_available, model_configs, resolve_device
 from core.engine.placement import (
@@ -42,7 +32,9 @@ from core.engine.placement import (
     plan_problem,
 )
 from core.errors import InvalidSettingError, SpotError
+from core.limits import GenerationSettings
 from core.records import Generation
+from core.settings import OFFLOAD_CHOICES, check_max_gpu_memory, check_offload
 
 logger = logging.getLogger(__name__)
 

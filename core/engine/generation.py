@@ -19,15 +19,7 @@ from typing import Any
 import torch
 
 from core.checkpoints.micro import vocabulary
-from core.config import (
-    REFERENCE_VARIANT,
-    VARIANT_NAMES,
-    GenerationSettings,
-    ModelSpec,
-    check_max_gpu_memory,
-    resolve_model,
-    validate_prompt,
-)
+from core.config import REFERENCE_VARIANT, VARIANT_NAMES, ModelSpec, resolve_model
 from core.engine import metrics
 from core.engine.loading import ModelSet, cuda_available, load_models
 from core.engine.measure import measure, release_memory
@@ -37,7 +29,9 @@ from core.errors import (
     PromptOutOfVocabularyError,
     SpotError,
 )
+from core.limits import GenerationSettings, validate_prompt
 from core.records import Generation, ProgressCallback, VariantResult
+from core.settings import check_max_gpu_memory
 
 logger = logging.getLogger(__name__)
 

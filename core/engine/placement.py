@@ -38,17 +38,11 @@ from typing import Any
 
 import torch
 
-from core.config import (
-    GIB,
-    MIB,
-    PER_VARIANT_COMPONENTS,
-    VARIANTS,
-    byte_unit,
-    check_offload,
-)
+from core.config import GIB, MIB, PER_VARIANT_COMPONENTS, VARIANTS, byte_unit
 from core.engine.backends import BF16_BYTES, REFERENCE, Backend, backend, quantized_backends
 from core.engine.pinned import ARENA_CHUNK_BYTES
 from core.errors import InvalidSettingError, ModelUnavailableError, PlacementError
+from core.settings import check_offload
 
 # Room left for activations, as a share of the bf16 transformer: FLUX.1-dev at 1024x1024
 # peaks about 5 GB above its weights (seed measurements), 0.25 x 23.8 GB.

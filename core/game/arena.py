@@ -19,13 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from core.config import (
-    AppSettings,
-    GenerationSettings,
-    ModelSpec,
-    coerce_number,
-    validate_prompt,
-)
+from core.config import ModelSpec
 from core.errors import (
     AnswerCapError,
     BusyError,
@@ -46,7 +40,9 @@ from core.game.rounds import (
     check_mode,
     check_session_id,
 )
+from core.limits import GenerationSettings, coerce_number, validate_prompt
 from core.records import Generation, ProgressCallback
+from core.settings import AppSettings
 from core.store.storage import Store
 
 logger = logging.getLogger(__name__)

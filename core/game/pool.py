@@ -21,10 +21,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from core.config import VARIANT_NAMES, GenerationSettings, ModelSpec
+from core.config import VARIANT_NAMES, ModelSpec
 from core.errors import ModelUnavailableError, SyncFormatError
 from core.game import sync
 from core.game.outbox import read_into
+from core.limits import GenerationSettings
 from core.records import Generation, ProgressCallback
 from core.store.storage import Store
 

@@ -14,13 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import (
-    MODE_SPECS,
-    VARIANT_NAMES,
-    GenerationSettings,
-    ModeSpec,
-    check_variants,
-)
+from core.config import MODE_SPECS, VARIANT_NAMES, ModeSpec, check_variants
 from core.errors import (
     AnswerCapError,
     ForeignRoundError,
@@ -36,6 +30,7 @@ from core.errors import (
     RoundNotFoundError,
     excerpt,
 )
+from core.limits import GenerationSettings
 from core.store.round_images import RoundImages
 from core.store.storage import NewGuess, Store, StoredGeneration
 

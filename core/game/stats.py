@@ -36,13 +36,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import beta
 
-from core.config import (
-    MODE_SPECS,
-    QUANTIZED_VARIANTS,
-    REFERENCE_VARIANT,
-    VARIANT_NAMES,
-    check_margin,
-)
+from core.config import MODE_SPECS, QUANTIZED_VARIANTS, REFERENCE_VARIANT, VARIANT_NAMES
 from core.errors import DatabaseError, InvalidSettingError
 from core.game import inference
 from core.game.inference import ALPHA, LEVEL, MIN_PEOPLE, ClusterCounts
@@ -60,6 +54,7 @@ from core.game.verdicts import (
     GroupCounts,
     assess,
 )
+from core.settings import check_margin
 from core.store.storage import Store, Tally, default_images_dir
 
 logger = logging.getLogger(__name__)

@@ -32,9 +32,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from core.config import MODE_SPECS, QUANTIZED_VARIANTS, VARIANTS, check_margin
+from core.config import MODE_SPECS, QUANTIZED_VARIANTS, VARIANTS
 from core.game import inference
 from core.game.inference import ALPHA, LEVEL, MIN_PEOPLE, ClusterCounts
+from core.settings import check_margin
 
 DISTINGUISHABLE = "distinguishable"
 INDISTINGUISHABLE = "indistinguishable"

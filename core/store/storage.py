@@ -24,8 +24,9 @@ from typing import Any
 
 from PIL import Image
 
-from core.config import VARIANT_NAMES, GenerationSettings, check_variants
+from core.config import VARIANT_NAMES, check_variants
 from core.errors import AnswerCapError, DatabaseError, RoundAlreadyGuessedError
+from core.limits import GenerationSettings
 from core.records import IMAGE_FIGURES, Generation
 from core.store.database import Database
 from core.store.images import ImageWriter
