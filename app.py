@@ -24,7 +24,7 @@ import logging
 import os
 import random
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,18 @@ if os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true"):
 logger = logging.getLogger("app")
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-MODE_LABELS = {"trio": "Trio: spot the original among 3", "duel": "Duel: spot the quantized of 2"}
+
+
+def mode_labels(variants: Sequence[str]) -> dict[str, str]:
+    """Each mode's name in the Mode choice, with the images its rounds show when
+    ``variants`` are loaded: "Trio: spot the original among 3", "Duel: …"."""
+    trio, duel = (config.MODE_SPECS[m].slots_for(variants) for m in ("trio", "duel"))
+    return {
+        "trio": f"Trio: spot the original among {trio}",
+        "duel": f"Duel: spot the quantized of {duel}",
+    }
+
+
 CANT_TELL_LABEL = "Can't tell"
 MESSAGE_MAX_CHARS = 400  # a message shown to a player is never longer (values are quoted short)
 # Where the browser keeps its person token (gr.BrowserState). Both are public: Gradio sends
@@ -278,7 +289,9 @@ def build_play_tab(arena: Arena) -> PlayTab:
             generate_btn = gr.Button("Generate", variant="primary", interactive=False)
             ready_btn = gr.Button("Play a ready round", variant="secondary", interactive=False)
     mode = gr.Radio(
-        [(label, name) for name, label in MODE_LABELS.items()], value="trio", label="Mode"
+        [(label, name) for name, label in mode_labels(arena.game.variants).items()],
+        value="trio",
+        label="Mode",
     )
     status = gr.Markdown("", elem_classes=["play-status"])
     with gr.Column(visible=False, elem_classes=["round"], elem_id="round") as round_box:
@@ -952,6 +965,7 @@ def load_arena(
         engine = on_zero_gpu(
             Engine.load(
                 settings.model,
+                variants=settings.variants,
                 # ZeroGPU: every weight on "cuda" in this process at start, as it requires
                 # (it packs them and moves them to the GPU it lends for each call).
                 device="cuda" if zero_gpu else None,

@@ -27,7 +27,6 @@ from core.config import (
     GIB,
     MODE_SPECS,
     PER_VARIANT_COMPONENTS,
-    QUANTIZED_VARIANTS,
     REFERENCE_VARIANT,
     SEED_REFERENCE,
     SHARED_COMPONENTS,
@@ -341,7 +340,7 @@ def reveal_table(reveal: Reveal) -> Table:
 
 
 def compare_choices(reveal: Reveal) -> list[tuple[str, str]]:
-    shown = [v for v in QUANTIZED_VARIANTS if v in reveal.slot_variants.values()]
+    shown = [v for v in VARIANTS if v != REFERENCE_VARIANT and v in reveal.slot_variants.values()]
     return [(VARIANTS[v].label, v) for v in shown]
 
 

@@ -28,6 +28,7 @@ import logging
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,14 @@ from typing import Any
 import numpy as np
 from scipy.stats import beta
 
-from core.config import MODE_SPECS, QUANTIZED_VARIANTS, REFERENCE_VARIANT, VARIANT_NAMES
+from core.config import (
+    ALL_VARIANT_NAMES,
+    MODE_SPECS,
+    REFERENCE_VARIANT,
+    VARIANT_NAMES,
+    variant_set,
+    variant_set_key,
+)
 from core.errors import DatabaseError
 from core.game import inference
 from core.game.inference import ALPHA, LEVEL, MIN_PEOPLE, ClusterCounts
@@ -76,14 +84,30 @@ RANKING_LEVEL = 0.95
 Groups = list[tuple[str, str | None, str | None, Tally]]
 
 
-def headline_keys() -> list[tuple[str, str]]:
-    """The (mode, variant) groups shown together, in display order: trio, then each duel
-    variant and the duel overall."""
+def headline_keys(
+    groups: Groups = (), variants: Sequence[str] = VARIANT_NAMES
+) -> list[tuple[str, str]]:
+    """The (mode, variant) rows shown together, in display order: each comparison its own
+    row. A mode kept per variant (the duel): one row per quantized variant, then the
+    mode over all of them; a mode showing a set of variants (the trio): one row per set
+    shown (ALL_VARIANTS: the mission's trio). The rows are those of the loaded
+    ``variants`` (default: the game's trio) and of every comparison in ``groups`` (the
+    stored guess groups), so a row is never lost when the loaded variants change."""
+    quantized = [v for v in variants if v != REFERENCE_VARIANT]
     keys = []
-    for mode in MODE_SPECS:
-        if MODE_SPECS[mode].per_variant:
-            keys += [(mode, v) for v in QUANTIZED_VARIANTS]
-        keys.append((mode, ALL_VARIANTS))
+    for mode, spec in MODE_SPECS.items():
+        stored = {compared for m, compared, _, _ in groups if m == mode}
+        if spec.per_variant:
+            named = set(quantized) | {c for c in stored if c is not None}
+            keys += [(mode, v) for v in ALL_VARIANT_NAMES if v in named]
+            keys.append((mode, ALL_VARIANTS))
+            continue
+        loaded = variant_set_key(quantized) or ALL_VARIANTS
+        others = sorted(
+            {c or ALL_VARIANTS for c in stored} - {loaded},
+            key=lambda key: (len(variant_set(key)), key),
+        )
+        keys += [(mode, key) for key in (loaded, *others)]
     return keys
 
 
@@ -112,18 +136,35 @@ def _pooled(rows: list[Cluster]) -> Pooled:
 ClusterMap = dict[tuple[str, str], ClusterCounts]
 
 
+def _own_row(mode: str, compared: str | None) -> str | None:
+    """The row of a stored comparison besides its mode's overall one: a duel's variant, a
+    trio's set (ALL_VARIANTS for the mission's trio, stored as None)."""
+    if MODE_SPECS[mode].per_variant:
+        return compared
+    return compared or ALL_VARIANTS
+
+
+def _in_row(mode: str, row: str, compared: str | None) -> bool:
+    """Whether answers stored under ``compared`` count in the ``(mode, row)`` headline row."""
+    if MODE_SPECS[mode].per_variant and row == ALL_VARIANTS:
+        return True
+    return _own_row(mode, compared) == row
+
+
 def _cluster_counts(rows: list[Cluster], pooled: Pooled) -> tuple[ClusterMap, ClusterMap]:
     """(mode, variant or "all") -> its clusters' (correct, decided) pairs with multiplicity,
     and the same clusters' (can't tell, answered) pairs; ``pooled`` is ``_pooled(rows)``."""
     decided: defaultdict[tuple[str, str], Counter[tuple[int, int]]] = defaultdict(Counter)
     cant_tell: defaultdict[tuple[str, str], Counter[tuple[int, int]]] = defaultdict(Counter)
-    for mode, _, variant, answered, n, correct in rows:
-        if variant is not None:  # a duel variant's own clusters
-            decided[(mode, variant)][(correct, n)] += 1
-            cant_tell[(mode, variant)][(answered - n, answered)] += 1
+    for mode, _, compared, answered, n, correct in rows:
+        row = _own_row(mode, compared)
+        if row is not None:  # a duel variant's or a trio set's own clusters
+            decided[(mode, row)][(correct, n)] += 1
+            cant_tell[(mode, row)][(answered - n, answered)] += 1
     for (mode, _), (answered, n, correct) in pooled.items():
-        decided[(mode, ALL_VARIANTS)][(correct, n)] += 1
-        cant_tell[(mode, ALL_VARIANTS)][(answered - n, answered)] += 1
+        if MODE_SPECS[mode].per_variant:  # the duel over all its variants
+            decided[(mode, ALL_VARIANTS)][(correct, n)] += 1
+            cant_tell[(mode, ALL_VARIANTS)][(answered - n, answered)] += 1
 
     def counts(pairs: defaultdict[tuple[str, str], Counter[tuple[int, int]]]) -> ClusterMap:
         return {
@@ -139,9 +180,11 @@ def headline_groups(
     groups: Groups | None = None,
     by_session: list[Cluster] | None = None,
     by_generation: list[tuple[Any, ...]] | None = None,
+    variants: Sequence[str] = VARIANT_NAMES,
 ) -> list[GroupCounts]:
-    """The counts of every headline row, from SQL's per-person and per-generation counts
-    (arguments: those counts when already read)."""
+    """The counts of every headline row (headline_keys: ``variants`` loaded and every
+    comparison stored), from SQL's per-person and per-generation counts (arguments: those
+    counts when already read)."""
     groups = store.guess_groups() if groups is None else groups
     by_session = store.decided_by_session() if by_session is None else by_session
     by_generation = store.decided_by_generation() if by_generation is None else by_generation
@@ -150,9 +193,9 @@ def headline_groups(
     generations, generations_ct = _cluster_counts(per_generation, _pooled(per_generation))
     empty = ClusterCounts.of([])
     out = []
-    for mode, variant in headline_keys():
+    for mode, variant in headline_keys(groups, variants):
         tallies = [
-            t for m, compared, _, t in groups if m == mode and variant in (ALL_VARIANTS, compared)
+            t for m, compared, _, t in groups if m == mode and _in_row(mode, variant, compared)
         ]
         key = (mode, variant)
         out.append(
@@ -173,12 +216,16 @@ def headline_groups(
 
 def detection_table(store: Store, margin: float = DEFAULT_MARGIN, **counts: Any) -> list[Estimate]:
     """The verdict of every headline row (see core.game.verdicts), one family.
-    ``counts``: the store's counts when already read (see headline_groups)."""
+    ``counts``: the store's counts when already read and the loaded ``variants`` (see
+    headline_groups)."""
     return assess(headline_groups(store, **counts), margin)
 
 
-def trio_picks(store: Store, groups: Groups | None = None) -> dict[str, Any]:
-    """How often each variant was picked as the original in trio rounds (and can't tell)."""
+def trio_picks(
+    store: Store, groups: Groups | None = None, variants: Sequence[str] = VARIANT_NAMES
+) -> dict[str, Any]:
+    """How often each variant was picked as the original in trio rounds (and can't tell):
+    every variant loaded (``variants``) or picked, in registry order."""
     groups = store.guess_groups() if groups is None else groups
     picks: dict[str | None, int] = {}
     for mode, _, variant, tally in groups:
@@ -186,7 +233,7 @@ def trio_picks(store: Store, groups: Groups | None = None) -> dict[str, Any]:
             picks[variant] = picks.get(variant, 0) + tally.answered
     answered = sum(picks.values())
     out: dict[str, Any] = {"answered": answered, "picked_as_original": {}}
-    for variant in VARIANT_NAMES:
+    for variant in (v for v in ALL_VARIANT_NAMES if v in picks or v in variants):
         n = picks.get(variant, 0)
         out["picked_as_original"][variant] = {
             "count": n,
@@ -393,14 +440,22 @@ def summary(
     margin: float = DEFAULT_MARGIN,
     hardest_limit: int = 10,
     min_decided: int = 5,
+    variants: Sequence[str] = VARIANT_NAMES,
 ) -> Summary:
     """Everything the Results tab and summary.json show (see Summary). ``margin`` is a
-    fraction (0.05 = ±5 points of chance). The same data give the same summary."""
+    fraction (0.05 = ±5 points of chance); ``variants``: those the game loads (their
+    rows are shown before anyone answers; every stored comparison has its row too). The
+    same data give the same summary."""
     groups = store.guess_groups()
     by_session = store.decided_by_session()
     by_generation = store.decided_by_generation()
     estimates = detection_table(
-        store, margin, groups=groups, by_session=by_session, by_generation=by_generation
+        store,
+        margin,
+        groups=groups,
+        by_session=by_session,
+        by_generation=by_generation,
+        variants=variants,
     )
     test_alpha, interval_alpha = inference.row_alphas(len(estimates))
     # Each mode's rankings read the same pooled counts: pool them once.
@@ -421,7 +476,7 @@ def summary(
             mode: {"rate": rate, "decided_answers": answers, "people_at_least": MIN_PEOPLE}
             for mode, (rate, answers) in ANSWERS_NEEDED.items()
         },
-        picks=trio_picks(store, groups),
+        picks=trio_picks(store, groups, variants),
         hardest_prompts={
             mode: hardest_prompts(
                 store, hardest_limit, min_decided, mode, by_generation, per_generation

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from core.config import MODE_SPECS, QUANTIZED_VARIANTS, VARIANTS
+from core.config import ALL_VARIANTS, MODE_SPECS, QUANTIZED_VARIANTS, VARIANTS, variant_set
 from core.game import inference
 from core.game.inference import ALPHA, LEVEL, MIN_PEOPLE, ClusterCounts
 
@@ -40,7 +40,6 @@ DISTINGUISHABLE = "distinguishable"
 INDISTINGUISHABLE = "indistinguishable"
 NOT_ENOUGH_DATA = "not_enough_data"
 NO_DATA = "no_data"
-ALL_VARIANTS = "all"
 DEFAULT_MARGIN = 0.05  # ±5 points of chance
 LIVE_INTERVAL = "anytime-valid confidence sequence (live)"
 CLUSTERED_INTERVAL = "two-way clustered t-interval by person and prompt (one look, descriptive)"
@@ -119,25 +118,55 @@ class Estimate:
         return asdict(self)
 
 
-def label(mode: str, variant: str) -> str:
-    """A row's name in numbers and tables: "Trio", "NF4", "LLM.int8 or NF4"."""
-    if not MODE_SPECS[mode].per_variant:
-        return MODE_SPECS[mode].label
+def _either(labels: Sequence[str]) -> str:
+    """ "A", "A or B", "A, B or C"."""
+    return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} or {labels[-1]}"
+
+
+def label(mode: str, variant: str, pooled: Sequence[str] | None = None) -> str:
+    """A row's name in numbers and tables, the one namer of rows: "Trio" (the mission's
+    trio), "Trio among 4 (LLM.int8, NF4, FP8 layerwise)", "NF4", "LLM.int8 or NF4" (the
+    duel over the variants ``pooled``, by default the game's trio's: see pooled_variants).
+    """
+    spec = MODE_SPECS[mode]
+    if not spec.per_variant:
+        if variant == ALL_VARIANTS:
+            return spec.label
+        shown = variant_set(variant)
+        return f"{spec.label} among {1 + len(shown)} ({', '.join(_labels(shown))})"
     if variant == ALL_VARIANTS:
-        return " or ".join(VARIANTS[v].label for v in QUANTIZED_VARIANTS)
+        return _either(_labels(QUANTIZED_VARIANTS if pooled is None else pooled))
     return VARIANTS[variant].label
+
+
+def _labels(names: Sequence[str]) -> list[str]:
+    return [VARIANTS[n].label if n in VARIANTS else n for n in names]
+
+
+def pooled_variants(rows: Sequence[Any], mode: str) -> list[str]:
+    """The variants of ``mode``'s own rows among ``rows`` (Estimates, their dicts or
+    (mode, variant) pairs), which its overall row pools: the duel's "all" row's."""
+
+    def key(row: Any) -> tuple[str, str]:
+        if isinstance(row, tuple):
+            return row
+        if isinstance(row, dict):
+            return row["mode"], row["variant"]
+        return row.mode, row.variant
+
+    return [v for m, v in map(key, rows) if m == mode and v != ALL_VARIANTS]
 
 
 _NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
 
 
-def _what(mode: str, variant: str) -> str:
+def _what(mode: str, variant: str, pooled: Sequence[str] | None = None) -> str:
     """What people do when they can tell: "tell NF4 from BF16", "pick the original …"."""
     spec = MODE_SPECS[mode]
     if spec.asks_for_original:
-        slots = _NUMBER_WORDS.get(spec.slots, str(spec.slots))
-        return f"pick the original (BF16) out of {slots} images"
-    return f"tell {label(mode, variant)} from BF16"
+        slots = round(1 / spec.chance_of(variant))
+        return f"pick the original (BF16) out of {_NUMBER_WORDS.get(slots, str(slots))} images"
+    return f"tell {label(mode, variant, pooled)} from BF16"
 
 
 def _pct(x: float) -> str:
@@ -160,12 +189,13 @@ def e_value_text(log10_e: float) -> str:
     return f"10^{log10_e:.0f}"
 
 
-def sentence(f: dict[str, Any]) -> str:
-    """The plain sentence of one row (its figures as in Estimate), shown first."""
+def sentence(f: dict[str, Any], pooled: Sequence[str] | None = None) -> str:
+    """The plain sentence of one row (its figures as in Estimate), shown first; ``pooled``:
+    the variants an overall row pools (see label)."""
     mode, variant, verdict = f["mode"], f["variant"], f["verdict"]
-    what = _what(mode, variant)
+    what = _what(mode, variant, pooled)
     if verdict == NO_DATA:
-        return f"No decided answers yet for {label(mode, variant)}" + (
+        return f"No decided answers yet for {label(mode, variant, pooled)}" + (
             " (only “can't tell” so far)." if f.get("answered") else "."
         )
     base = f"{_answers(f['decided'])} from {_people(f['people'])}"
@@ -195,11 +225,21 @@ def sentence(f: dict[str, Any]) -> str:
     return text
 
 
-def needed_text(mode: str) -> str:
-    """What the live test needs at a stated effect (simulated; see ANSWERS_NEEDED)."""
+def needed_text(mode: str, chance: float | None = None) -> str:
+    """What the live test needs at a stated effect (simulated; see ANSWERS_NEEDED), for a
+    row of ``mode`` whose chance is ``chance`` (default: the mode's with the default
+    variants, the one simulated); a row of another chance (a trio among 4 or 5) has no
+    simulated figure yet, and the text says so."""
     rate, answers = ANSWERS_NEEDED[mode]
+    simulated = MODE_SPECS[mode].chance
+    if chance is not None and not math.isclose(chance, simulated):
+        return (
+            f"No simulated figure yet for a round of {round(1 / chance)} images (chance "
+            f"{_pct(chance)}); python -m core.bench.simulate --answers-needed simulates the "
+            f"{mode} of {MODE_SPECS[mode].slots}."
+        )
     return (
-        f"To detect a rate of {_pct(rate)} in a {mode} (chance {_pct(MODE_SPECS[mode].chance)}), "
+        f"To detect a rate of {_pct(rate)} in a {mode} (chance {_pct(simulated)}), "
         f"the live test needs about {answers:,} decided answers from at least {MIN_PEOPLE} "
         "people (simulated)."
     )
@@ -209,10 +249,11 @@ def _interval(low: float | None, high: float | None) -> str:
     return "—" if low is None or high is None else f"{100 * low:.1f}–{100 * high:.1f}%"
 
 
-def _details(e: dict[str, Any]) -> str:
+def _details(e: dict[str, Any], pooled: Sequence[str] | None = None) -> str:
     """The numbers behind the sentence, in one line."""
+    name = label(e["mode"], e["variant"], pooled)
     return (
-        f"{label(e['mode'], e['variant'])}: {100 * e['rate']:.1f}% of {e['decided']:,} decided "
+        f"{name}: {100 * e['rate']:.1f}% of {e['decided']:,} decided "
         f"answers, live {100 * e['level']:.0f}% interval {_interval(e['ci_low'], e['ci_high'])}; "
         f"live test e-value {e_value_text(e['log10_e_value'])} (distinguishable at "
         f"{e['e_threshold']:,.0f}). One look: "
@@ -233,7 +274,13 @@ def _cant_tell_interval(group: GroupCounts) -> tuple[float | None, float | None]
     return low, high
 
 
-def _no_data(group: GroupCounts, chance: float, margin: float, threshold: float) -> Estimate:
+def _no_data(
+    group: GroupCounts,
+    chance: float,
+    margin: float,
+    threshold: float,
+    pooled: Sequence[str] | None = None,
+) -> Estimate:
     share = group.cant_tell / group.answered if group.answered else None
     low, high = _cant_tell_interval(group) if group.answered else (None, None)
     return Estimate(
@@ -242,7 +289,7 @@ def _no_data(group: GroupCounts, chance: float, margin: float, threshold: float)
         LIVE_INTERVAL, None, None, None, None, None, None, share, low, high, NO_DATA, None,
         True, sentence(
             {"mode": group.mode, "variant": group.variant, "verdict": NO_DATA,
-             "answered": group.answered}
+             "answered": group.answered}, pooled
         ), "", "",
     )  # fmt: skip
 
@@ -261,17 +308,20 @@ def assess(
     groups: Sequence[GroupCounts], margin: float = DEFAULT_MARGIN, *, alpha: float = ALPHA
 ) -> list[Estimate]:
     """The estimates of the headline rows shown together, in the order given; the family's
-    alpha is split over ``len(groups)`` rows (the app always passes its four)."""
+    alpha is split over ``len(groups)`` rows, however many comparisons there are (four
+    with the default variants). Each row is tested against its own chance (a duel 1/2, a
+    trio among k 1/k: ModeSpec.chance_of)."""
     if not 0.0 < margin < 0.5:
         raise ValueError(f"the margin must be between 0 and 0.5 (a fraction), got {margin}")
     test_alpha, interval_alpha = inference.row_alphas(max(1, len(groups)), alpha)
     threshold = inference.e_threshold(test_alpha)
     out = []
     for group in groups:
-        chance = MODE_SPECS[group.mode].chance
+        chance = MODE_SPECS[group.mode].chance_of(group.variant)
+        pooled = pooled_variants([(g.mode, g.variant) for g in groups], group.mode) or None
         k, n = group.correct, group.decided
         if n <= 0:
-            out.append(_no_data(group, chance, margin, threshold))
+            out.append(_no_data(group, chance, margin, threshold, pooled))
             continue
         rate = k / n
         log10_e = float(inference.log_e_value(k, n, chance)) / math.log(10)
@@ -296,8 +346,10 @@ def assess(
             "cant_tell_ci_high": ct_high, "verdict": verdict, "within_margin": within,
             "too_few_people": too_few,
         }  # fmt: skip
-        figures["verdict_text"] = sentence(figures)
-        figures["needed_text"] = needed_text(group.mode) if verdict == NOT_ENOUGH_DATA else ""
-        figures["details_text"] = _details(figures)
+        figures["verdict_text"] = sentence(figures, pooled)
+        figures["needed_text"] = (
+            needed_text(group.mode, chance) if verdict == NOT_ENOUGH_DATA else ""
+        )
+        figures["details_text"] = _details(figures, pooled)
         out.append(Estimate(**figures))
     return out
