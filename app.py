@@ -470,7 +470,11 @@ def build_about_tab(arena: Arena) -> None:
         if warning:
             gr.Markdown(warning, elem_classes=["tiny-warning"])
         engine = arena.engine
-        gr.Markdown(presentation.about(arena.spec, engine.device_label, engine.versions))
+        gr.Markdown(
+            presentation.about(
+                arena.spec, engine.device_label, engine.versions, arena.game.variants
+            )
+        )
 
 
 # --- handlers: module-level, bound to the arena and the tab with bind() -----------------------

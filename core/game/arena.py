@@ -304,7 +304,11 @@ class Arena:
         return self._results.get()[0]
 
     def _results_now(self) -> dict[str, Any]:
-        typed = stats.summary(self.store, margin=self.settings.margin_points / 100)
+        typed = stats.summary(
+            self.store,
+            margin=self.settings.margin_points / 100,
+            variants=self.game.variants,  # the loaded variants' rows show before any vote
+        )
         summary = typed.with_costs(self.store.variant_costs(self.spec.name)).to_json()
         summary["withdrawn"] = self.store.count_withdrawn()  # reported or hidden rounds
         summary["costs_elsewhere"] = self.store.costs_elsewhere()  # a pool's own figures

@@ -30,6 +30,7 @@ from core.config import (
     REFERENCE_VARIANT,
     SEED_REFERENCE,
     SHARED_COMPONENTS,
+    VARIANT_NAMES,
     VARIANTS,
     ModelSpec,
 )
@@ -367,12 +368,19 @@ def slider_value(paths: Mapping[str, str], reveal: Reveal, variant: str) -> tupl
 # --- results ---------------------------------------------------------------------------------
 
 
-def group_label(mode: str, variant: str) -> str:
+def group_label(mode: str, variant: str, pooled: Sequence[str] | None = None) -> str:
     """What a headline group measures, in words: "trio: picked the original",
-    "duel: spotted NF4", "duel: spotted LLM.int8 or NF4" (the duel over both)."""
+    "trio: picked the original, Trio among 4 (…)", "duel: spotted NF4", "duel: spotted
+    LLM.int8 or NF4" (the duel over the variants ``pooled``: verdicts.pooled_variants)."""
     if MODE_SPECS[mode].asks_for_original:
-        return f"{mode}: picked the original"
-    return f"{mode}: spotted {verdicts.label(mode, variant)}"
+        among = "" if variant == ALL_VARIANTS else f", {verdicts.label(mode, variant)}"
+        return f"{mode}: picked the original{among}"
+    return f"{mode}: spotted {verdicts.label(mode, variant, pooled)}"
+
+
+def _group_label(d: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
+    """group_label of the row ``d`` among the family ``rows``."""
+    return group_label(d["mode"], d["variant"], verdicts.pooled_variants(rows, d["mode"]) or None)
 
 
 def _points(margin: float | None) -> str:
@@ -400,7 +408,7 @@ def detection_rows(results: dict[str, Any]) -> list[list[Any]]:
     """The main detection table's rows, one per headline row (see DETECTION_HEADERS)."""
     return [
         [
-            group_label(d["mode"], d["variant"]),
+            _group_label(d, results["detection"]),
             _percent(d["rate"]),
             verdict_word(d),
             d["answered"],
@@ -436,7 +444,7 @@ def detection_details_table(results: dict[str, Any]) -> Table:
             per_person += f" ({_interval(d['per_person_ci_low'], d['per_person_ci_high'])})"
         rows.append(
             [
-                group_label(d["mode"], d["variant"]),
+                _group_label(d, results["detection"]),
                 _e_value(d),
                 _interval(d.get("clustered_ci_low"), d.get("clustered_ci_high")),
                 per_person,
@@ -581,9 +589,12 @@ def reference_table() -> Table:
 
 
 def _chart_label(mode: str, variant: str) -> str:
-    """A short x label: "Trio", "LLM.int8", "NF4", "Either" (the duel over both)."""
+    """A short x label: "Trio", "Among 4", "LLM.int8", "NF4", "Either" (the duel over
+    its variants)."""
     if MODE_SPECS[mode].per_variant and variant == ALL_VARIANTS:
         return "Either"
+    if not MODE_SPECS[mode].per_variant and variant != ALL_VARIANTS:
+        return f"Among {round(1 / MODE_SPECS[mode].chance_of(variant))}"
     return verdicts.label(mode, variant)
 
 
@@ -652,7 +663,7 @@ def detection_chart_html(results: dict[str, Any]) -> str:
     fig.savefig(buffer, format="svg")
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     alt = "; ".join(
-        f"{group_label(d['mode'], d['variant'])}: "
+        f"{_group_label(d, results['detection'])}: "
         + ("no decided answers" if d["rate"] is None else f"{d['rate']:.0%} of {d['decided']:,}")
         for d in results["detection"]
     )
@@ -673,12 +684,18 @@ def chart_min_text_px(fig: Figure, shown_px: float = CHART_PHONE_PX) -> float:
 # --- about -----------------------------------------------------------------------------------
 
 
-def about(spec: ModelSpec, device: str, versions: dict[str, str]) -> str:
+def about(
+    spec: ModelSpec,
+    device: str,
+    versions: dict[str, str],
+    loaded: Sequence[str] = VARIANT_NAMES,
+) -> str:
     variants = "\n".join(
         f"- **{v.label}** (`{v.name}`): {v.description}" for v in VARIANTS.values()
     )
     modes = "\n".join(
-        f"- **{m.name}**: {m.slots} images, “{m.question}” (chance {m.chance:.0%})"
+        f"- **{m.name}**: {m.slots_for(loaded)} images, “{m.question}” "
+        f"(chance {1 / m.slots_for(loaded):.0%})"
         for m in MODE_SPECS.values()
     )
     library = ", ".join(f"{name} {version}" for name, version in versions.items())
