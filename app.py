@@ -1079,7 +1079,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         link = connect_sync(settings, environ)
         arena = load_arena(settings, link, environ)
     except SpotError as exc:
-        logger.error("%s", exc)
+        logger.error("%s: %s", type(exc).__name__, exc)  # one line, the error named
         if link is not None:
             link.close()
         return 2
