@@ -251,3 +251,18 @@ def test_each_comparison_has_its_own_row_with_its_own_chance(tmp_path):
     ]
     assert [e.verdict for e in empty.estimates] == [NO_DATA] * 4
     assert list(empty.picks["picked_as_original"]) == ["bf16", "nf4", "torchao-int8"]
+
+
+def test_without_loaded_variants_the_rows_are_the_stored_comparisons(tmp_path):
+    """The export and ``python -m core.game.stats`` load nothing: a database played only
+    among four has that trio's row alone, no empty rows of the default game; an empty
+    database has the default game's four."""
+    from core.bench.simulate import synthetic_generation
+
+    store = make_store(tmp_path)
+    four = make_game(store, seed=2, variants=FOUR)
+    gid = store.save_generation(synthetic_generation(0, random.Random(0), 16, FOUR))
+    _play(four, store, "p", "trio", gid, True)
+    assert summary(store).family["rows"] == ["trio int8+nf4+fp8-layerwise"]
+    empty = summary(make_store(tmp_path / "empty"))
+    assert empty.family["rows"] == ["trio all", "duel int8", "duel nf4", "duel all"]

@@ -39,6 +39,7 @@ from scipy.stats import beta
 from core.config import (
     ALL_VARIANT_NAMES,
     MODE_SPECS,
+    QUANTIZED_VARIANTS,
     REFERENCE_VARIANT,
     VARIANT_NAMES,
     variant_set,
@@ -84,15 +85,29 @@ RANKING_LEVEL = 0.95
 Groups = list[tuple[str, str | None, str | None, Tally]]
 
 
+def _default_game_only(groups: Groups) -> bool:
+    """Whether every stored comparison is one the default game (the mission's trio) makes."""
+    return all(
+        compared in QUANTIZED_VARIANTS if MODE_SPECS[mode].per_variant else compared is None
+        for mode, compared, _, _ in groups
+    )
+
+
 def headline_keys(
-    groups: Groups = (), variants: Sequence[str] = VARIANT_NAMES
+    groups: Groups = (), variants: Sequence[str] | None = None
 ) -> list[tuple[str, str]]:
     """The (mode, variant) rows shown together, in display order: each comparison its own
     row. A mode kept per variant (the duel): one row per quantized variant, then the
     mode over all of them; a mode showing a set of variants (the trio): one row per set
-    shown (ALL_VARIANTS: the mission's trio). The rows are those of the loaded
-    ``variants`` (default: the game's trio) and of every comparison in ``groups`` (the
-    stored guess groups), so a row is never lost when the loaded variants change."""
+    shown (ALL_VARIANTS: the mission's trio), the loaded set's first.
+
+    The rows are those of the loaded ``variants`` and of every comparison in ``groups``
+    (the stored guess groups), so a row is never lost when the loaded variants change.
+    ``variants`` None (the export, ``python -m core.game.stats``: nothing is loaded):
+    the default game's rows when every stored comparison is one it makes (or none is
+    stored), else the stored comparisons' rows alone."""
+    if variants is None:
+        variants = VARIANT_NAMES if _default_game_only(groups) else (REFERENCE_VARIANT,)
     quantized = [v for v in variants if v != REFERENCE_VARIANT]
     keys = []
     for mode, spec in MODE_SPECS.items():
@@ -100,14 +115,14 @@ def headline_keys(
         if spec.per_variant:
             named = set(quantized) | {c for c in stored if c is not None}
             keys += [(mode, v) for v in ALL_VARIANT_NAMES if v in named]
-            keys.append((mode, ALL_VARIANTS))
+            keys += [(mode, ALL_VARIANTS)] if named else []
             continue
-        loaded = variant_set_key(quantized) or ALL_VARIANTS
+        loaded = [variant_set_key(quantized) or ALL_VARIANTS] if quantized else []
         others = sorted(
-            {c or ALL_VARIANTS for c in stored} - {loaded},
+            {c or ALL_VARIANTS for c in stored} - set(loaded),
             key=lambda key: (len(variant_set(key)), key),
         )
-        keys += [(mode, key) for key in (loaded, *others)]
+        keys += [(mode, key) for key in (*loaded, *others)]
     return keys
 
 
@@ -180,7 +195,7 @@ def headline_groups(
     groups: Groups | None = None,
     by_session: list[Cluster] | None = None,
     by_generation: list[tuple[Any, ...]] | None = None,
-    variants: Sequence[str] = VARIANT_NAMES,
+    variants: Sequence[str] | None = None,
 ) -> list[GroupCounts]:
     """The counts of every headline row (headline_keys: ``variants`` loaded and every
     comparison stored), from SQL's per-person and per-generation counts (arguments: those
@@ -222,10 +237,11 @@ def detection_table(store: Store, margin: float = DEFAULT_MARGIN, **counts: Any)
 
 
 def trio_picks(
-    store: Store, groups: Groups | None = None, variants: Sequence[str] = VARIANT_NAMES
+    store: Store, groups: Groups | None = None, variants: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """How often each variant was picked as the original in trio rounds (and can't tell):
-    every variant loaded (``variants``) or picked, in registry order."""
+    every variant loaded (``variants``; None: the default trio's) or picked, in registry
+    order."""
     groups = store.guess_groups() if groups is None else groups
     picks: dict[str | None, int] = {}
     for mode, _, variant, tally in groups:
@@ -233,7 +249,8 @@ def trio_picks(
             picks[variant] = picks.get(variant, 0) + tally.answered
     answered = sum(picks.values())
     out: dict[str, Any] = {"answered": answered, "picked_as_original": {}}
-    for variant in (v for v in ALL_VARIANT_NAMES if v in picks or v in variants):
+    shown = VARIANT_NAMES if variants is None else variants
+    for variant in (v for v in ALL_VARIANT_NAMES if v in picks or v in shown):
         n = picks.get(variant, 0)
         out["picked_as_original"][variant] = {
             "count": n,
@@ -440,12 +457,12 @@ def summary(
     margin: float = DEFAULT_MARGIN,
     hardest_limit: int = 10,
     min_decided: int = 5,
-    variants: Sequence[str] = VARIANT_NAMES,
+    variants: Sequence[str] | None = None,
 ) -> Summary:
     """Everything the Results tab and summary.json show (see Summary). ``margin`` is a
     fraction (0.05 = ±5 points of chance); ``variants``: those the game loads (their
-    rows are shown before anyone answers; every stored comparison has its row too). The
-    same data give the same summary."""
+    rows are shown before anyone answers; every stored comparison has its row too; None:
+    see headline_keys). The same data give the same summary."""
     groups = store.guess_groups()
     by_session = store.decided_by_session()
     by_generation = store.decided_by_generation()
