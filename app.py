@@ -1016,7 +1016,9 @@ def load_arena(
         round_ttl_seconds=settings.round_ttl_seconds,
         round_images=round_images(settings),
         answers_per_day=settings.answers_per_day,
-        variants=engine.variants,  # rounds draw from what this engine generates
+        # Rounds draw from the variants the engine loads (the same, in registry order); a
+        # pool without a local engine serves the rounds of these variants too.
+        variants=settings.variants,
     )
     return Arena(engine, store, game, settings, persons=persons)
 
