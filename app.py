@@ -866,7 +866,7 @@ def build_demo(arena: Arena, *, oauth: bool = False) -> gr.Blocks:
         browser = gr.BrowserState(
             None, storage_key=PERSON_STORAGE_KEY, secret=PERSON_STORAGE_SECRET
         )
-        gr.Markdown("# Spot the Quantized Model\n" + presentation.TAGLINE)
+        gr.Markdown("# Spot the Quantized Model\n" + presentation.tagline(arena.game.variants))
         if oauth:
             with gr.Row():
                 gr.LoginButton(size="sm", scale=0, min_width=200)

@@ -119,7 +119,7 @@ class Estimate:
 
 
 def _either(labels: Sequence[str]) -> str:
-    """ "A", "A or B", "A, B or C"."""
+    """Labels joined as a reader says them: "A", "A or B", "A, B or C"."""
     return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} or {labels[-1]}"
 
 
