@@ -241,6 +241,9 @@ def test_each_comparison_has_its_own_row_with_its_own_chance(tmp_path):
     assert "out of three images" in rows[("trio", "all")].verdict_text
     assert rows[("duel", "all")].details_text.startswith("LLM.int8, NF4 or FP8 layerwise: ")
     assert s.family["rows"][1] == "trio int8+nf4+fp8-layerwise"
+    # One image set played in trios of 3 and of 4: its chance is theirs, weighted.
+    [hardest] = hardest_prompts(store, min_decided=1, mode="trio")
+    assert hardest["decided"] == 24 and hardest["chance"] == pytest.approx((12 / 3 + 12 / 4) / 24)
     # The loaded variants' rows show before anyone has answered them.
     empty = summary(make_store(tmp_path / "empty"), variants=("bf16", "nf4", "torchao-int8"))
     assert [(e.mode, e.variant) for e in empty.estimates] == [

@@ -285,6 +285,26 @@ def _ranked(
     ]
 
 
+def _generation_chances(by_generation: list[tuple[Any, ...]], mode: str) -> dict[Any, float]:
+    """Generation id -> the chance of its decided answers in ``mode``: its comparisons'
+    own chance (a trio among k: 1/k), their mean weighted by decided answers where one
+    generation was played in trios of different sizes."""
+    spec = MODE_SPECS[mode]
+    weighted: defaultdict[Any, list[tuple[float, int]]] = defaultdict(list)
+    for m, gid, _, compared, _, decided, _ in by_generation:
+        if m == mode:
+            weighted[gid].append((spec.chance_of(compared), decided))
+    out = {}
+    for gid, pairs in weighted.items():
+        chances = {c for c, _ in pairs}
+        total = sum(d for _, d in pairs)
+        if len(chances) == 1 or not total:
+            out[gid] = chances.pop() if len(chances) == 1 else spec.chance
+        else:
+            out[gid] = sum(c * d for c, d in pairs) / total
+    return out
+
+
 def hardest_prompts(
     store: Store,
     limit: int = 10,
@@ -308,7 +328,7 @@ def hardest_prompts(
     ]
     ranked = _ranked(rows, [r[4] for r in rows], [r[3] for r in rows])
     ranked.sort(key=lambda x: (x[3], x[1], -x[0][3], x[0][0]))
-    chance = MODE_SPECS[mode].chance
+    chance = _generation_chances(by_generation, mode)
     return [
         {
             "generation_id": gid,
@@ -316,7 +336,7 @@ def hardest_prompts(
             "answered": answered,
             "decided": decided,
             "correct": correct,
-            "chance": chance,
+            "chance": chance[gid],
             "rate": rate,
             "ci_low": low,
             "ci_high": high,
