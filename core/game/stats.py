@@ -3,13 +3,15 @@
 Definitions (also in README.md, "How the statistics are defined"):
 
 * answered: guesses, "can't tell" included; decided: answered minus can't-tell.
-* rate = correct / decided, tested against chance (duel 1/2, trio 1/3): valid because the
-  slots are shuffled uniformly, so a person who cannot tell is right by chance whenever they
-  decide. correct / answered is shown as the descriptive "spotted" rate.
-* The headline family (trio; duel int8, NF4 and all) goes through core.game.verdicts: a
-  live test (beta-mixture e-process) and a live interval (confidence sequence) per row, the
-  family's 5% split over them, valid however often anyone looks; one-look descriptive
-  intervals clustered two ways, by person and by prompt. The stored ``session_id`` is the
+* rate = correct / decided, tested against chance (duel 1/2, trio 1/3, a trio among k
+  variants 1/k): valid because the slots are shuffled uniformly, so a person who cannot
+  tell is right by chance whenever they decide. correct / answered is shown as the
+  descriptive "spotted" rate.
+* The headline family (by default trio; duel int8, NF4 and all; with more variants one row
+  per comparison, see headline_keys) goes through core.game.verdicts: a live test
+  (beta-mixture e-process) and a live interval (confidence sequence) per row, the family's
+  5% split over them, valid however often anyone looks; one-look descriptive intervals
+  clustered two ways, by person and by prompt. The stored ``session_id`` is the
   person.
 * Hardest prompts and top players (exploratory: no correction for picking the extremes):
   generations ranked by the upper bound of the 95% exact interval of their decided rate,

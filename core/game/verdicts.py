@@ -1,7 +1,8 @@
 """Three verdicts from counts: distinguishable, indistinguishable within ±m, not enough data.
 
-``assess(groups, margin)`` takes the headline rows shown together (trio, duel per quantized
-variant, duel overall) and returns one ``Estimate`` each. The family's error, ALPHA = 5%,
+``assess(groups, margin)`` takes the headline rows shown together (a trio row per set of
+variants shown, duel per quantized variant, duel overall) and returns one ``Estimate`` each,
+each tested against its own chance. The family's error, ALPHA = 5%,
 is split evenly: half over the rows' live tests, half over their live intervals
 (core.game.inference.row_alphas). The level shown is always 95%: it does not move as data
 arrive. For every row:
