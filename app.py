@@ -24,7 +24,7 @@ import logging
 import os
 import random
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,18 @@ if os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true"):
 logger = logging.getLogger("app")
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-MODE_LABELS = {"trio": "Trio: spot the original among 3", "duel": "Duel: spot the quantized of 2"}
+
+
+def mode_labels(variants: Sequence[str]) -> dict[str, str]:
+    """Each mode's name in the Mode choice, with the images its rounds show when
+    ``variants`` are loaded: "Trio: spot the original among 3", "Duel: …"."""
+    trio, duel = (config.MODE_SPECS[m].slots_for(variants) for m in ("trio", "duel"))
+    return {
+        "trio": f"Trio: spot the original among {trio}",
+        "duel": f"Duel: spot the quantized of {duel}",
+    }
+
+
 CANT_TELL_LABEL = "Can't tell"
 MESSAGE_MAX_CHARS = 400  # a message shown to a player is never longer (values are quoted short)
 # Where the browser keeps its person token (gr.BrowserState). Both are public: Gradio sends
@@ -279,7 +290,9 @@ def build_play_tab(arena: Arena) -> PlayTab:
             generate_btn = gr.Button("Generate", variant="primary", interactive=False)
             ready_btn = gr.Button("Play a ready round", variant="secondary", interactive=False)
     mode = gr.Radio(
-        [(label, name) for name, label in MODE_LABELS.items()], value="trio", label="Mode"
+        [(label, name) for name, label in mode_labels(arena.game.variants).items()],
+        value="trio",
+        label="Mode",
     )
     status = gr.Markdown("", elem_classes=["play-status"])
     with gr.Column(visible=False, elem_classes=["round"], elem_id="round") as round_box:
@@ -458,7 +471,11 @@ def build_about_tab(arena: Arena) -> None:
         if warning:
             gr.Markdown(warning, elem_classes=["tiny-warning"])
         engine = arena.engine
-        gr.Markdown(presentation.about(arena.spec, engine.device_label, engine.versions))
+        gr.Markdown(
+            presentation.about(
+                arena.spec, engine.device_label, engine.versions, arena.game.variants
+            )
+        )
 
 
 # --- handlers: module-level, bound to the arena and the tab with bind() -----------------------
@@ -850,7 +867,7 @@ def build_demo(arena: Arena, *, oauth: bool = False) -> gr.Blocks:
         browser = gr.BrowserState(
             None, storage_key=PERSON_STORAGE_KEY, secret=PERSON_STORAGE_SECRET
         )
-        gr.Markdown("# Spot the Quantized Model\n" + presentation.TAGLINE)
+        gr.Markdown("# Spot the Quantized Model\n" + presentation.tagline(arena.game.variants))
         if oauth:
             with gr.Row():
                 gr.LoginButton(size="sm", scale=0, min_width=200)
@@ -953,6 +970,7 @@ def load_arena(
         engine = on_zero_gpu(
             Engine.load(
                 settings.model,
+                variants=settings.variants,
                 # ZeroGPU: every weight on "cuda" in this process at start, as it requires
                 # (it packs them and moves them to the GPU it lends for each call).
                 device="cuda" if zero_gpu else None,
@@ -999,7 +1017,9 @@ def load_arena(
         round_ttl_seconds=settings.round_ttl_seconds,
         round_images=round_images(settings),
         answers_per_day=settings.answers_per_day,
-        variants=engine.variants,  # rounds draw from what this engine generates
+        # Rounds draw from the variants the engine loads (the same, in registry order); a
+        # pool without a local engine serves the rounds of these variants too.
+        variants=settings.variants,
     )
     return Arena(engine, store, game, settings, persons=persons)
 
@@ -1062,7 +1082,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         link = connect_sync(settings, environ)
         arena = load_arena(settings, link, environ)
     except SpotError as exc:
-        logger.error("%s", exc)
+        logger.error("%s: %s", type(exc).__name__, exc)  # one line, the error named
         if link is not None:
             link.close()
         return 2

@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Literal
 
 from core.errors import (
+    DuplicateVariantError,
     IncompleteGenerationError,
     InvalidSettingError,
+    ReferenceVariantMissingError,
+    TooManyVariantsError,
     UnknownVariantError,
 )
 from core.limits import SIZE_MAX, SIZE_MIN
@@ -135,7 +138,8 @@ SHARED_COMPONENTS: tuple[str, ...] = ("text_encoder", "tokenizer", "tokenizer_2"
 
 
 def check_variants(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """Return ``names`` as a tuple in registry order, or raise UnknownVariantError."""
+    """Return ``names`` as a tuple in registry order, or raise UnknownVariantError (a name
+    not in the registry, or none) or DuplicateVariantError (a name given twice)."""
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise UnknownVariantError(
@@ -143,7 +147,69 @@ def check_variants(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
         )
     if not names:
         raise UnknownVariantError("at least one variant is needed")
+    twice = sorted({n for n in names if list(names).count(n) > 1}, key=ALL_VARIANT_NAMES.index)
+    if twice:
+        raise DuplicateVariantError(f"variant(s) named twice: {', '.join(twice)}")
     return tuple(n for n in ALL_VARIANT_NAMES if n in names)
+
+
+# The most quantized variants one game loads: a trio round shows BF16 and every one of them,
+# so its images are at most 1 + MAX_QUANTIZED (A…E).
+MAX_QUANTIZED = 4
+
+
+def check_game_variants(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The variants a game plays (``--variants``, SPOT_VARIANTS), in registry order: BF16
+    and one to MAX_QUANTIZED quantized variants, each named once. Raises
+    UnknownVariantError, DuplicateVariantError (see check_variants),
+    ReferenceVariantMissingError (no BF16, or nothing to compare it with) or
+    TooManyVariantsError."""
+    variants = check_variants(names)
+    quantized = [n for n in variants if n != REFERENCE_VARIANT]
+    if REFERENCE_VARIANT not in variants:
+        raise ReferenceVariantMissingError(
+            f"the variants must include {REFERENCE_VARIANT}, the original every round shows; "
+            f"got {', '.join(names)}"
+        )
+    if not quantized:
+        raise ReferenceVariantMissingError(
+            f"the variants need at least one quantized variant besides {REFERENCE_VARIANT}"
+        )
+    if len(quantized) > MAX_QUANTIZED:
+        raise TooManyVariantsError(
+            f"at most {MAX_QUANTIZED} quantized variants besides {REFERENCE_VARIANT}, got "
+            f"{len(quantized)}: {', '.join(quantized)}"
+        )
+    return variants
+
+
+def parse_variants(text: str) -> tuple[str, ...]:
+    """A comma-separated list of variant names (``bf16,int8,nf4``) checked for the game
+    (check_game_variants); blanks around names are ignored."""
+    return check_game_variants([n.strip() for n in text.split(",") if n.strip()])
+
+
+# A row of results over every compared variant: the duel over all its variants, or the
+# mission's trio (BF16, LLM.int8, NF4), whose rounds are stored with no compared variant.
+ALL_VARIANTS = "all"
+# Joins the quantized variants a trio round shows into its stored compared variant.
+VARIANT_SET_SEPARATOR = "+"
+
+
+def variant_set_key(quantized: Iterable[str]) -> str | None:
+    """How a trio round's shown quantized variants are stored (rounds.compared_variant):
+    None for the mission's trio (QUANTIZED_VARIANTS), as every trio was stored before the
+    game could load others; else their names in registry order joined by "+"."""
+    shown = tuple(n for n in ALL_VARIANT_NAMES if n in set(quantized))
+    return None if shown == QUANTIZED_VARIANTS else VARIANT_SET_SEPARATOR.join(shown)
+
+
+def variant_set(key: str | None) -> tuple[str, ...]:
+    """The quantized variants of a trio row or round stored as ``key`` (variant_set_key;
+    None or ALL_VARIANTS: the mission's trio)."""
+    if key is None or key == ALL_VARIANTS:
+        return QUANTIZED_VARIANTS
+    return tuple(key.split(VARIANT_SET_SEPARATOR))
 
 
 # --- The seed's reference figures (diffusers blog, 1x H100 80GB, FLUX.1-dev) -----------
@@ -315,33 +381,55 @@ SLOT_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 class ModeSpec:
     """What a mode shows, what it asks and which variant a correct answer designates.
 
-    A round shows BF16 and ``slots - 1`` other variants, shuffled onto the slots A, B, …
+    A round shows BF16 and ``others`` other variants drawn from the loaded ones (None:
+    every loaded one, "find the original among k"), shuffled onto the slots A, B, …
     The mode draws which variants those are (``draw``), says which slot a correct
-    answer names (``correct_slot``) and what a generation must hold to make its round
-    (``needs``); rounds, statistics and the simulator ask it instead of naming modes.
+    answer names (``correct_slot``), what a generation must hold to make its round
+    (``needs``), what a round's results are kept under (``compared_variant``) and the
+    chance of a row of them (``chance_of``); rounds, statistics and the simulator ask it
+    instead of naming modes. ``slots`` and ``chance`` are those of a round with the
+    default variants (VARIANT_NAMES).
     """
 
     name: str
     question: str
-    slots: int
+    others: int | None  # variants shown besides BF16; None: every loaded one
     target: Literal["reference", "quantized"]  # the correct slot holds BF16 / the other
-    chance: float
 
     def __post_init__(self) -> None:
-        if not 2 <= self.slots <= len(SLOT_LETTERS):
-            raise ValueError(f"a mode has 2…{len(SLOT_LETTERS)} slots, got {self.slots}")
-        if self.target == "quantized" and self.slots != 2:
+        if self.others is not None and not 1 <= self.others < len(SLOT_LETTERS):
+            raise ValueError(f"a mode has 2…{len(SLOT_LETTERS)} slots, got {self.others + 1}")
+        if self.target == "quantized" and self.others != 1:
             raise ValueError("a mode asking for the quantized image shows exactly one")
+
+    def slots_for(self, variants: Sequence[str]) -> int:
+        """How many images a round of this mode shows when ``variants`` are loaded."""
+        if self.others is not None:
+            return 1 + self.others
+        return 1 + sum(1 for v in variants if v != REFERENCE_VARIANT)
+
+    @property
+    def slots(self) -> int:
+        """Images in a round with the default variants: 3 for the trio, 2 for the duel."""
+        return self.slots_for(VARIANT_NAMES)
+
+    @property
+    def chance(self) -> float:
+        """The chance of a right answer in a round with the default variants: 1 / slots."""
+        return 1.0 / self.slots
+
+    def chance_of(self, compared: str | None) -> float:
+        """The chance of a right answer in this mode's rounds kept under ``compared`` (a
+        results row's variant, ALL_VARIANTS or a stored compared variant): 1 / the images
+        such a round shows, the trio's read from its set (variant_set)."""
+        if self.others is not None:
+            return 1.0 / (1 + self.others)
+        return 1.0 / (1 + len(variant_set(compared)))
 
     @property
     def slot_labels(self) -> tuple[str, ...]:
-        """The slot letters of this mode's rounds, in order: ("A", "B", "C") for three."""
+        """The slot letters of a round with the default variants: ("A", "B", "C")."""
         return tuple(SLOT_LETTERS[: self.slots])
-
-    @property
-    def others(self) -> int:
-        """How many variants besides BF16 a round shows."""
-        return self.slots - 1
 
     def needs(self, variants: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(variants a stored generation must all have, variants it needs one of) to make a
@@ -354,22 +442,24 @@ class ModeSpec:
         return (REFERENCE_VARIANT, *others), ()
 
     def draw(self, available: Sequence[str], rng: random.Random) -> dict[str, str]:
-        """Slot letter -> variant for a new round: BF16 and a draw of ``slots - 1`` of the
-        other ``available`` variants (all of them, undrawn, when there are just enough),
-        shuffled with ``rng``. BF16 is always shown. Raises IncompleteGenerationError when
-        ``available`` lacks BF16 or has too few others."""
+        """Slot letter -> variant for a new round: BF16 and ``others`` of the other
+        ``available`` variants (all of them when ``others`` is None or there are just
+        enough; else a draw), shuffled with ``rng``. BF16 is always shown. Raises
+        IncompleteGenerationError when ``available`` lacks BF16 or has too few others."""
         others = [v for v in available if v != REFERENCE_VARIANT]
-        if REFERENCE_VARIANT not in available or len(others) < self.others:
+        wanted = len(others) if self.others is None else self.others
+        if REFERENCE_VARIANT not in available or not others or len(others) < wanted:
             raise IncompleteGenerationError(
-                f"a {self.name} round needs {REFERENCE_VARIANT} and {self.others} other "
+                f"a {self.name} round needs {REFERENCE_VARIANT} and "
+                f"{'at least one' if self.others is None else self.others} other "
                 f"variant(s), got {', '.join(available) or 'none'}"
             )
-        if len(others) > self.others:
+        if len(others) > wanted:
             # One of several: rng.choice (rng.sample of one draws the same, kept for clarity).
-            others = [rng.choice(others)] if self.others == 1 else rng.sample(others, self.others)
+            others = [rng.choice(others)] if wanted == 1 else rng.sample(others, wanted)
         shown = [REFERENCE_VARIANT, *others]
         rng.shuffle(shown)
-        return dict(zip(self.slot_labels, shown, strict=True))
+        return dict(zip(SLOT_LETTERS, shown, strict=False))
 
     def correct_slot(self, key: Mapping[str, str]) -> str:
         """The slot a correct answer names in a round whose slot -> variant key is ``key``:
@@ -385,11 +475,13 @@ class ModeSpec:
         return key[self.correct_slot(key)]
 
     def compared_variant(self, key: Mapping[str, str]) -> str | None:
-        """The one variant set against BF16 when the mode shows exactly one (a duel's),
-        else None: the round's results are then the mode's alone, not a variant's."""
-        if self.others != 1:
-            return None
-        return next(v for v in key.values() if v != REFERENCE_VARIANT)
+        """What a round keyed ``key`` is kept under in the results: the one variant set
+        against BF16 when the mode shows exactly one (a duel's); else the set of quantized
+        variants shown (variant_set_key: None for the mission's trio)."""
+        others = [v for v in key.values() if v != REFERENCE_VARIANT]
+        if self.others == 1:
+            return others[0]
+        return variant_set_key(others)
 
     @property
     def label(self) -> str:
@@ -408,8 +500,10 @@ class ModeSpec:
 
 
 MODE_SPECS: dict[str, ModeSpec] = {
-    "trio": ModeSpec("trio", "Which one is the original (BF16)?", 3, "reference", 1 / 3),
-    "duel": ModeSpec("duel", "Which one is quantized?", 2, "quantized", 1 / 2),
+    # Find the original among k: BF16 and every loaded quantized variant (chance 1/k).
+    "trio": ModeSpec("trio", "Which one is the original (BF16)?", None, "reference"),
+    # BF16 and one quantized variant drawn among the loaded ones (chance 1/2).
+    "duel": ModeSpec("duel", "Which one is quantized?", 1, "quantized"),
 }
 MODES: tuple[str, ...] = tuple(MODE_SPECS)
 # How core.bench.runner measures a variant: alone (the seed notebook's recipe) or in the engine.

@@ -86,6 +86,18 @@ class UnknownVariantError(InvalidInputError):
     """A variant name is not in the variant registry."""
 
 
+class DuplicateVariantError(InvalidInputError):
+    """A variant is named twice in one list of variants (``--variants``)."""
+
+
+class TooManyVariantsError(InvalidInputError):
+    """More quantized variants than one round can show (``--variants``)."""
+
+
+class ReferenceVariantMissingError(InvalidInputError):
+    """The game's variants lack BF16, the original every round shows (``--variants``)."""
+
+
 class InvalidSettingError(InvalidInputError):
     """An application setting (flag or environment variable) has an invalid value."""
 

@@ -14,8 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import AUTO_MODEL
+from core.config import (
+    ALL_VARIANT_NAMES,
+    AUTO_MODEL,
+    MAX_QUANTIZED,
+    REFERENCE_VARIANT,
+    VARIANT_NAMES,
+    parse_variants,
+)
 from core.errors import (
+    InvalidInputError,
     InvalidSettingError,
     excerpt,
 )
@@ -34,6 +42,8 @@ class AppSettings:
     (APP_SETTINGS), read by ``AppSettings.from_argv``."""
 
     model: str = AUTO_MODEL
+    # The variants loaded and played: BF16 and up to MAX_QUANTIZED quantized ones.
+    variants: tuple[str, ...] = VARIANT_NAMES
     db: Path = Path("data/arena.db")
     images_dir: Path = Path("data/images")
     host: str = "127.0.0.1"
@@ -113,6 +123,8 @@ class SettingSpec:
     accepts: Callable[[Any], bool] | None = None
     rule: str = ""  # what ``accepts`` demands, after the name: "must be 0 or more"
     shown_default: str | None = None  # the default as --help shows it, when not str(default)
+    # Turns the accepted text into the setting's value, raising a named InvalidInputError.
+    convert: Callable[[Any], Any] | None = None
 
     def from_text(self, text: str) -> object:
         """The environment variable's text as a value of this setting's kind."""
@@ -140,6 +152,11 @@ class SettingSpec:
             )
         if self.accepts is not None and not self.accepts(value):
             raise InvalidSettingError(f"{source} {self.rule}, got {excerpt(_plain(value))}")
+        if self.convert is not None:
+            try:
+                return self.convert(value)
+            except InvalidInputError as exc:  # the same named error, saying where from
+                raise type(exc)(f"{source}: {exc}") from None
         return value
 
     def help_text(self) -> str:
@@ -193,6 +210,16 @@ APP_SETTINGS: tuple[SettingSpec, ...] = (
         "auto (FLUX.1-dev on a GPU, micro otherwise), micro, tiny, a hub id or a local folder",
         accepts=lambda value: value.strip() != "",
         rule="must name a model",
+    ),
+    SettingSpec(
+        "variants",
+        "--variants",
+        "SPOT_VARIANTS",
+        "variants to load and play, comma-separated: bf16 and 1 to "
+        f"{MAX_QUANTIZED} of {', '.join(n for n in ALL_VARIANT_NAMES if n != REFERENCE_VARIANT)}",
+        metavar="NAMES",
+        convert=parse_variants,
+        shown_default=",".join(VARIANT_NAMES),
     ),
     SettingSpec(
         "db",

@@ -128,6 +128,7 @@ def launched_app(
         round_ttl_seconds=app_settings.round_ttl_seconds,
         round_images=app.round_images(app_settings),
         answers_per_day=app_settings.answers_per_day,
+        variants=engine.variants,  # as app.load_arena: rounds draw from what it generates
     )
     arena = Arena(engine, store, game, app_settings)
     demo = app.launch(arena, oauth=oauth, prevent_thread_lock=True, quiet=True)

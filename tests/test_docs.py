@@ -62,6 +62,8 @@ def test_every_default_is_the_settings_default(name):
         shown = "on" if default else "off"
     elif isinstance(default, float):
         shown = f"`{default:g}`"
+    elif isinstance(default, tuple):  # a list setting, written as its flag takes it
+        shown = f"`{','.join(default)}`"
     else:
         shown = f"`{default}`"
     assert row_of(SPECS[name].flag)[2].startswith(shown)

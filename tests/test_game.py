@@ -325,26 +325,33 @@ def _four_variant_generation(index: int = 0):
     return gen
 
 
-def test_a_trio_of_four_loaded_variants_always_shows_bf16(store, four_variants):
-    """With four variants loaded, a trio shows BF16 and a draw of two others; every
-    other variant is drawn, and each answer key names a correct slot."""
+def test_a_trio_of_four_loaded_variants_finds_the_original_among_four(store, four_variants):
+    """With four variants loaded, a trio shows BF16 and all three others on A…D (find the
+    original among 4): BF16 lands on every slot, each answer key names a correct slot,
+    and the round is kept under its set of variants; a duel pairs BF16 with one of them."""
     gid = store.save_generation(_four_variant_generation())
     game = make_game(store, seed=3, variants=four_variants)
-    others = Counter()
+    bf16_slots = Counter()
     for i in range(120):
         view = game.new_round(f"t{i}", "trio", gid)
-        key = store.fetch_round(view.round_id).answer_key
-        assert view.slots == tuple(key) == ("A", "B", "C")
-        assert sorted(key.values()).count("bf16") == 1 and len(set(key.values())) == 3
-        others.update(v for v in key.values() if v != "bf16")
+        stored = store.fetch_round(view.round_id)
+        key = stored.answer_key
+        assert view.slots == tuple(key) == ("A", "B", "C", "D")
+        assert sorted(key.values()) == sorted(FOUR)
+        assert stored.compared_variant == "int8+nf4+fp8-layerwise"
         bf16_slot = next(s for s, v in key.items() if v == "bf16")
+        bf16_slots[bf16_slot] += 1
         reveal = game.guess(f"t{i}", view.round_id, bf16_slot)
         assert reveal.correct is True and reveal.correct_slot == bf16_slot
-    assert set(others) == {"int8", "nf4", "fp8-layerwise"}
-    duel = game.new_round("duelist", "duel", gid)
-    key = store.fetch_round(duel.round_id).answer_key
-    assert len(key) == 2 and "bf16" in key.values()
-    assert store.fetch_round(duel.round_id).compared_variant in {"int8", "nf4", "fp8-layerwise"}
+        assert reveal.slot_variants == key
+    assert set(bf16_slots) == {"A", "B", "C", "D"}
+    duels = Counter()
+    for i in range(60):
+        duel = game.new_round(f"d{i}", "duel", gid)
+        stored = store.fetch_round(duel.round_id)
+        assert len(stored.answer_key) == 2 and "bf16" in stored.answer_key.values()
+        duels[stored.compared_variant] += 1
+    assert set(duels) == {"int8", "nf4", "fp8-layerwise"}
 
 
 def test_a_trio_needs_every_loaded_variant(store, four_variants):
@@ -359,12 +366,36 @@ def test_a_trio_needs_every_loaded_variant(store, four_variants):
 def test_slot_letters_follow_the_slot_count():
     assert MODE_SPECS["trio"].slot_labels == ("A", "B", "C")
     assert MODE_SPECS["duel"].slot_labels == ("A", "B")
-    wide = dataclasses.replace(MODE_SPECS["trio"], slots=5)
+    wide = dataclasses.replace(MODE_SPECS["duel"], others=4, target="reference")
     assert wide.slot_labels == ("A", "B", "C", "D", "E")
     with pytest.raises(ValueError):
-        dataclasses.replace(MODE_SPECS["trio"], slots=1)
+        dataclasses.replace(MODE_SPECS["trio"], others=0)
     with pytest.raises(ValueError):  # "which one is quantized?" needs exactly one shown
-        dataclasses.replace(MODE_SPECS["duel"], slots=3)
+        dataclasses.replace(MODE_SPECS["duel"], others=2)
+
+
+@pytest.mark.parametrize(
+    "variants",
+    [
+        ("bf16", "int8"),
+        ("bf16", "int8", "nf4"),
+        ("bf16", "int8", "nf4", "fp8-layerwise"),
+        ("bf16", "int8", "nf4", "fp8-layerwise", "torchao-int8"),
+    ],
+)
+def test_a_trio_shows_k_slots_with_chance_one_in_k(variants):
+    """The trio shows BF16 and every loaded quantized variant: k slots A…, chance 1/k, kept
+    under its set (None for the mission's trio); the duel always shows 2, chance 1/2."""
+    trio, duel = MODE_SPECS["trio"], MODE_SPECS["duel"]
+    k = len(variants)
+    assert trio.slots_for(variants) == k and duel.slots_for(variants) == 2
+    key = trio.draw(variants, random.Random(k))
+    assert tuple(key) == tuple("ABCDE"[:k]) and sorted(key.values()) == sorted(variants)
+    assert key[trio.correct_slot(key)] == "bf16"
+    compared = trio.compared_variant(key)
+    assert compared == (None if variants == ("bf16", "int8", "nf4") else "+".join(variants[1:]))
+    assert trio.chance_of(compared) == pytest.approx(1 / k)
+    assert duel.chance_of(duel.compared_variant(duel.draw(variants, random.Random(0)))) == 0.5
 
 
 def test_a_mode_never_draws_a_round_without_bf16_or_with_too_few_others():
@@ -372,7 +403,9 @@ def test_a_mode_never_draws_a_round_without_bf16_or_with_too_few_others():
     with pytest.raises(IncompleteGenerationError):
         MODE_SPECS["duel"].draw(["int8", "nf4"], rng)
     with pytest.raises(IncompleteGenerationError):
-        MODE_SPECS["trio"].draw(["bf16", "int8"], rng)
+        MODE_SPECS["trio"].draw(["bf16"], rng)
+    with pytest.raises(IncompleteGenerationError):
+        MODE_SPECS["trio"].draw(["int8", "nf4", "fp8-layerwise"], rng)
     with pytest.raises(IncompleteGenerationError):
         MODE_SPECS["trio"].correct_slot({"A": "int8", "B": "nf4"})
     key = MODE_SPECS["duel"].draw(["bf16", "int8"], rng)

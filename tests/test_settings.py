@@ -12,6 +12,13 @@ import pytest
 
 from core import errors
 from core import settings as app_settings
+from core.errors import (
+    DuplicateVariantError,
+    InvalidInputError,
+    ReferenceVariantMissingError,
+    TooManyVariantsError,
+    UnknownVariantError,
+)
 from core.settings import AppSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,6 +39,12 @@ def test_offload_and_memory_checks():
 # the value that gives; all three differ from each other and from the default.
 SETTING_CASES: dict[str, tuple[list[str], object, str, object]] = {
     "model": (["--model", "tiny"], "tiny", "micro", "micro"),
+    "variants": (
+        ["--variants", "bf16,int8,nf4,torchao-int8,fp8-layerwise"],
+        ("bf16", "int8", "nf4", "fp8-layerwise", "torchao-int8"),
+        " nf4, bf16 ",
+        ("bf16", "nf4"),
+    ),
     "db": (["--db", "flag/a.db"], Path("flag/a.db"), "env/b.db", Path("env/b.db")),
     "images_dir": (["--images-dir", "flag-images"], Path("flag-images"), "env-im", Path("env-im")),
     "host": (["--host", "0.0.0.0"], "0.0.0.0", "127.0.0.2", "127.0.0.2"),
@@ -262,3 +275,30 @@ def test_python_app_py_reports_bad_settings_in_one_line(tmp_path):
     assert "argument --queue-size: invalid int value: 'many'" in malformed.stderr
     shown = run("--help")
     assert shown.returncode == 0 and "[SPOT_MARGIN]" in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "says"),
+    [
+        ("bf16,int8,fp9", UnknownVariantError, "unknown variant(s) fp9"),
+        ("bf16,int8,nf4,int8", DuplicateVariantError, "named twice: int8"),
+        (
+            "bf16,int8,nf4,fp8-layerwise,gguf-q8,torchao-int8",
+            TooManyVariantsError,
+            "at most 4 quantized variants",
+        ),
+        ("int8,nf4", ReferenceVariantMissingError, "must include bf16"),
+        ("bf16", ReferenceVariantMissingError, "at least one quantized variant"),
+    ],
+)
+def test_a_bad_variants_setting_gets_its_named_error(text, error, says):
+    """Each bad --variants / SPOT_VARIANTS gets its own error, naming the flag or the
+    variable; every one is an InvalidInputError (app.main: exit 2)."""
+    for argv, environ, source in (
+        (["--variants", text], {}, "--variants"),
+        ([], {"SPOT_VARIANTS": text}, "SPOT_VARIANTS"),
+    ):
+        with pytest.raises(error) as caught:
+            AppSettings.from_argv(argv, environ)
+        assert str(caught.value).startswith(f"{source}: ") and says in str(caught.value)
+        assert isinstance(caught.value, InvalidInputError)

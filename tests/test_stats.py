@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 from collections import Counter, defaultdict
 
 import pytest
@@ -193,3 +194,78 @@ def test_summary_of_an_empty_database(tmp_path):
     assert all(e.verdict == NO_DATA for e in s.estimates)
     assert s.counts["guesses"] == 0 and s.family["level"] == 0.95
     json.dumps(s.to_json())
+
+
+FOUR = ("bf16", "int8", "nf4", "fp8-layerwise")
+
+
+def test_each_comparison_has_its_own_row_with_its_own_chance(tmp_path):
+    """Rounds played by a game of three variants and by one of four, in one database: the
+    mission's trio (chance 1/3) and the trio among 4 (chance 1/4) are two rows, each duel
+    variant one row plus the duel over all of them, and the family's 5% is split over
+    the six rows."""
+    from core.bench.simulate import synthetic_generation
+
+    store = make_store(tmp_path)
+    three, four = make_game(store, seed=1), make_game(store, seed=2, variants=FOUR)
+    gid = store.save_generation(synthetic_generation(0, random.Random(0), 16, FOUR))
+    expected: Counter[tuple[str, str]] = Counter()
+    for i in range(12):
+        for game, among in ((three, "all"), (four, "int8+nf4+fp8-layerwise")):
+            _play(game, store, f"p{i}-{among}", "trio", gid, i % 3 != 0)
+            expected[("trio", among)] += 1
+        compared, _ = _play(four, store, f"d{i}", "duel", gid, i % 2 == 0)
+        expected[("duel", compared)] += 1
+        expected[("duel", "all")] += 1
+
+    s = summary(store)
+    keys = [(e.mode, e.variant) for e in s.estimates]
+    duels = [v for v in FOUR[1:] if ("duel", v) in expected]
+    assert keys == [
+        ("trio", "all"),
+        ("trio", "int8+nf4+fp8-layerwise"),
+        *[("duel", v) for v in duels],
+        ("duel", "all"),
+    ]
+    assert set(duels) == {"int8", "nf4", "fp8-layerwise"}  # 12 duels drew all three
+    rows = {(e.mode, e.variant): e for e in s.estimates}
+    for key, answered in expected.items():
+        assert rows[key].answered == answered, key
+    assert rows[("trio", "all")].chance == pytest.approx(1 / 3)
+    assert rows[("trio", "int8+nf4+fp8-layerwise")].chance == pytest.approx(1 / 4)
+    assert all(rows[("duel", v)].chance == 0.5 for v in (*duels, "all"))
+    assert rows[("trio", "all")].correct == 8 and rows[("trio", "all")].cant_tell == 0
+    assert s.family["test_alpha_per_row"] == pytest.approx(0.05 / 2 / 6)
+    assert s.family["e_threshold"] == pytest.approx(240)
+    assert "out of four images" in rows[("trio", "int8+nf4+fp8-layerwise")].verdict_text
+    assert "out of three images" in rows[("trio", "all")].verdict_text
+    assert rows[("duel", "all")].details_text.startswith("LLM.int8, NF4 or FP8 layerwise: ")
+    assert s.family["rows"][1] == "trio int8+nf4+fp8-layerwise"
+    # One image set played in trios of 3 and of 4: its chance is theirs, weighted.
+    [hardest] = hardest_prompts(store, min_decided=1, mode="trio")
+    assert hardest["decided"] == 24 and hardest["chance"] == pytest.approx((12 / 3 + 12 / 4) / 24)
+    # The loaded variants' rows show before anyone has answered them.
+    empty = summary(make_store(tmp_path / "empty"), variants=("bf16", "nf4", "torchao-int8"))
+    assert [(e.mode, e.variant) for e in empty.estimates] == [
+        ("trio", "nf4+torchao-int8"),
+        ("duel", "nf4"),
+        ("duel", "torchao-int8"),
+        ("duel", "all"),
+    ]
+    assert [e.verdict for e in empty.estimates] == [NO_DATA] * 4
+    assert list(empty.picks["picked_as_original"]) == ["bf16", "nf4", "torchao-int8"]
+
+
+def test_without_loaded_variants_the_rows_are_the_stored_comparisons(tmp_path):
+    """The export and ``python -m core.game.stats`` load nothing: a database played only
+    among four has that trio's row alone, no empty rows of the default game; an empty
+    database has the default game's four."""
+    from core.bench.simulate import synthetic_generation
+
+    store = make_store(tmp_path)
+    four = make_game(store, seed=2, variants=FOUR)
+    gid = store.save_generation(synthetic_generation(0, random.Random(0), 16, FOUR))
+    _play(four, store, "p", "trio", gid, True)
+    assert summary(store).family["rows"] == ["trio int8+nf4+fp8-layerwise"]
+    empty = summary(make_store(tmp_path / "empty"))
+    assert empty.family["rows"] == ["trio all", "duel int8", "duel nf4", "duel all"]

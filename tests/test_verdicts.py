@@ -21,6 +21,8 @@ from core.game.verdicts import (
     GroupCounts,
     assess,
     decide,
+    label,
+    needed_text,
 )
 
 
@@ -275,3 +277,34 @@ def test_no_answers_and_only_cant_tell():
 def test_margin_must_be_a_fraction_of_chance():
     with pytest.raises(ValueError, match="margin"):
         assess([group(5, 10)], margin=5)
+
+
+def test_a_trio_among_five_is_tested_against_one_in_five_and_named_by_its_set():
+    """A trio row of five images: chance 1/5 (the same counts are distinguishable against
+    1/5 and not against 1/3), named by its variants, with no simulated figure claimed;
+    the family's alpha is split over every row given."""
+    among = "int8+nf4+fp8-layerwise+torchao-int8"
+    rows = [group(60, 200, mode="trio", variant=among, people=40)]
+    [five] = assess(rows)
+    [three] = assess([group(60, 200, mode="trio", variant="all", people=40)])
+    assert five.chance == pytest.approx(0.2) and three.chance == pytest.approx(1 / 3)
+    assert five.verdict == DISTINGUISHABLE and three.verdict != DISTINGUISHABLE
+    assert "pick the original (BF16) out of five images" in five.verdict_text
+    assert five.details_text.startswith(
+        "Trio among 5 (LLM.int8, NF4, FP8 layerwise, torchao int8): 30.0%"
+    )
+    assert label("trio", among) == "Trio among 5 (LLM.int8, NF4, FP8 layerwise, torchao int8)"
+    assert label("trio", "all") == "Trio"
+    assert label("duel", "all", ["int8", "fp8-layerwise"]) == "LLM.int8 or FP8 layerwise"
+    assert label("duel", "all") == "LLM.int8 or NF4"
+    assert needed_text("trio", 0.2).startswith("No simulated figure yet for a round of 5")
+    assert needed_text("trio", 1 / 3) == needed_text("trio")
+    family = [
+        group(60, 200, mode="trio", variant=among, people=40),
+        *(group(100, 200, variant=v, people=40) for v in ("int8", "nf4", "torchao-int8")),
+        group(300, 600, variant="all", people=40),
+    ]
+    estimates = assess(family)
+    assert [e.e_threshold for e in estimates] == pytest.approx([1 / (0.025 / 5)] * 5)
+    assert estimates[-1].verdict_text.endswith("decided answers from 40 people.")
+    assert "LLM.int8, NF4 or torchao int8" in estimates[-1].details_text

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,8 +65,11 @@ FAST_STUDIES = 500  # --validate --fast
 NEEDED_STUDIES = 2000  # --answers-needed
 
 
-def synthetic_generation(index: int, rng: random.Random, size: int = 32) -> Generation:
-    """A placeholder generation: one small noisy image per variant, plausible figures.
+def synthetic_generation(
+    index: int, rng: random.Random, size: int = 32, variants: Sequence[str] = VARIANT_NAMES
+) -> Generation:
+    """A placeholder generation: one small noisy image per variant of ``variants`` (BF16
+    first; default: the game's trio), plausible figures.
 
     The image is Gaussian grey noise (mean 128, spread 40 + index % 50) drawn from a
     generator seeded with ``index``: the same index always draws the same picture, and
@@ -77,7 +80,7 @@ def synthetic_generation(index: int, rng: random.Random, size: int = 32) -> Gene
     grey = bytes(min(255, max(0, round(noise.gauss(128, sigma)))) for _ in range(size * size))
     base = Image.frombytes("L", (size, size), grey).convert("RGB")
     results = {}
-    for k, name in enumerate(VARIANT_NAMES):
+    for k, name in enumerate(variants):
         image = base if name == REFERENCE_VARIANT else base.point(lambda v, k=k: min(255, v + k))
         results[name] = VariantResult(
             variant=name,

@@ -300,7 +300,11 @@ class Arena:
         return self._results.get()[0]
 
     def _results_now(self) -> stats.Summary:
-        summary = stats.summary(self.store, margin=self.settings.margin_points / 100)
+        summary = stats.summary(
+            self.store,
+            margin=self.settings.margin_points / 100,
+            variants=self.game.variants,  # the loaded variants' rows show before any vote
+        )
         summary = summary.for_deployment(
             self.store.variant_costs(self.spec.name),
             self.store.count_withdrawn(),  # reported or hidden rounds

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import MODE_SPECS, VARIANT_NAMES, ModeSpec, check_variants
+from core.config import (
+    MAX_QUANTIZED,
+    MODE_SPECS,
+    SLOT_LETTERS,
+    VARIANT_NAMES,
+    ModeSpec,
+    check_variants,
+)
 from core.errors import (
     AnswerCapError,
     ForeignRoundError,
@@ -35,8 +42,9 @@ from core.store.round_images import RoundImages
 from core.store.storage import NewGuess, Store, StoredGeneration
 
 CANT_TELL = "cant_tell"
-# Every slot letter some mode uses, in order (the widest mode's): the UI builds this many.
-SLOT_LABELS: tuple[str, ...] = max((m.slot_labels for m in MODE_SPECS.values()), key=len)
+# Every slot letter a round can use, in order (a trio of BF16 and MAX_QUANTIZED others):
+# the UI builds this many and hides those a round does not show.
+SLOT_LABELS: tuple[str, ...] = tuple(SLOT_LETTERS[: 1 + MAX_QUANTIZED])
 SESSION_ID_MAX_CHARS = 128
 ROUND_ID_MAX_CHARS = 64
 DAY_SECONDS = 86_400  # the daily answer cap counts from 00:00 UTC

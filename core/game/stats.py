@@ -3,13 +3,15 @@
 Definitions (also in README.md, "How the statistics are defined"):
 
 * answered: guesses, "can't tell" included; decided: answered minus can't-tell.
-* rate = correct / decided, tested against chance (duel 1/2, trio 1/3): valid because the
-  slots are shuffled uniformly, so a person who cannot tell is right by chance whenever they
-  decide. correct / answered is shown as the descriptive "spotted" rate.
-* The headline family (trio; duel int8, NF4 and all) goes through core.game.verdicts: a
-  live test (beta-mixture e-process) and a live interval (confidence sequence) per row, the
-  family's 5% split over them, valid however often anyone looks; one-look descriptive
-  intervals clustered two ways, by person and by prompt. The stored ``session_id`` is the
+* rate = correct / decided, tested against chance (duel 1/2, trio 1/3, a trio among k
+  variants 1/k): valid because the slots are shuffled uniformly, so a person who cannot
+  tell is right by chance whenever they decide. correct / answered is shown as the
+  descriptive "spotted" rate.
+* The headline family (by default trio; duel int8, NF4 and all; with more variants one row
+  per comparison, see headline_keys) goes through core.game.verdicts: a live test
+  (beta-mixture e-process) and a live interval (confidence sequence) per row, the family's
+  5% split over them, valid however often anyone looks; one-look descriptive intervals
+  clustered two ways, by person and by prompt. The stored ``session_id`` is the
   person.
 * Hardest prompts and top players (exploratory: no correction for picking the extremes):
   generations ranked by the upper bound of the 95% exact interval of their decided rate,
@@ -36,7 +38,15 @@ from typing import Any
 import numpy as np
 from scipy.stats import beta
 
-from core.config import MODE_SPECS, QUANTIZED_VARIANTS, REFERENCE_VARIANT, VARIANT_NAMES
+from core.config import (
+    ALL_VARIANT_NAMES,
+    MODE_SPECS,
+    QUANTIZED_VARIANTS,
+    REFERENCE_VARIANT,
+    VARIANT_NAMES,
+    variant_set,
+    variant_set_key,
+)
 from core.errors import DatabaseError, InvalidSettingError
 from core.game import inference
 from core.game.inference import ALPHA, LEVEL, MIN_PEOPLE, ClusterCounts
@@ -85,14 +95,44 @@ RANKING_LEVEL = 0.95
 Groups = list[tuple[str, str | None, str | None, Tally]]
 
 
-def headline_keys() -> list[tuple[str, str]]:
-    """The (mode, variant) groups shown together, in display order: trio, then each duel
-    variant and the duel overall."""
+def _default_game_only(groups: Groups) -> bool:
+    """Whether every stored comparison is one the default game (the mission's trio) makes."""
+    return all(
+        compared in QUANTIZED_VARIANTS if MODE_SPECS[mode].per_variant else compared is None
+        for mode, compared, _, _ in groups
+    )
+
+
+def headline_keys(
+    groups: Groups = (), variants: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
+    """The (mode, variant) rows shown together, in display order: each comparison its own
+    row. A mode kept per variant (the duel): one row per quantized variant, then the
+    mode over all of them; a mode showing a set of variants (the trio): one row per set
+    shown (ALL_VARIANTS: the mission's trio), the loaded set's first.
+
+    The rows are those of the loaded ``variants`` and of every comparison in ``groups``
+    (the stored guess groups), so a row is never lost when the loaded variants change.
+    ``variants`` None (the export, ``python -m core.game.stats``: nothing is loaded):
+    the default game's rows when every stored comparison is one it makes (or none is
+    stored), else the stored comparisons' rows alone."""
+    if variants is None:
+        variants = VARIANT_NAMES if _default_game_only(groups) else (REFERENCE_VARIANT,)
+    quantized = [v for v in variants if v != REFERENCE_VARIANT]
     keys = []
-    for mode in MODE_SPECS:
-        if MODE_SPECS[mode].per_variant:
-            keys += [(mode, v) for v in QUANTIZED_VARIANTS]
-        keys.append((mode, ALL_VARIANTS))
+    for mode, spec in MODE_SPECS.items():
+        stored = {compared for m, compared, _, _ in groups if m == mode}
+        if spec.per_variant:
+            named = set(quantized) | {c for c in stored if c is not None}
+            keys += [(mode, v) for v in ALL_VARIANT_NAMES if v in named]
+            keys += [(mode, ALL_VARIANTS)] if named else []
+            continue
+        loaded = [variant_set_key(quantized) or ALL_VARIANTS] if quantized else []
+        others = sorted(
+            {c or ALL_VARIANTS for c in stored} - set(loaded),
+            key=lambda key: (len(variant_set(key)), key),
+        )
+        keys += [(mode, key) for key in (*loaded, *others)]
     return keys
 
 
@@ -121,18 +161,35 @@ def _pooled(rows: list[Cluster]) -> Pooled:
 ClusterMap = dict[tuple[str, str], ClusterCounts]
 
 
+def _own_row(mode: str, compared: str | None) -> str | None:
+    """The row of a stored comparison besides its mode's overall one: a duel's variant, a
+    trio's set (ALL_VARIANTS for the mission's trio, stored as None)."""
+    if MODE_SPECS[mode].per_variant:
+        return compared
+    return compared or ALL_VARIANTS
+
+
+def _in_row(mode: str, row: str, compared: str | None) -> bool:
+    """Whether answers stored under ``compared`` count in the ``(mode, row)`` headline row."""
+    if MODE_SPECS[mode].per_variant and row == ALL_VARIANTS:
+        return True
+    return _own_row(mode, compared) == row
+
+
 def _cluster_counts(rows: list[Cluster], pooled: Pooled) -> tuple[ClusterMap, ClusterMap]:
     """(mode, variant or "all") -> its clusters' (correct, decided) pairs with multiplicity,
     and the same clusters' (can't tell, answered) pairs; ``pooled`` is ``_pooled(rows)``."""
     decided: defaultdict[tuple[str, str], Counter[tuple[int, int]]] = defaultdict(Counter)
     cant_tell: defaultdict[tuple[str, str], Counter[tuple[int, int]]] = defaultdict(Counter)
-    for mode, _, variant, answered, n, correct in rows:
-        if variant is not None:  # a duel variant's own clusters
-            decided[(mode, variant)][(correct, n)] += 1
-            cant_tell[(mode, variant)][(answered - n, answered)] += 1
+    for mode, _, compared, answered, n, correct in rows:
+        row = _own_row(mode, compared)
+        if row is not None:  # a duel variant's or a trio set's own clusters
+            decided[(mode, row)][(correct, n)] += 1
+            cant_tell[(mode, row)][(answered - n, answered)] += 1
     for (mode, _), (answered, n, correct) in pooled.items():
-        decided[(mode, ALL_VARIANTS)][(correct, n)] += 1
-        cant_tell[(mode, ALL_VARIANTS)][(answered - n, answered)] += 1
+        if MODE_SPECS[mode].per_variant:  # the duel over all its variants
+            decided[(mode, ALL_VARIANTS)][(correct, n)] += 1
+            cant_tell[(mode, ALL_VARIANTS)][(answered - n, answered)] += 1
 
     def counts(pairs: defaultdict[tuple[str, str], Counter[tuple[int, int]]]) -> ClusterMap:
         return {
@@ -148,9 +205,11 @@ def headline_groups(
     groups: Groups | None = None,
     by_session: list[Cluster] | None = None,
     by_generation: list[tuple[Any, ...]] | None = None,
+    variants: Sequence[str] | None = None,
 ) -> list[GroupCounts]:
-    """The counts of every headline row, from SQL's per-person and per-generation counts
-    (arguments: those counts when already read)."""
+    """The counts of every headline row (headline_keys: ``variants`` loaded and every
+    comparison stored), from SQL's per-person and per-generation counts (arguments: those
+    counts when already read)."""
     groups = store.guess_groups() if groups is None else groups
     by_session = store.decided_by_session() if by_session is None else by_session
     by_generation = store.decided_by_generation() if by_generation is None else by_generation
@@ -159,9 +218,9 @@ def headline_groups(
     generations, generations_ct = _cluster_counts(per_generation, _pooled(per_generation))
     empty = ClusterCounts.of([])
     out = []
-    for mode, variant in headline_keys():
+    for mode, variant in headline_keys(groups, variants):
         tallies = [
-            t for m, compared, _, t in groups if m == mode and variant in (ALL_VARIANTS, compared)
+            t for m, compared, _, t in groups if m == mode and _in_row(mode, variant, compared)
         ]
         key = (mode, variant)
         out.append(
@@ -182,7 +241,8 @@ def headline_groups(
 
 def detection_table(store: Store, margin: float = DEFAULT_MARGIN, **counts: Any) -> list[Estimate]:
     """The verdict of every headline row (see core.game.verdicts), one family.
-    ``counts``: the store's counts when already read (see headline_groups)."""
+    ``counts``: the store's counts when already read and the loaded ``variants`` (see
+    headline_groups)."""
     return assess(headline_groups(store, **counts), margin)
 
 
@@ -281,21 +341,27 @@ class Withdrawn:
     guesses: int
 
 
-def trio_picks(store: Store, groups: Groups | None = None) -> TrioPicks:
-    """How often each variant was picked as the original in trio rounds (and can't tell)."""
+def trio_picks(
+    store: Store, groups: Groups | None = None, variants: Sequence[str] | None = None
+) -> TrioPicks:
+    """How often each variant was picked as the original in trio rounds (and can't tell):
+    every variant loaded (``variants``; None: the default trio's) or picked, in registry
+    order."""
     groups = store.guess_groups() if groups is None else groups
     picks: dict[str | None, int] = {}
     for mode, _, variant, tally in groups:
         if MODE_SPECS[mode].asks_for_original:
             picks[variant] = picks.get(variant, 0) + tally.answered
     answered = sum(picks.values())
+    shown = VARIANT_NAMES if variants is None else variants
     return TrioPicks(
         answered=answered,
         picked_as_original={
             variant: PickCount(
                 picks.get(variant, 0), picks.get(variant, 0) / answered if answered else None
             )
-            for variant in VARIANT_NAMES
+            for variant in ALL_VARIANT_NAMES
+            if variant in picks or variant in shown
         },
         cant_tell=picks.get(None, 0),
         correct_variant=REFERENCE_VARIANT,
@@ -326,6 +392,26 @@ def _ranked(
     ]
 
 
+def _generation_chances(by_generation: list[tuple[Any, ...]], mode: str) -> dict[Any, float]:
+    """Generation id -> the chance of its decided answers in ``mode``: its comparisons'
+    own chance (a trio among k: 1/k), their mean weighted by decided answers where one
+    generation was played in trios of different sizes."""
+    spec = MODE_SPECS[mode]
+    weighted: defaultdict[Any, list[tuple[float, int]]] = defaultdict(list)
+    for m, gid, _, compared, _, decided, _ in by_generation:
+        if m == mode:
+            weighted[gid].append((spec.chance_of(compared), decided))
+    out = {}
+    for gid, pairs in weighted.items():
+        chances = {c for c, _ in pairs}
+        total = sum(d for _, d in pairs)
+        if len(chances) == 1 or not total:
+            out[gid] = chances.pop() if len(chances) == 1 else spec.chance
+        else:
+            out[gid] = sum(c * d for c, d in pairs) / total
+    return out
+
+
 def hardest_prompts(
     store: Store,
     limit: int = 10,
@@ -349,9 +435,9 @@ def hardest_prompts(
     ]
     ranked = _ranked(rows, [r[4] for r in rows], [r[3] for r in rows])
     ranked.sort(key=lambda x: (x[3], x[1], -x[0][3], x[0][0]))
-    chance = MODE_SPECS[mode].chance
+    chance = _generation_chances(by_generation, mode)
     return [
-        PromptRank(gid, prompt, answered, decided, correct, chance, rate, low, high)
+        PromptRank(gid, prompt, answered, decided, correct, chance[gid], rate, low, high)
         for (gid, prompt, answered, decided, correct), rate, low, high in ranked[:limit]
     ]
 
@@ -509,14 +595,22 @@ def summary(
     margin: float = DEFAULT_MARGIN,
     hardest_limit: int = 10,
     min_decided: int = 5,
+    variants: Sequence[str] | None = None,
 ) -> Summary:
     """Everything the Results tab and summary.json show (see Summary). ``margin`` is a
-    fraction (0.05 = ±5 points of chance). The same data give the same summary."""
+    fraction (0.05 = ±5 points of chance); ``variants``: those the game loads (their
+    rows are shown before anyone answers; every stored comparison has its row too; None:
+    see headline_keys). The same data give the same summary."""
     groups = store.guess_groups()
     by_session = store.decided_by_session()
     by_generation = store.decided_by_generation()
     estimates = detection_table(
-        store, margin, groups=groups, by_session=by_session, by_generation=by_generation
+        store,
+        margin,
+        groups=groups,
+        by_session=by_session,
+        by_generation=by_generation,
+        variants=variants,
     )
     test_alpha, interval_alpha = inference.row_alphas(len(estimates))
     # Each mode's rankings read the same pooled counts: pool them once.
@@ -537,7 +631,7 @@ def summary(
             mode: {"rate": rate, "decided_answers": answers, "people_at_least": MIN_PEOPLE}
             for mode, (rate, answers) in ANSWERS_NEEDED.items()
         },
-        picks=trio_picks(store, groups),
+        picks=trio_picks(store, groups, variants),
         hardest_prompts={
             mode: hardest_prompts(
                 store, hardest_limit, min_decided, mode, by_generation, per_generation

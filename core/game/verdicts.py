@@ -1,7 +1,8 @@
 """Three verdicts from counts: distinguishable, indistinguishable within ±m, not enough data.
 
-``assess(groups, margin)`` takes the headline rows shown together (trio, duel per quantized
-variant, duel overall) and returns one ``Estimate`` each. The family's error, ALPHA = 5%,
+``assess(groups, margin)`` takes the headline rows shown together (a trio row per set of
+variants shown, duel per quantized variant, duel overall) and returns one ``Estimate`` each,
+each tested against its own chance. The family's error, ALPHA = 5%,
 is split evenly: half over the rows' live tests, half over their live intervals
 (core.game.inference.row_alphas). The level shown is always 95%: it does not move as data
 arrive. For every row:
@@ -32,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from core.config import MODE_SPECS, QUANTIZED_VARIANTS, VARIANTS
+from core.config import ALL_VARIANTS, MODE_SPECS, QUANTIZED_VARIANTS, VARIANTS, variant_set
 from core.game import inference
 from core.game.inference import ALPHA, LEVEL, MIN_PEOPLE, ClusterCounts
 from core.settings import check_margin
@@ -41,7 +42,6 @@ DISTINGUISHABLE = "distinguishable"
 INDISTINGUISHABLE = "indistinguishable"
 NOT_ENOUGH_DATA = "not_enough_data"
 NO_DATA = "no_data"
-ALL_VARIANTS = "all"
 DEFAULT_MARGIN = 0.05  # ±5 points of chance
 LIVE_INTERVAL = "anytime-valid confidence sequence (live)"
 CLUSTERED_INTERVAL = "two-way clustered t-interval by person and prompt (one look, descriptive)"
@@ -120,36 +120,68 @@ class Estimate:
         return asdict(self)
 
 
-def label(mode: str, variant: str, *, short: bool = False) -> str:
-    """A row's name in numbers and tables: "Trio", "NF4", "LLM.int8 or NF4"; ``short``
-    names the duel over every variant "Either" (the chart's axis)."""
-    if not MODE_SPECS[mode].per_variant:
-        return MODE_SPECS[mode].label
+def _either(labels: Sequence[str]) -> str:
+    """Labels joined as a reader says them: "A", "A or B", "A, B or C"."""
+    return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} or {labels[-1]}"
+
+
+def label(
+    mode: str, variant: str, pooled: Sequence[str] | None = None, *, short: bool = False
+) -> str:
+    """A row's name in numbers and tables, the one namer of rows: "Trio" (the mission's
+    trio), "Trio among 4 (LLM.int8, NF4, FP8 layerwise)", "NF4", "LLM.int8 or NF4" (the
+    duel over the variants ``pooled``, by default the game's trio's: see pooled_variants).
+    ``short`` gives the chart's axis names: "Among 4" for a trio of another set, "Either"
+    for the duel over its variants."""
+    spec = MODE_SPECS[mode]
+    if not spec.per_variant:
+        if variant == ALL_VARIANTS:
+            return spec.label
+        shown = variant_set(variant)
+        if short:
+            return f"Among {1 + len(shown)}"
+        return f"{spec.label} among {1 + len(shown)} ({', '.join(_labels(shown))})"
     if variant == ALL_VARIANTS:
         if short:
             return "Either"
-        return " or ".join(VARIANTS[v].label for v in QUANTIZED_VARIANTS)
+        return _either(_labels(QUANTIZED_VARIANTS if pooled is None else pooled))
     return VARIANTS[variant].label
 
 
-def measured(mode: str, variant: str) -> str:
+def _labels(names: Sequence[str]) -> list[str]:
+    return [VARIANTS[n].label if n in VARIANTS else n for n in names]
+
+
+def pooled_variants(rows: Sequence[Any], mode: str) -> list[str]:
+    """The variants of ``mode``'s own rows among ``rows`` (Estimates or (mode, variant)
+    pairs), which its overall row pools: the duel's "all" row's."""
+
+    def key(row: Any) -> tuple[str, str]:
+        return row if isinstance(row, tuple) else (row.mode, row.variant)
+
+    return [v for m, v in map(key, rows) if m == mode and v != ALL_VARIANTS]
+
+
+def measured(mode: str, variant: str, pooled: Sequence[str] | None = None) -> str:
     """What a row measures, in words (the Results tables): "trio: picked the original",
-    "duel: spotted NF4", "duel: spotted LLM.int8 or NF4" (the duel over both)."""
+    "trio: picked the original, Trio among 4 (…)", "duel: spotted NF4", "duel: spotted
+    LLM.int8 or NF4" (the duel over the variants ``pooled``)."""
     if MODE_SPECS[mode].asks_for_original:
-        return f"{mode}: picked the original"
-    return f"{mode}: spotted {label(mode, variant)}"
+        among = "" if variant == ALL_VARIANTS else f", {label(mode, variant)}"
+        return f"{mode}: picked the original{among}"
+    return f"{mode}: spotted {label(mode, variant, pooled)}"
 
 
 _NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
 
 
-def _what(mode: str, variant: str) -> str:
+def _what(mode: str, variant: str, pooled: Sequence[str] | None = None) -> str:
     """What people do when they can tell: "tell NF4 from BF16", "pick the original …"."""
     spec = MODE_SPECS[mode]
     if spec.asks_for_original:
-        slots = _NUMBER_WORDS.get(spec.slots, str(spec.slots))
-        return f"pick the original (BF16) out of {slots} images"
-    return f"tell {label(mode, variant)} from BF16"
+        slots = round(1 / spec.chance_of(variant))
+        return f"pick the original (BF16) out of {_NUMBER_WORDS.get(slots, str(slots))} images"
+    return f"tell {label(mode, variant, pooled)} from BF16"
 
 
 def _pct(x: float) -> str:
@@ -172,12 +204,13 @@ def e_value_text(log10_e: float) -> str:
     return f"10^{log10_e:.0f}"
 
 
-def sentence(f: Estimate) -> str:
-    """The plain sentence of one row (its texts may still be empty), shown first."""
+def sentence(f: Estimate, pooled: Sequence[str] | None = None) -> str:
+    """The plain sentence of one row (its texts may still be empty), shown first;
+    ``pooled``: the variants an overall row pools (see label)."""
     mode, variant, verdict = f.mode, f.variant, f.verdict
-    what = _what(mode, variant)
+    what = _what(mode, variant, pooled)
     if verdict == NO_DATA:
-        return f"No decided answers yet for {label(mode, variant)}" + (
+        return f"No decided answers yet for {label(mode, variant, pooled)}" + (
             " (only “can't tell” so far)." if f.answered else "."
         )
     base = f"{_answers(f.decided)} from {_people(f.people)}"
@@ -205,11 +238,21 @@ def sentence(f: Estimate) -> str:
     return text
 
 
-def needed_text(mode: str) -> str:
-    """What the live test needs at a stated effect (simulated; see ANSWERS_NEEDED)."""
+def needed_text(mode: str, chance: float | None = None) -> str:
+    """What the live test needs at a stated effect (simulated; see ANSWERS_NEEDED), for a
+    row of ``mode`` whose chance is ``chance`` (default: the mode's with the default
+    variants, the one simulated); a row of another chance (a trio among 4 or 5) has no
+    simulated figure yet, and the text says so."""
     rate, answers = ANSWERS_NEEDED[mode]
+    simulated = MODE_SPECS[mode].chance
+    if chance is not None and not math.isclose(chance, simulated):
+        return (
+            f"No simulated figure yet for a round of {round(1 / chance)} images (chance "
+            f"{_pct(chance)}); python -m core.bench.simulate --answers-needed simulates the "
+            f"{mode} of {MODE_SPECS[mode].slots}."
+        )
     return (
-        f"To detect a rate of {_pct(rate)} in a {mode} (chance {_pct(MODE_SPECS[mode].chance)}), "
+        f"To detect a rate of {_pct(rate)} in a {mode} (chance {_pct(simulated)}), "
         f"the live test needs about {answers:,} decided answers from at least {MIN_PEOPLE} "
         "people (simulated)."
     )
@@ -219,10 +262,10 @@ def _interval(low: float | None, high: float | None) -> str:
     return "—" if low is None or high is None else f"{100 * low:.1f}–{100 * high:.1f}%"
 
 
-def _details(e: Estimate) -> str:
+def _details(e: Estimate, pooled: Sequence[str] | None = None) -> str:
     """The numbers behind the sentence, in one line."""
     return (
-        f"{label(e.mode, e.variant)}: {100 * e.rate:.1f}% of {e.decided:,} decided "
+        f"{label(e.mode, e.variant, pooled)}: {100 * e.rate:.1f}% of {e.decided:,} decided "
         f"answers, live {100 * e.level:.0f}% interval {_interval(e.ci_low, e.ci_high)}; "
         f"live test e-value {e_value_text(e.log10_e_value)} (distinguishable at "
         f"{e.e_threshold:,.0f}). One look: "
@@ -243,7 +286,13 @@ def _cant_tell_interval(group: GroupCounts) -> tuple[float | None, float | None]
     return low, high
 
 
-def _no_data(group: GroupCounts, chance: float, margin: float, threshold: float) -> Estimate:
+def _no_data(
+    group: GroupCounts,
+    chance: float,
+    margin: float,
+    threshold: float,
+    pooled: Sequence[str] | None = None,
+) -> Estimate:
     """The estimate of a row without decided answers: its counts, the can't-tell share
     when it has answers, no rate and no interval."""
     share = group.cant_tell / group.answered if group.answered else None
@@ -259,7 +308,7 @@ def _no_data(group: GroupCounts, chance: float, margin: float, threshold: float)
         cant_tell_ci_high=high, verdict=NO_DATA, within_margin=None, too_few_people=True,
         verdict_text="", needed_text="", details_text="",
     )  # fmt: skip
-    return replace(estimate, verdict_text=sentence(estimate))
+    return replace(estimate, verdict_text=sentence(estimate, pooled))
 
 
 def decide(
@@ -276,16 +325,19 @@ def assess(
     groups: Sequence[GroupCounts], margin: float = DEFAULT_MARGIN, *, alpha: float = ALPHA
 ) -> list[Estimate]:
     """The estimates of the headline rows shown together, in the order given; the family's
-    alpha is split over ``len(groups)`` rows (the app always passes its four)."""
+    alpha is split over ``len(groups)`` rows, however many comparisons there are (four
+    with the default variants). Each row is tested against its own chance (a duel 1/2, a
+    trio among k 1/k: ModeSpec.chance_of)."""
     check_margin(100 * margin, "the margin (as points of chance)")
     test_alpha, interval_alpha = inference.row_alphas(max(1, len(groups)), alpha)
     threshold = inference.e_threshold(test_alpha)
     out = []
     for group in groups:
-        chance = MODE_SPECS[group.mode].chance
+        chance = MODE_SPECS[group.mode].chance_of(group.variant)
+        pooled = pooled_variants([(g.mode, g.variant) for g in groups], group.mode) or None
         k, n = group.correct, group.decided
         if n <= 0:
-            out.append(_no_data(group, chance, margin, threshold))
+            out.append(_no_data(group, chance, margin, threshold, pooled))
             continue
         rate = k / n
         log10_e = float(inference.log_e_value(k, n, chance)) / math.log(10)
@@ -312,9 +364,9 @@ def assess(
         out.append(
             replace(
                 estimate,
-                verdict_text=sentence(estimate),
-                needed_text=needed_text(group.mode) if verdict == NOT_ENOUGH_DATA else "",
-                details_text=_details(estimate),
+                verdict_text=sentence(estimate, pooled),
+                needed_text=needed_text(group.mode, chance) if verdict == NOT_ENOUGH_DATA else "",
+                details_text=_details(estimate, pooled),
             )
         )
     return out
