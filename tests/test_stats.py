@@ -243,7 +243,7 @@ def test_each_comparison_has_its_own_row_with_its_own_chance(tmp_path):
     assert s.family["rows"][1] == "trio int8+nf4+fp8-layerwise"
     # One image set played in trios of 3 and of 4: its chance is theirs, weighted.
     [hardest] = hardest_prompts(store, min_decided=1, mode="trio")
-    assert hardest["decided"] == 24 and hardest["chance"] == pytest.approx((12 / 3 + 12 / 4) / 24)
+    assert hardest.decided == 24 and hardest.chance == pytest.approx((12 / 3 + 12 / 4) / 24)
     # The loaded variants' rows show before anyone has answered them.
     empty = summary(make_store(tmp_path / "empty"), variants=("bf16", "nf4", "torchao-int8"))
     assert [(e.mode, e.variant) for e in empty.estimates] == [
@@ -253,7 +253,7 @@ def test_each_comparison_has_its_own_row_with_its_own_chance(tmp_path):
         ("duel", "all"),
     ]
     assert [e.verdict for e in empty.estimates] == [NO_DATA] * 4
-    assert list(empty.picks["picked_as_original"]) == ["bf16", "nf4", "torchao-int8"]
+    assert list(empty.picks.picked_as_original) == ["bf16", "nf4", "torchao-int8"]
 
 
 def test_without_loaded_variants_the_rows_are_the_stored_comparisons(tmp_path):
