@@ -24,9 +24,9 @@ from typing import Any
 
 from PIL import Image
 
-from core.config import VARIANT_NAMES, GenerationSettings, check_variants
+from core.config import ALL_VARIANT_NAMES, VARIANT_NAMES, GenerationSettings, check_variants
 from core.errors import AnswerCapError, DatabaseError, RoundAlreadyGuessedError
-from core.records import IMAGE_FIGURES, Generation
+from core.records import IMAGE_FIGURES, IMAGE_METRICS, Generation
 from core.store.database import Database
 from core.store.images import ImageWriter
 from core.store.migrations import DATA_TABLES
@@ -589,6 +589,54 @@ class Store(Database):
             "JOIN generations g ON g.id = t.generation_id"
         )
         return [(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), int(r[6])) for r in rows]
+
+    # The metric model (core.game.metric_model): decided duel answers beside the figures
+    # of their quantized image against BF16 (records.IMAGE_METRICS).
+
+    def metric_answers(self) -> list[tuple[str, int, tuple[float | None, ...]]]:
+        """(session id, correct 1/0, the IMAGE_METRICS values of the duel's quantized image,
+        None where not measured) per decided duel answer the verdicts count, in guess order."""
+        figures = ", ".join(f"i.{name}" for name in IMAGE_METRICS)
+        rows = self._conn().execute(
+            f"SELECT g.session_id, g.correct, {figures} FROM (SELECT id, session_id, "
+            f"generation_id, compared_variant, correct, cant_tell FROM guesses{self._counted()}) g "
+            "JOIN images i ON i.generation_id = g.generation_id AND i.variant = g.compared_variant "
+            "WHERE g.compared_variant IS NOT NULL AND g.cant_tell = 0 ORDER BY g.id"
+        )
+        return [(r[0], int(r[1]), tuple(r[2:])) for r in rows]
+
+    def image_metric_means(self, reference: str) -> list[dict[str, Any]]:
+        """Per variant but ``reference`` (in registry order), over the images of
+        generations the verdicts count: ``images``, and per name in IMAGE_METRICS its
+        ``<name>_count`` (images with a finite value) and ``<name>_mean`` (None when none);
+        ``identical``: images equal to BF16 (PSNR infinite, left out of PSNR's mean)."""
+        finite = "abs({0}) < 1e308"
+        parts = [
+            f"sum({finite.format(n)}), avg(CASE WHEN {finite.format(n)} THEN {n} END)"
+            for n in IMAGE_METRICS
+        ]
+        withdrawn = COUNTED_SQL.replace("generation_id", "i.generation_id", 1)
+        in_domain = IN_DOMAIN.replace("generation_id", "i.generation_id", 1)
+        rows = self._conn().execute(
+            f"SELECT i.variant, count(*), sum(abs(i.psnr) >= 1e308), {', '.join(parts)} "
+            f"FROM images i WHERE i.variant != ? AND {withdrawn} AND {in_domain} "
+            "GROUP BY i.variant",
+            (reference,),
+        )
+        by_variant = {r[0]: r for r in rows}
+        order = [*ALL_VARIANT_NAMES, *sorted(set(by_variant) - set(ALL_VARIANT_NAMES))]
+        out = []
+        for variant in order:
+            r = by_variant.get(variant)
+            if r is None:
+                continue
+            entry: dict[str, Any] = {"variant": variant, "images": int(r[1])}
+            for k, name in enumerate(IMAGE_METRICS):
+                entry[f"{name}_count"] = int(r[3 + 2 * k] or 0)
+                entry[f"{name}_mean"] = r[4 + 2 * k]
+            entry["identical"] = int(r[2] or 0)
+            out.append(entry)
+        return out
 
     def counts(self) -> dict[str, int]:
         """Rows per table, plus distinct sessions that guessed."""
