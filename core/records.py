@@ -78,6 +78,11 @@ class VariantResult:
 # generation that can still be played give the same figures, which would tie each image
 # to its variant.
 IMAGE_METRICS: tuple[str, ...] = ("psnr", "ssim", "flip_mean")
+IMAGE_METRIC_LABELS: dict[str, str] = {
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+    "flip_mean": "FLIP mean error",
+}
 
 # The viewing conditions FLIP assumes, stated once (FLIP's own default): a display
 # FLIP_DISPLAY_WIDTH_M wide of FLIP_DISPLAY_WIDTH_PX pixels, seen from FLIP_DISTANCE_M.

@@ -21,6 +21,7 @@ direction (a higher or a lower metric means easier to spot) comes from the train
 
 Input is plain rows (``MetricAnswer``: person, correct, metric values), so the module can
 be fed from the database, an export or a simulation. It imports no torch and no SQL.
+``section`` turns the store's rows into what the product shows (``MetricSection``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import statsmodels.api as sm
@@ -36,6 +38,15 @@ from scipy.stats import mannwhitneyu
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
 from core.errors import InvalidInputError
+from core.records import (
+    FLIP_DISPLAY_WIDTH_M,
+    FLIP_DISPLAY_WIDTH_PX,
+    FLIP_DISTANCE_M,
+    FLIP_PPD,
+    IMAGE_METRIC_LABELS,
+    IMAGE_METRICS,
+    VIEWING_CONDITIONS,
+)
 
 LEVEL = 0.95
 SPLIT_SEED = 0
@@ -213,3 +224,155 @@ def best_predictor(fits: Iterable[MetricFit]) -> MetricFit | None:
     """The fit with the highest held-out AUC (None when no fit has one)."""
     scored = [f for f in fits if f.held_out_auc is not None]
     return max(scored, key=lambda f: f.held_out_auc or 0.0) if scored else None
+
+
+# --- the product's section: every metric's fit, the means per variant, plain words -------
+
+# The metrics fitted, as stored per image (core.records.IMAGE_METRICS), and their labels.
+METRIC_LABELS = IMAGE_METRIC_LABELS
+# Below this many people the section names no best metric (as the verdicts' MIN_PEOPLE).
+MIN_PEOPLE = 10
+# Above this many decided answers each metric is fitted on a seeded sample of whole people
+# whose answers add up to about this many: the Results recompute in about a second at a
+# million guesses instead of growing with them (a fit on 500,000 answers takes ~3 s).
+MAX_FIT_ANSWERS = 50_000
+EXPLORATORY = (
+    "exploratory: one logistic model per metric, no correction for comparing them; the "
+    "held-out AUC is measured on answers of people the fit never saw (0.5 = chance)"
+)
+
+
+def viewing_conditions() -> dict[str, Any]:
+    """FLIP's viewing conditions (core.records), JSON-ready: ppd, distance, display, text."""
+    return {
+        "flip_pixels_per_degree": FLIP_PPD,
+        "distance_m": FLIP_DISTANCE_M,
+        "display_width_px": FLIP_DISPLAY_WIDTH_PX,
+        "display_width_m": FLIP_DISPLAY_WIDTH_M,
+        "text": VIEWING_CONDITIONS,
+    }
+
+
+@dataclass(frozen=True)
+class MetricSection:
+    """What the Results, ``core.game.stats`` and summary.json say about the image metrics.
+
+    ``means``: per quantized variant, the mean of each metric against BF16 over the
+    images that have it (``Store.image_metric_means``: ``<name>_count``, ``<name>_mean``);
+    ``fits``: one MetricFit per metric over decided duel answers (``answers_total`` of
+    them, of which ``answers_fitted`` were fitted: all of them up to MAX_FIT_ANSWERS);
+    ``best``: the metric with the highest held-out AUC, None when there are too few data
+    (then ``message`` says why); ``message``: one plain sentence.
+    """
+
+    means: list[dict[str, Any]]
+    fits: list[MetricFit]
+    best: str | None
+    message: str
+    answers_total: int
+    answers_fitted: int
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready: NaN figures (no fit) as null."""
+
+        def clean(value: Any) -> Any:
+            return None if isinstance(value, float) and not math.isfinite(value) else value
+
+        return {
+            "viewing_conditions": viewing_conditions(),
+            "labels": dict(METRIC_LABELS),
+            "means_against_bf16": self.means,
+            "answers_total": self.answers_total,
+            "answers_fitted": self.answers_fitted,
+            "fits": [{k: clean(v) for k, v in asdict(f).items()} for f in self.fits],
+            "best": self.best,
+            "message": self.message,
+            "definition": (
+                "per metric, statsmodels' logistic GLM of spotted (1 = the player picked the "
+                "quantized image) on the metric of that image against BF16, over decided "
+                "duel answers; slope interval cluster-robust over people; " + EXPLORATORY
+            ),
+        }
+
+
+Row = tuple[str, int, Sequence[float | None]]
+
+
+def _sample(rows: list[Row], cap: int, seed: int) -> list[Row]:
+    """``rows`` when at most ``cap``; else the answers of whole people, taken in a seeded
+    random order until at least ``cap`` answers are in."""
+    if len(rows) <= cap:
+        return rows
+    by_person: dict[str, list[Row]] = {}
+    for row in rows:
+        by_person.setdefault(row[0], []).append(row)
+    people = sorted(by_person)
+    kept: list[Row] = []
+    for i in np.random.default_rng(seed).permutation(len(people)):
+        kept += by_person[people[i]]
+        if len(kept) >= cap:
+            break
+    return kept
+
+
+def _message(fits: list[MetricFit], best: MetricFit | None, total: int) -> str:
+    if total == 0:
+        return "No decided duel answers yet: which metric predicts what people spot needs votes."
+    measured = max((f.answers for f in fits), default=0)
+    if measured == 0:
+        return (
+            f"None of the {total} decided duel answers is on an image with measured metrics "
+            "(images stored before the metrics were added are not measured)."
+        )
+    people = max(f.people for f in fits)
+    if best is None or people < MIN_PEOPLE:
+        return (
+            f"Too few data to say which metric predicts what people spot: {measured} decided "
+            f"duel answers by {people} people (at least {MIN_PEOPLE} people, and right and "
+            "wrong answers among those the fit never saw, are needed)."
+        )
+    label = METRIC_LABELS.get(best.metric, best.metric)
+    unclear = (
+        "; its slope's interval includes 0, so the link is not clear yet"
+        if best.slope_low <= 0 <= best.slope_high
+        else ""
+    )
+    return (
+        f"{label} best predicts whether players spot the quantized image: held-out AUC "
+        f"{best.held_out_auc:.2f} (0.5 = chance) over {best.answers} answers by "
+        f"{best.people} people{unclear}. Exploratory."
+    )
+
+
+def section(
+    rows: Iterable[Row],
+    means: list[dict[str, Any]],
+    *,
+    metrics: Sequence[str] = IMAGE_METRICS,
+    cap: int = MAX_FIT_ANSWERS,
+    seed: int = SPLIT_SEED,
+) -> MetricSection:
+    """The metric section from ``Store.metric_answers()`` rows (person, correct, values in
+    ``metrics`` order, None where not measured) and ``Store.image_metric_means``."""
+    all_rows = list(rows)
+    fitted = _sample(all_rows, cap, seed)
+    answers = [
+        MetricAnswer(
+            person,
+            correct,
+            {n: float(v) for n, v in zip(metrics, values, strict=True) if v is not None},
+        )
+        for person, correct, values in fitted
+    ]
+    fits = fit_metrics(answers, metrics)
+    best = best_predictor(fits)
+    if best is not None and best.people < MIN_PEOPLE:
+        best = None
+    return MetricSection(
+        means=means,
+        fits=fits,
+        best=None if best is None else best.metric,
+        message=_message(fits, best, len(all_rows)),
+        answers_total=len(all_rows),
+        answers_fitted=len(fitted),
+    )

@@ -17,7 +17,8 @@ Definitions (also in README.md, "How the statistics are defined"):
   the lower bound, highest first, then by rate, more decided answers first, id.
 
 Every count comes from a GROUP BY in SQL (core.store.storage), so the cost in Python does not
-grow with the number of guesses. ``python -m core.game.stats --db PATH`` prints the summary.
+grow with the number of guesses. ``python -m core.game.stats --db PATH`` prints the summary
+(JSON; ``--metrics``: the image metrics and the metric model as text).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from scipy.stats import beta
 
 from core.config import MODE_SPECS, QUANTIZED_VARIANTS, REFERENCE_VARIANT, VARIANT_NAMES
 from core.errors import DatabaseError
-from core.game import inference
+from core.game import inference, metric_model
 from core.game.inference import ALPHA, LEVEL, MIN_PEOPLE, ClusterCounts
+from core.game.metric_model import MetricSection
 from core.game.verdicts import (
     ALL_VARIANTS,
     ANSWERS_NEEDED,
@@ -352,7 +354,9 @@ class Summary:
     display order; ``picks``: how often each variant was picked as the original (see
     trio_picks); ``hardest_prompts`` / ``top_players``: per mode, the rankings (see
     hardest_prompts, top_players); ``costs``: this deployment's cost per variant
-    (Store.variant_costs), None where the summary is not a deployment's (the export).
+    (Store.variant_costs), None where the summary is not a deployment's (the export);
+    ``metrics``: the image metrics against BF16 and which one predicts what people spot
+    (core.game.metric_model.MetricSection), None for pooled counts.
     """
 
     definitions: dict[str, Any]
@@ -364,6 +368,9 @@ class Summary:
     hardest_prompts: dict[str, list[dict[str, Any]]]
     top_players: dict[str, list[dict[str, Any]]]
     costs: list[dict[str, Any]] | None = None
+    # The image metrics against BF16 and which one predicts what people spot
+    # (core.game.metric_model.MetricSection); None where the counts have no images (pooled).
+    metrics: MetricSection | None = None
 
     def with_costs(self, costs: list[dict[str, Any]]) -> Summary:
         """This summary with a deployment's cost per variant."""
@@ -384,6 +391,8 @@ class Summary:
         }
         if self.costs is not None:
             out["costs"] = self.costs
+        if self.metrics is not None:
+            out["metrics"] = self.metrics.to_json()
         return out
 
 
@@ -432,7 +441,17 @@ def summary(
             mode: top_players(store, hardest_limit, min_decided, mode, by_session, per_person)
             for mode in MODE_SPECS
         },
+        metrics=metric_section(store),
     )
+
+
+def metric_section(store: Any) -> MetricSection | None:
+    """Which image metric predicts what people spot (core.game.metric_model), from the
+    store's decided duel answers and image figures; None for counts without images (the
+    pooled counts of sync targets, whose public events carry no per-image metrics)."""
+    if not isinstance(store, Store):
+        return None
+    return metric_model.section(store.metric_answers(), store.image_metric_means(REFERENCE_VARIANT))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -450,6 +469,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--timing", action="store_true", help="also print the seconds taken (wall and CPU)"
+    )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="print only the image metrics as text: means against BF16 per variant and, per "
+        "metric, the logistic model of spotted on it (the JSON has them under 'metrics')",
     )
     parser.add_argument(
         "--margin",
@@ -472,6 +497,11 @@ def main(argv: list[str] | None = None) -> int:
             seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     except DatabaseError as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
+    if args.metrics:
+        from core.game.metric_view import results_text
+
+        sys.stdout.write(results_text(result.get("metrics")))
+        return 0
     if args.timing:
         result["seconds"] = seconds
         result["cpu_seconds"] = cpu_seconds  # this process, SQLite included
