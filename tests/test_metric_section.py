@@ -143,11 +143,18 @@ def test_enough_people_name_the_best_metric_and_big_data_is_sampled_by_person():
     fits = {f.metric: f for f in section.fits}
     assert fits["flip_mean"].slope_low > 0
     assert fits["ssim"].answers == 0 and fits["ssim"].note
-    sampled = metric_model.section(rows, [], cap=300)
-    assert sampled.answers_total == 1000 and 300 <= sampled.answers_fitted < 325
-    assert sampled.answers_fitted % 25 == 0  # whole people
+    counts = [(f"p{person}", 25) for person in range(40)]
+    assert metric_model.sample_people(counts, cap=1000) is None  # all fit
+    people = metric_model.sample_people(counts, cap=300)
+    assert len(people) == 12 == len(set(people))  # whole people, 12 x 25 = 300 answers
+    assert people == metric_model.sample_people(counts, cap=300)  # seeded
+    kept = [r for r in rows if r[0] in people]
+    sampled = metric_model.section(kept, [], answers_total=len(rows))
+    assert (sampled.answers_total, sampled.answers_fitted) == (1000, 300)
     assert MIN_PEOPLE == 10
-    assert "sample" in metric_view.results_text(sampled.to_json())
+    assert "seeded sample of whole people: 300 of 1000" in metric_view.results_text(
+        sampled.to_json()
+    )
 
 
 def test_reveal_shows_flip_only_after_the_guess(known):

@@ -37,6 +37,7 @@ import statsmodels.api as sm
 from scipy.stats import mannwhitneyu
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
+from core.config import ALL_VARIANT_NAMES
 from core.errors import InvalidInputError
 from core.records import (
     FLIP_DISPLAY_WIDTH_M,
@@ -233,9 +234,10 @@ METRIC_LABELS = IMAGE_METRIC_LABELS
 # Below this many people the section names no best metric (as the verdicts' MIN_PEOPLE).
 MIN_PEOPLE = 10
 # Above this many decided answers each metric is fitted on a seeded sample of whole people
-# whose answers add up to about this many: the Results recompute in about a second at a
-# million guesses instead of growing with them (a fit on 500,000 answers takes ~3 s).
-MAX_FIT_ANSWERS = 50_000
+# whose answers add up to about this many (sample_people), so the Results' recomputation
+# does not grow with the votes: one fit on 500,000 answers took ~3 s on the 2-core dev
+# machine. 20,000 answers give a slope interval a few hundredths of a unit wide.
+MAX_FIT_ANSWERS = 20_000
 EXPLORATORY = (
     "exploratory: one logistic model per metric, no correction for comparing them; the "
     "held-out AUC is measured on answers of people the fit never saw (0.5 = chance)"
@@ -298,19 +300,21 @@ class MetricSection:
 Row = tuple[str, int, Sequence[float | None]]
 
 
-def _sample(rows: list[Row], cap: int, seed: int) -> list[Row]:
-    """``rows`` when at most ``cap``; else the answers of whole people, taken in a seeded
-    random order until at least ``cap`` answers are in."""
-    if len(rows) <= cap:
-        return rows
-    by_person: dict[str, list[Row]] = {}
-    for row in rows:
-        by_person.setdefault(row[0], []).append(row)
-    people = sorted(by_person)
-    kept: list[Row] = []
+def sample_people(
+    counts: Sequence[tuple[str, int]], cap: int = MAX_FIT_ANSWERS, seed: int = SPLIT_SEED
+) -> list[str] | None:
+    """None when the people's answers (``counts``: person, answers) total at most ``cap``
+    (fit them all); else whole people taken in a seeded random order until at least
+    ``cap`` answers are in."""
+    if sum(n for _, n in counts) <= cap:
+        return None
+    people = sorted(counts)
+    kept: list[str] = []
+    total = 0
     for i in np.random.default_rng(seed).permutation(len(people)):
-        kept += by_person[people[i]]
-        if len(kept) >= cap:
+        kept.append(people[i][0])
+        total += people[i][1]
+        if total >= cap:
             break
     return kept
 
@@ -348,14 +352,16 @@ def section(
     rows: Iterable[Row],
     means: list[dict[str, Any]],
     *,
+    answers_total: int | None = None,
     metrics: Sequence[str] = IMAGE_METRICS,
-    cap: int = MAX_FIT_ANSWERS,
-    seed: int = SPLIT_SEED,
 ) -> MetricSection:
     """The metric section from ``Store.metric_answers()`` rows (person, correct, values in
-    ``metrics`` order, None where not measured) and ``Store.image_metric_means``."""
-    all_rows = list(rows)
-    fitted = _sample(all_rows, cap, seed)
+    ``metrics`` order, None where not measured) and ``Store.image_metric_means`` (put in
+    registry order).
+    ``answers_total``: the decided duel answers there are, when ``rows`` are a sample of
+    them (``sample_people``); the rows' number otherwise."""
+    fitted = list(rows)
+    total = len(fitted) if answers_total is None else answers_total
     answers = [
         MetricAnswer(
             person,
@@ -368,11 +374,12 @@ def section(
     best = best_predictor(fits)
     if best is not None and best.people < MIN_PEOPLE:
         best = None
+    order = {name: k for k, name in enumerate(ALL_VARIANT_NAMES)}
     return MetricSection(
-        means=means,
+        means=sorted(means, key=lambda m: (order.get(m["variant"], len(order)), m["variant"])),
         fits=fits,
         best=None if best is None else best.metric,
-        message=_message(fits, best, len(all_rows)),
-        answers_total=len(all_rows),
+        message=_message(fits, best, total),
+        answers_total=total,
         answers_fitted=len(fitted),
     )

@@ -447,11 +447,17 @@ def summary(
 
 def metric_section(store: Any) -> MetricSection | None:
     """Which image metric predicts what people spot (core.game.metric_model), from the
-    store's decided duel answers and image figures; None for counts without images (the
+    store's decided duel answers (all, or a seeded sample of whole people above
+    metric_model.MAX_FIT_ANSWERS) and image figures; None for counts without images (the
     pooled counts of sync targets, whose public events carry no per-image metrics)."""
     if not isinstance(store, Store):
         return None
-    return metric_model.section(store.metric_answers(), store.image_metric_means(REFERENCE_VARIANT))
+    counts = store.metric_people([m for m, spec in MODE_SPECS.items() if spec.per_variant])
+    return metric_model.section(
+        store.metric_answers(metric_model.sample_people(counts)),
+        store.image_metric_means(REFERENCE_VARIANT),
+        answers_total=sum(n for _, n in counts),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

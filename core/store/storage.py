@@ -24,7 +24,7 @@ from typing import Any
 
 from PIL import Image
 
-from core.config import ALL_VARIANT_NAMES, VARIANT_NAMES, GenerationSettings, check_variants
+from core.config import VARIANT_NAMES, GenerationSettings, check_variants
 from core.errors import AnswerCapError, DatabaseError, RoundAlreadyGuessedError
 from core.records import IMAGE_FIGURES, IMAGE_METRICS, Generation
 from core.store.database import Database
@@ -593,20 +593,44 @@ class Store(Database):
     # The metric model (core.game.metric_model): decided duel answers beside the figures
     # of their quantized image against BF16 (records.IMAGE_METRICS).
 
-    def metric_answers(self) -> list[tuple[str, int, tuple[float | None, ...]]]:
+    def metric_people(self, duels: Sequence[str]) -> list[tuple[str, int]]:
+        """(session id, decided answers) per person in the modes ``duels`` (those with a
+        compared variant), over the answers the verdicts count: one GROUP BY over a covering
+        index, so a sample of whole people can be chosen before any answer is read."""
+        counted = self._counted()
+        rows = self._conn().execute(
+            f"SELECT session_id, count(*) FROM guesses{counted}"
+            f"{' AND' if counted else ' WHERE'} mode IN ({', '.join('?' * len(duels))}) "
+            "AND compared_variant IS NOT NULL AND cant_tell = 0 "
+            "GROUP BY session_id ORDER BY session_id",
+            duels,
+        )
+        return [(r[0], int(r[1])) for r in rows]
+
+    def metric_answers(
+        self, people: Sequence[str] | None = None
+    ) -> list[tuple[str, int, tuple[float | None, ...]]]:
         """(session id, correct 1/0, the IMAGE_METRICS values of the duel's quantized image,
-        None where not measured) per decided duel answer the verdicts count, in guess order."""
+        None where not measured) per decided duel answer the verdicts count, in guess order;
+        only those of ``people`` when given (read through the per-session index)."""
         figures = ", ".join(f"i.{name}" for name in IMAGE_METRICS)
+        only, args = "", ()
+        if people is not None:
+            only, args = (
+                " AND g.session_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(people)),),
+            )
         rows = self._conn().execute(
             f"SELECT g.session_id, g.correct, {figures} FROM (SELECT id, session_id, "
             f"generation_id, compared_variant, correct, cant_tell FROM guesses{self._counted()}) g "
             "JOIN images i ON i.generation_id = g.generation_id AND i.variant = g.compared_variant "
-            "WHERE g.compared_variant IS NOT NULL AND g.cant_tell = 0 ORDER BY g.id"
+            f"WHERE g.compared_variant IS NOT NULL AND g.cant_tell = 0{only} ORDER BY g.id",
+            args,
         )
         return [(r[0], int(r[1]), tuple(r[2:])) for r in rows]
 
     def image_metric_means(self, reference: str) -> list[dict[str, Any]]:
-        """Per variant but ``reference`` (in registry order), over the images of
+        """Per variant but ``reference`` (by name), over the images of
         generations the verdicts count: ``images``, and per name in IMAGE_METRICS its
         ``<name>_count`` (images with a finite value) and ``<name>_mean`` (None when none);
         ``identical``: images equal to BF16 (PSNR infinite, left out of PSNR's mean)."""
@@ -620,16 +644,12 @@ class Store(Database):
         rows = self._conn().execute(
             f"SELECT i.variant, count(*), sum(abs(i.psnr) >= 1e308), {', '.join(parts)} "
             f"FROM images i WHERE i.variant != ? AND {withdrawn} AND {in_domain} "
-            "GROUP BY i.variant",
+            "GROUP BY i.variant ORDER BY i.variant",
             (reference,),
         )
-        by_variant = {r[0]: r for r in rows}
-        order = [*ALL_VARIANT_NAMES, *sorted(set(by_variant) - set(ALL_VARIANT_NAMES))]
         out = []
-        for variant in order:
-            r = by_variant.get(variant)
-            if r is None:
-                continue
+        for r in rows:
+            variant = r[0]
             entry: dict[str, Any] = {"variant": variant, "images": int(r[1])}
             for k, name in enumerate(IMAGE_METRICS):
                 entry[f"{name}_count"] = int(r[3 + 2 * k] or 0)
