@@ -202,3 +202,29 @@ def test_private_export_has_the_per_image_columns_and_public_the_means(known, tm
     assert conditions["flip_pixels_per_degree"] == pytest.approx(67.02, abs=0.01)
     means = {m["variant"]: m for m in summary_json["metrics"]["means_against_bf16"]}
     assert means["nf4"]["flip_mean_mean"] == pytest.approx(np.mean([f[1] for f in FLIP]))
+
+
+def test_simulated_players_driven_by_flip_are_traced_back_to_flip(tmp_path, capsys):
+    """core.bench.metric_players on a real database: 30 generations whose FLIP is unrelated
+    to their (synthetic) PSNR and SSIM; players driven by FLIP; the model names FLIP."""
+    from core.bench.metric_players import main as players_main
+
+    store = make_store(tmp_path)
+    rng = random.Random(1)
+    for i in range(30):
+        generation = make_generation(i)
+        for variant in ("int8", "nf4"):
+            generation.results[variant].flip_mean = rng.uniform(0.01, 0.3)
+        store.save_generation(generation)
+    store.close()
+    db = str(tmp_path / "arena.db")
+    args = ["--db", db, "--truth", "flip_mean", "--strength", "1.5", "--json"]
+    assert players_main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["simulation"]["images"] == 60
+    assert printed["metrics"]["best"] == "flip_mean"
+    assert printed["metrics"]["answers_total"] == 40 * 25
+    with pytest.raises(SystemExit) as refused:  # more duels per person than images
+        players_main(["--db", db, "--answers", "61"])
+    assert refused.value.code == 2
+    assert "60 images have every metric measured" in capsys.readouterr().err

@@ -629,6 +629,16 @@ class Store(Database):
         )
         return [(r[0], int(r[1]), tuple(r[2:])) for r in rows]
 
+    def measured_images(self, reference: str) -> list[tuple[int, str, tuple[float | None, ...]]]:
+        """(generation id, variant, IMAGE_METRICS values or None) of every image but
+        ``reference``'s, by generation id and variant (simulated players draw from them)."""
+        rows = self._conn().execute(
+            f"SELECT generation_id, variant, {', '.join(IMAGE_METRICS)} FROM images "
+            "WHERE variant != ? ORDER BY generation_id, variant",
+            (reference,),
+        )
+        return [(int(r[0]), r[1], tuple(r[2:])) for r in rows]
+
     def image_metric_means(self, reference: str) -> list[dict[str, Any]]:
         """Per variant but ``reference`` (by name), over the images of
         generations the verdicts count: ``images``, and per name in IMAGE_METRICS its
