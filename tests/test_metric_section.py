@@ -22,8 +22,12 @@ from core.game.stats import summary
 from core.records import FLIP_PPD, IMAGE_METRICS
 from tests.data_helpers import make_game, make_generation, make_store
 
-# Per generation, the FLIP mean of its int8 and NF4 images (chosen, not measured).
-FLIP = [(0.01, 0.04), (0.02, 0.09), (0.03, 0.15), (0.05, 0.22)]
+# Per generation, the FLIP mean of its int8 and NF4 images (chosen, not measured): one
+# batch of the means (metric_model.MEANS_BATCH = 10 generations).
+FLIP = [
+    (0.01, 0.04), (0.02, 0.09), (0.03, 0.15), (0.05, 0.22), (0.02, 0.05),
+    (0.04, 0.11), (0.01, 0.07), (0.03, 0.12), (0.06, 0.18), (0.02, 0.10),
+]  # fmt: skip
 
 
 def _stored(store, index: int) -> int:
@@ -47,8 +51,9 @@ def _duel(game, store, session: str, gid: int, right: bool | None) -> tuple[str,
 
 @pytest.fixture
 def known(tmp_path):
-    """Four generations, three people, duel answers with known outcomes, a can't-tell and a
-    trio answer (neither enters the model). Returns (store, expected rows, generations)."""
+    """Ten generations, three people answering duels on the first four with known
+    outcomes, a can't-tell and a trio answer (neither enters the model). Returns (store,
+    expected rows, generations)."""
     store = make_store(tmp_path)
     game = make_game(store, seed=3)
     gids = [_stored(store, i) for i in range(len(FLIP))]
@@ -60,7 +65,7 @@ def known(tmp_path):
     }
     expected = []  # (person, correct, flip of the compared image)
     for person, plan in outcomes.items():
-        for gid, right in zip(gids, plan, strict=True):
+        for gid, right in zip(gids[:4], plan, strict=True):
             compared, _ = _duel(game, store, person, gid, right)
             if right is not None:
                 expected.append((person, int(right), by_gid[gid][compared]))
@@ -100,17 +105,39 @@ def test_means_per_variant_against_bf16_with_counts(known):
     for k, variant in enumerate(("int8", "nf4")):
         assert means[variant]["images"] == means[variant]["flip_mean_count"] == len(FLIP)
         assert means[variant]["flip_mean_mean"] == pytest.approx(np.mean([f[k] for f in FLIP]))
-    rows = metric_view.means_rows(summary(store).to_json()["metrics"])
-    assert rows[0][0] == "LLM.int8" and rows[0][-1] == f"{np.mean([f[0] for f in FLIP]):.4f} (4)"
+    section = summary(store).to_json()["metrics"]
+    rows = metric_view.means_rows(section)
+    assert rows[0][0] == "LLM.int8" and rows[0][-1] == f"{np.mean([f[0] for f in FLIP]):.4f} (10)"
+    assert (section["means_over_generations"], section["generations_counted"]) == (10, 10)
+
+
+def test_the_means_move_only_by_whole_batches_of_generations(known):
+    """An eleventh generation changes nothing in the means until the twentieth: two looks
+    never give one new generation's figures."""
+    store, _, _ = known
+    before = summary(store).to_json()["metrics"]
+    for i in range(len(FLIP), len(FLIP) + 9):
+        generation = make_generation(i)
+        generation.results["int8"].flip_mean = 0.5  # far from every mean
+        store.save_generation(generation)
+        after = summary(store).to_json()["metrics"]
+        assert after["means_against_bf16"] == before["means_against_bf16"]
+        assert after["generations_counted"] == i + 1
+    assert "first 10 of 19 generations" in metric_view.results_text(after)
+    store.save_generation(make_generation(99))
+    moved = summary(store).to_json()["metrics"]
+    assert moved["means_over_generations"] == 20
+    assert moved["means_against_bf16"][0]["flip_mean_mean"] > 0.2
 
 
 def test_images_without_flip_are_not_measured_and_left_out(tmp_path):
     store = make_store(tmp_path)
-    store.save_generation(make_generation(0))  # synthetic: PSNR and SSIM, no FLIP
+    for i in range(10):
+        store.save_generation(make_generation(i))  # synthetic: PSNR and SSIM, no FLIP
     section = summary(store).to_json()["metrics"]
     int8 = section["means_against_bf16"][0]
     assert int8["flip_mean_count"] == 0 and int8["flip_mean_mean"] is None
-    assert int8["psnr_count"] == 1 and math.isfinite(int8["psnr_mean"])
+    assert int8["psnr_count"] == 10 and math.isfinite(int8["psnr_mean"])
     assert metric_view.means_rows(section)[0][-1] == metric_view.NOT_MEASURED
     assert section["best"] is None and "No decided duel answers" in section["message"]
     store.close()
@@ -137,7 +164,7 @@ def test_enough_people_name_the_best_metric_and_big_data_is_sampled_by_person():
             flip, noise = rng.uniform(0, 0.3), rng.uniform(20, 40)
             p = 1 / (1 + math.exp(-(-2 + 20 * flip)))
             rows.append((f"p{person}", int(rng.random() < p), (noise, None, flip)))
-    section = metric_model.section(rows, [])
+    section = metric_model.section(rows, ([], 0, 0))
     assert section.best == "flip_mean"
     assert section.message.startswith("FLIP mean error best predicts")
     fits = {f.metric: f for f in section.fits}
@@ -149,7 +176,7 @@ def test_enough_people_name_the_best_metric_and_big_data_is_sampled_by_person():
     assert len(people) == 12 == len(set(people))  # whole people, 12 x 25 = 300 answers
     assert people == metric_model.sample_people(counts, cap=300)  # seeded
     kept = [r for r in rows if r[0] in people]
-    sampled = metric_model.section(kept, [], answers_total=len(rows))
+    sampled = metric_model.section(kept, ([], 0, 0), answers_total=len(rows))
     assert (sampled.answers_total, sampled.answers_fitted) == (1000, 300)
     assert MIN_PEOPLE == 10
     assert "seeded sample of whole people: 300 of 1000" in metric_view.results_text(
@@ -228,3 +255,20 @@ def test_simulated_players_driven_by_flip_are_traced_back_to_flip(tmp_path, caps
         players_main(["--db", db, "--answers", "61"])
     assert refused.value.code == 2
     assert "60 images have every metric measured" in capsys.readouterr().err
+
+
+def test_metrics_that_rank_answers_alike_name_no_best():
+    """When two metrics order the images the same way (here PSNR = -100 x FLIP), their
+    held-out AUCs are equal: the section names none and says none stands out."""
+    rng = random.Random(2)
+    rows = []
+    for person in range(40):
+        for _ in range(25):
+            flip = rng.uniform(0, 0.3)
+            p = 1 / (1 + math.exp(-(-2 + 20 * flip)))
+            rows.append((f"p{person}", int(rng.random() < p), (-100 * flip, None, flip)))
+    section = metric_model.section(rows, ([], 0, 0))
+    fits = {f.metric: f for f in section.fits}
+    assert fits["psnr"].held_out_auc == pytest.approx(fits["flip_mean"].held_out_auc)
+    assert section.best is None
+    assert section.message.startswith("No metric stands out")

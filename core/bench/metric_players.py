@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Store(args.db, default_images_dir(args.db), must_exist=True) as store:
             images = store.measured_images(REFERENCE_VARIANT)
-            means = store.image_metric_means(REFERENCE_VARIANT)
+            means = store.image_metric_means(REFERENCE_VARIANT, metric_model.MEANS_BATCH)
     except DatabaseError as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     try:

@@ -238,6 +238,15 @@ MIN_PEOPLE = 10
 # does not grow with the votes: one fit on 500,000 answers took ~3 s on the 2-core dev
 # machine. 20,000 answers give a slope interval a few hundredths of a unit wide.
 MAX_FIT_ANSWERS = 20_000
+# The means per variant take generations in whole batches of this many (by id), so they
+# move only when MEANS_BATCH more are in: two looks at the public Results or summary.json
+# never give one new generation's exact figures, which a trio player could match against
+# figures computed between their served images.
+MEANS_BATCH = 10
+# Held-out AUCs closer than this are called level: on the micro model's images, simulated
+# players driven by FLIP gave the three metrics AUCs within 0.03 of one another, and the
+# metric named best changed with the players' seed (README, "Which metric predicts people").
+AUC_CLOSE = 0.03
 EXPLORATORY = (
     "exploratory: one logistic model per metric, no correction for comparing them; the "
     "held-out AUC is measured on answers of people the fit never saw (0.5 = chance)"
@@ -260,11 +269,14 @@ class MetricSection:
     """What the Results, ``core.game.stats`` and summary.json say about the image metrics.
 
     ``means``: per quantized variant, the mean of each metric against BF16 over the
-    images that have it (``Store.image_metric_means``: ``<name>_count``, ``<name>_mean``);
+    images that have it (``Store.image_metric_means``: ``<name>_count``, ``<name>_mean``),
+    of the first ``means_generations`` of the ``generations_counted`` generations (whole
+    batches of MEANS_BATCH);
     ``fits``: one MetricFit per metric over decided duel answers (``answers_total`` of
     them, of which ``answers_fitted`` were fitted: all of them up to MAX_FIT_ANSWERS);
     ``best``: the metric with the highest held-out AUC, None when there are too few data
-    (then ``message`` says why); ``message``: one plain sentence.
+    or another metric's AUC comes within AUC_CLOSE of it (then ``message`` says why);
+    ``message``: one plain sentence.
     """
 
     means: list[dict[str, Any]]
@@ -273,6 +285,8 @@ class MetricSection:
     message: str
     answers_total: int
     answers_fitted: int
+    means_generations: int = 0
+    generations_counted: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready: NaN figures (no fit) as null."""
@@ -284,6 +298,9 @@ class MetricSection:
             "viewing_conditions": viewing_conditions(),
             "labels": dict(METRIC_LABELS),
             "means_against_bf16": self.means,
+            "means_over_generations": self.means_generations,
+            "generations_counted": self.generations_counted,
+            "means_batch": MEANS_BATCH,
             "answers_total": self.answers_total,
             "answers_fitted": self.answers_fitted,
             "fits": [{k: clean(v) for k, v in asdict(f).items()} for f in self.fits],
@@ -319,6 +336,17 @@ def sample_people(
     return kept
 
 
+def _level_with(fits: list[MetricFit], best: MetricFit) -> list[MetricFit]:
+    """The other fits whose held-out AUC comes within AUC_CLOSE of ``best``'s."""
+    return [
+        f
+        for f in fits
+        if f is not best
+        and f.held_out_auc is not None
+        and (best.held_out_auc or 0.0) - f.held_out_auc < AUC_CLOSE
+    ]
+
+
 def _message(fits: list[MetricFit], best: MetricFit | None, total: int) -> str:
     if total == 0:
         return "No decided duel answers yet: which metric predicts what people spot needs votes."
@@ -336,6 +364,14 @@ def _message(fits: list[MetricFit], best: MetricFit | None, total: int) -> str:
             "wrong answers among those the fit never saw, are needed)."
         )
     label = METRIC_LABELS.get(best.metric, best.metric)
+    level = [METRIC_LABELS.get(f.metric, f.metric) for f in _level_with(fits, best)]
+    if level:
+        return (
+            f"No metric stands out: {label} has the highest held-out AUC, "
+            f"{best.held_out_auc:.2f} (0.5 = chance), over {best.answers} answers by "
+            f"{best.people} people, but {' and '.join(level)} come within {AUC_CLOSE:g} of "
+            "it: on these images the metrics rank the answers alike. Exploratory."
+        )
     unclear = (
         "; its slope's interval includes 0, so the link is not clear yet"
         if best.slope_low <= 0 <= best.slope_high
@@ -350,14 +386,14 @@ def _message(fits: list[MetricFit], best: MetricFit | None, total: int) -> str:
 
 def section(
     rows: Iterable[Row],
-    means: list[dict[str, Any]],
+    means: tuple[list[dict[str, Any]], int, int],
     *,
     answers_total: int | None = None,
     metrics: Sequence[str] = IMAGE_METRICS,
 ) -> MetricSection:
     """The metric section from ``Store.metric_answers()`` rows (person, correct, values in
-    ``metrics`` order, None where not measured) and ``Store.image_metric_means`` (put in
-    registry order).
+    ``metrics`` order, None where not measured) and ``Store.image_metric_means``'s
+    (rows, generations included, generations counted); rows put in registry order.
     ``answers_total``: the decided duel answers there are, when ``rows`` are a sample of
     them (``sample_people``); the rows' number otherwise."""
     fitted = list(rows)
@@ -375,10 +411,16 @@ def section(
     if best is not None and best.people < MIN_PEOPLE:
         best = None
     order = {name: k for k, name in enumerate(ALL_VARIANT_NAMES)}
+    rows_by_variant, included, counted = means
+    named = best is not None and not _level_with(fits, best)
     return MetricSection(
-        means=sorted(means, key=lambda m: (order.get(m["variant"], len(order)), m["variant"])),
+        means=sorted(
+            rows_by_variant, key=lambda m: (order.get(m["variant"], len(order)), m["variant"])
+        ),
+        means_generations=included,
+        generations_counted=counted,
         fits=fits,
-        best=None if best is None else best.metric,
+        best=best.metric if named and best is not None else None,
         message=_message(fits, best, total),
         answers_total=total,
         answers_fitted=len(fitted),

@@ -76,6 +76,16 @@ def means_rows(section: Mapping[str, Any]) -> list[list[str]]:
     return rows
 
 
+def means_scope(section: Mapping[str, Any]) -> str:
+    """Which generations the means cover, and why not always all of them."""
+    batch = section.get("means_batch", 1)
+    return (
+        f"Means over the first {section.get('means_over_generations', 0)} of "
+        f"{section.get('generations_counted', 0)} generations: they take generations "
+        f"{batch} at a time, so no single new image's figures can be read from two looks."
+    )
+
+
 def fit_rows(section: Mapping[str, Any]) -> list[list[str]]:
     """Per metric: held-out AUC, slope and its interval, answers, people, and why not."""
     rows = []
@@ -125,6 +135,7 @@ def results_html(section: Mapping[str, Any] | None) -> str:
         _table(FIT_HEADERS, fit_rows(section)),
         f"<p>{html.escape(section['definition'])}.</p>",
         "<h4>Each variant against BF16</h4>",
+        f"<p>{html.escape(means_scope(section))}</p>",
         _table(MEANS_HEADERS, means_rows(section)),
         f"<p>{html.escape(section['viewing_conditions']['text'])}. PSNR's mean leaves out "
         "images identical to BF16 (∞ dB).</p>",
@@ -151,7 +162,7 @@ def results_text(section: Mapping[str, Any] | None) -> str:
             f"{section['answers_total']} answers."
         )
     lines += ["", *_text_table(FIT_HEADERS, fit_rows(section)), ""]
-    lines += [section["definition"] + ".", "", "Each variant against BF16:"]
+    lines += [section["definition"] + ".", "", "Each variant against BF16:", means_scope(section)]
     lines += [*_text_table(MEANS_HEADERS, means_rows(section)), ""]
     lines.append(section["viewing_conditions"]["text"] + ".")
     return "\n".join(lines) + "\n"

@@ -455,7 +455,7 @@ def metric_section(store: Any) -> MetricSection | None:
     counts = store.metric_people([m for m, spec in MODE_SPECS.items() if spec.per_variant])
     return metric_model.section(
         store.metric_answers(metric_model.sample_people(counts)),
-        store.image_metric_means(REFERENCE_VARIANT),
+        store.image_metric_means(REFERENCE_VARIANT, metric_model.MEANS_BATCH),
         answers_total=sum(n for _, n in counts),
     )
 

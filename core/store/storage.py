@@ -639,23 +639,32 @@ class Store(Database):
         )
         return [(int(r[0]), r[1], tuple(r[2:])) for r in rows]
 
-    def image_metric_means(self, reference: str) -> list[dict[str, Any]]:
-        """Per variant but ``reference`` (by name), over the images of
-        generations the verdicts count: ``images``, and per name in IMAGE_METRICS its
+    def image_metric_means(
+        self, reference: str, batch: int = 1
+    ) -> tuple[list[dict[str, Any]], int, int]:
+        """(rows, generations included, generations counted): per variant but ``reference``
+        (by name), over the images of the first whole ``batch``es of the generations the
+        verdicts count (by id), a row with ``images``, and per name in IMAGE_METRICS its
         ``<name>_count`` (images with a finite value) and ``<name>_mean`` (None when none);
-        ``identical``: images equal to BF16 (PSNR infinite, left out of PSNR's mean)."""
+        ``identical``: images equal to BF16 (PSNR infinite, left out of PSNR's mean).
+
+        With ``batch`` > 1 the means move only when ``batch`` more generations are in, so
+        two looks at them never tell one new generation's figures."""
+        conn = self._conn()
+        counted = f"{COUNTED_SQL.replace('generation_id', 'id', 1)} AND out_of_domain = 0"
+        (total,) = conn.execute(f"SELECT count(*) FROM generations WHERE {counted}").fetchone()
+        included = int(total) // batch * batch
         finite = "abs({0}) < 1e308"
         parts = [
             f"sum({finite.format(n)}), avg(CASE WHEN {finite.format(n)} THEN {n} END)"
             for n in IMAGE_METRICS
         ]
-        withdrawn = COUNTED_SQL.replace("generation_id", "i.generation_id", 1)
-        in_domain = IN_DOMAIN.replace("generation_id", "i.generation_id", 1)
-        rows = self._conn().execute(
+        rows = conn.execute(
             f"SELECT i.variant, count(*), sum(abs(i.psnr) >= 1e308), {', '.join(parts)} "
-            f"FROM images i WHERE i.variant != ? AND {withdrawn} AND {in_domain} "
+            "FROM images i WHERE i.variant != ? AND i.generation_id IN "
+            f"(SELECT id FROM generations WHERE {counted} ORDER BY id LIMIT ?) "
             "GROUP BY i.variant ORDER BY i.variant",
-            (reference,),
+            (reference, included),
         )
         out = []
         for r in rows:
@@ -666,7 +675,7 @@ class Store(Database):
                 entry[f"{name}_mean"] = r[4 + 2 * k]
             entry["identical"] = int(r[2] or 0)
             out.append(entry)
-        return out
+        return out, included, int(total)
 
     def counts(self) -> dict[str, int]:
         """Rows per table, plus distinct sessions that guessed."""
