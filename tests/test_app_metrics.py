@@ -45,3 +45,27 @@ def test_flip_reaches_the_player_only_in_the_reveal_and_results(served):
     section = c.predict(api_name="/results")[-1]
     assert "Which image metric predicts what people spot?" in section
     assert "67.0 pixels per degree" in section
+
+
+def test_the_metric_section_fits_a_phone(tiny_engine, tmp_path):
+    """The Results' metric section in headless Chromium at 390 px: shown, its tables in
+    their own scrolling boxes, and the page never wider than the phone."""
+    from core.bench.simulate import build_parser, bulk_load
+    from tests.browser_helpers import launched_chromium
+
+    with launched_app(tiny_engine, tmp_path) as served, launched_chromium() as browser:
+        args = ["--bulk-guesses", "600", "--mode", "duel", "--generations", "12"]
+        bulk_load(served.store, build_parser().parse_args(args))
+        page = browser.new_page(viewport={"width": 390, "height": 844})
+        page.set_default_timeout(120_000)  # a loaded 2-core machine; nothing here is timed
+        try:
+            page.goto(served.url)
+            page.get_by_role("tab", name="Results").click()
+            page.get_by_text("Which image metric predicts what people spot?").wait_for()
+            page.get_by_text("Means over the first 10 of 12 generations").wait_for()
+            boxes = page.locator(".metric-section .scroll-table").count()
+            page_width = page.evaluate("document.documentElement.scrollWidth")
+        finally:
+            page.close()
+    assert boxes == 2
+    assert page_width <= 390

@@ -114,7 +114,9 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # In its own scrolling box (app.css .scroll-table): a phone never scrolls the page sideways.
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll-table">{table}</div>'
 
 
 def results_html(section: Mapping[str, Any] | None) -> str:
