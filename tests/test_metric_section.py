@@ -75,7 +75,13 @@ def known(tmp_path):
     store.close()
 
 
-def test_the_metric_section_fits_the_known_answers(known):
+@pytest.fixture
+def every_answer(monkeypatch):
+    """Fits over every answer (batches of one): the known tables are smaller than a batch."""
+    monkeypatch.setattr(metric_model, "ANSWERS_BATCH", 1)
+
+
+def test_the_metric_section_fits_the_known_answers(known, every_answer):
     store, expected, _ = known
     section = summary(store).to_json()["metrics"]
     fits = {f["metric"]: f for f in section["fits"]}
@@ -143,7 +149,7 @@ def test_images_without_flip_are_not_measured_and_left_out(tmp_path):
     store.close()
 
 
-def test_stats_cli_prints_the_section_as_text_and_json(known, capsys):
+def test_stats_cli_prints_the_section_as_text_and_json(known, every_answer, capsys):
     store, _, _ = known
     db = str(store.db_path)
     assert stats_main(["--db", db, "--metrics"]) == 0
@@ -176,12 +182,12 @@ def test_enough_people_name_the_best_metric_and_big_data_is_sampled_by_person():
     assert len(people) == 12 == len(set(people))  # whole people, 12 x 25 = 300 answers
     assert people == metric_model.sample_people(counts, cap=300)  # seeded
     kept = [r for r in rows if r[0] in people]
-    sampled = metric_model.section(kept, ([], 0, 0), answers_total=len(rows))
-    assert (sampled.answers_total, sampled.answers_fitted) == (1000, 300)
+    sampled = metric_model.section(kept, ([], 0, 0), answers_total=1003, answers_batched=1000)
+    assert (sampled.answers_total, sampled.answers_fitted) == (1003, 300)
     assert MIN_PEOPLE == 10
-    assert "seeded sample of whole people: 300 of 1000" in metric_view.results_text(
-        sampled.to_json()
-    )
+    text = metric_view.results_text(sampled.to_json())
+    assert "Fits over the first 1000 of 1003 decided duel answers" in text
+    assert "seeded sample of whole people: 300 of 1000" in text
 
 
 def test_reveal_shows_flip_only_after_the_guess(known):
@@ -272,3 +278,26 @@ def test_metrics_that_rank_answers_alike_name_no_best():
     assert fits["psnr"].held_out_auc == pytest.approx(fits["flip_mean"].held_out_auc)
     assert section.best is None
     assert section.message.startswith("No metric stands out")
+
+
+def test_the_fits_move_only_by_whole_batches_of_answers(known, monkeypatch):
+    """With batches of 5, the 11 known answers give fits over the first 10; a 12th to 14th
+    answer changes nothing, the 15th moves them. Below one batch the section waits."""
+    store, _, gids = known
+    monkeypatch.setattr(metric_model, "ANSWERS_BATCH", 5)
+    first = summary(store).to_json()["metrics"]
+    assert (first["answers_total"], first["answers_batched"]) == (11, 10)
+    assert {f["answers"] for f in first["fits"] if f["metric"] == "flip_mean"} == {10}
+    game = make_game(store, seed=11)
+    for k, person in enumerate(("eve", "fay", "gus")):
+        _duel(game, store, person, gids[5 + k], True)
+        again = summary(store).to_json()["metrics"]
+        assert again["answers_total"] == 12 + k
+        assert again["fits"] == first["fits"]
+    _duel(game, store, "hal", gids[9], True)
+    moved = summary(store).to_json()["metrics"]
+    assert moved["answers_batched"] == 15 and moved["fits"] != first["fits"]
+    monkeypatch.setattr(metric_model, "ANSWERS_BATCH", 100)
+    waiting = summary(store).to_json()["metrics"]
+    assert waiting["answers_batched"] == 0
+    assert waiting["message"].startswith("15 decided duel answers so far: the model waits")

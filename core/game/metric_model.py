@@ -247,6 +247,10 @@ MEANS_BATCH = 10
 # players driven by FLIP gave the three metrics AUCs within 0.03 of one another, and the
 # metric named best changed with the players' seed (README, "Which metric predicts people").
 AUC_CLOSE = 0.03
+# The fits read decided duel answers in whole batches of this many (by guess id), so they
+# move only when ANSWERS_BATCH more answers are in: two looks at the fits never isolate
+# one new answer, whose change of the fit would point at its image's figures.
+ANSWERS_BATCH = 100
 EXPLORATORY = (
     "exploratory: one logistic model per metric, no correction for comparing them; the "
     "held-out AUC is measured on answers of people the fit never saw (0.5 = chance)"
@@ -273,7 +277,8 @@ class MetricSection:
     of the first ``means_generations`` of the ``generations_counted`` generations (whole
     batches of MEANS_BATCH);
     ``fits``: one MetricFit per metric over decided duel answers (``answers_total`` of
-    them, of which ``answers_fitted`` were fitted: all of them up to MAX_FIT_ANSWERS);
+    them; ``answers_batched`` in whole batches of ANSWERS_BATCH, of which
+    ``answers_fitted`` were fitted: all of them up to MAX_FIT_ANSWERS);
     ``best``: the metric with the highest held-out AUC, None when there are too few data
     or another metric's AUC comes within AUC_CLOSE of it (then ``message`` says why);
     ``message``: one plain sentence.
@@ -285,6 +290,7 @@ class MetricSection:
     message: str
     answers_total: int
     answers_fitted: int
+    answers_batched: int = 0
     means_generations: int = 0
     generations_counted: int = 0
 
@@ -303,6 +309,8 @@ class MetricSection:
             "means_batch": MEANS_BATCH,
             "answers_total": self.answers_total,
             "answers_fitted": self.answers_fitted,
+            "answers_batched": self.answers_batched,
+            "answers_batch": ANSWERS_BATCH,
             "fits": [{k: clean(v) for k, v in asdict(f).items()} for f in self.fits],
             "best": self.best,
             "message": self.message,
@@ -347,9 +355,14 @@ def _level_with(fits: list[MetricFit], best: MetricFit) -> list[MetricFit]:
     ]
 
 
-def _message(fits: list[MetricFit], best: MetricFit | None, total: int) -> str:
+def _message(fits: list[MetricFit], best: MetricFit | None, total: int, batched: int) -> str:
     if total == 0:
         return "No decided duel answers yet: which metric predicts what people spot needs votes."
+    if batched == 0:
+        return (
+            f"{total} decided duel answers so far: the model waits for the first "
+            f"{ANSWERS_BATCH} (it reads answers in whole batches of {ANSWERS_BATCH})."
+        )
     measured = max((f.answers for f in fits), default=0)
     if measured == 0:
         return (
@@ -389,15 +402,17 @@ def section(
     means: tuple[list[dict[str, Any]], int, int],
     *,
     answers_total: int | None = None,
+    answers_batched: int | None = None,
     metrics: Sequence[str] = IMAGE_METRICS,
 ) -> MetricSection:
     """The metric section from ``Store.metric_answers()`` rows (person, correct, values in
     ``metrics`` order, None where not measured) and ``Store.image_metric_means``'s
     (rows, generations included, generations counted); rows put in registry order.
-    ``answers_total``: the decided duel answers there are, when ``rows`` are a sample of
-    them (``sample_people``); the rows' number otherwise."""
+    ``answers_total``: the decided duel answers there are, ``answers_batched``: those in
+    whole batches, when ``rows`` are part of them; the rows' number otherwise."""
     fitted = list(rows)
     total = len(fitted) if answers_total is None else answers_total
+    batched = len(fitted) if answers_batched is None else answers_batched
     answers = [
         MetricAnswer(
             person,
@@ -421,7 +436,8 @@ def section(
         generations_counted=counted,
         fits=fits,
         best=best.metric if named and best is not None else None,
-        message=_message(fits, best, total),
+        message=_message(fits, best, total, batched),
         answers_total=total,
         answers_fitted=len(fitted),
+        answers_batched=batched,
     )

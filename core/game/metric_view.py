@@ -76,6 +76,22 @@ def means_rows(section: Mapping[str, Any]) -> list[list[str]]:
     return rows
 
 
+def fits_scope(section: Mapping[str, Any]) -> str:
+    """Which answers the fits read: whole batches, and a sample of people above a cap."""
+    batched, total = section.get("answers_batched", 0), section["answers_total"]
+    batch = section.get("answers_batch", 1)
+    text = (
+        f"Fits over the first {batched} of {total} decided duel answers: they take answers "
+        f"{batch} at a time, so no single new answer can be read from two looks."
+    )
+    if section["answers_fitted"] < batched:
+        text += (
+            f" Fitted on a seeded sample of whole people: {section['answers_fitted']} of "
+            f"{batched} answers."
+        )
+    return text
+
+
 def means_scope(section: Mapping[str, Any]) -> str:
     """Which generations the means cover, and why not always all of them."""
     batch = section.get("means_batch", 1)
@@ -124,16 +140,11 @@ def results_html(section: Mapping[str, Any] | None) -> str:
     the metric model per metric, with the viewing conditions and what the model is."""
     if not section:
         return ""
-    sampled = ""
-    if section["answers_fitted"] < section["answers_total"]:
-        sampled = (
-            f" Fitted on a seeded sample of whole people: {section['answers_fitted']} of "
-            f"{section['answers_total']} answers."
-        )
     parts = [
         '<div class="metric-section">',
         "<h3>Which image metric predicts what people spot?</h3>",
-        f"<p><strong>{html.escape(section['message'])}</strong>{html.escape(sampled)}</p>",
+        f"<p><strong>{html.escape(section['message'])}</strong> "
+        f"{html.escape(fits_scope(section))}</p>",
         _table(FIT_HEADERS, fit_rows(section)),
         f"<p>{html.escape(section['definition'])}.</p>",
         "<h4>Each variant against BF16</h4>",
@@ -157,12 +168,7 @@ def results_text(section: Mapping[str, Any] | None) -> str:
     """The same section as plain text (``python -m core.game.stats --metrics``)."""
     if not section:
         return "No image metrics in these counts (pooled sync targets carry none).\n"
-    lines = [section["message"]]
-    if section["answers_fitted"] < section["answers_total"]:
-        lines.append(
-            f"Fitted on a seeded sample of whole people: {section['answers_fitted']} of "
-            f"{section['answers_total']} answers."
-        )
+    lines = [section["message"], fits_scope(section)]
     lines += ["", *_text_table(FIT_HEADERS, fit_rows(section)), ""]
     lines += [section["definition"] + ".", "", "Each variant against BF16:", means_scope(section)]
     lines += [*_text_table(MEANS_HEADERS, means_rows(section)), ""]

@@ -447,16 +447,20 @@ def summary(
 
 def metric_section(store: Any) -> MetricSection | None:
     """Which image metric predicts what people spot (core.game.metric_model), from the
-    store's decided duel answers (all, or a seeded sample of whole people above
-    metric_model.MAX_FIT_ANSWERS) and image figures; None for counts without images (the
+    store's decided duel answers in whole batches of metric_model.ANSWERS_BATCH (all of
+    them, or a seeded sample of whole people above metric_model.MAX_FIT_ANSWERS) and image
+    figures; None for counts without images (the
     pooled counts of sync targets, whose public events carry no per-image metrics)."""
     if not isinstance(store, Store):
         return None
-    counts = store.metric_people([m for m, spec in MODE_SPECS.items() if spec.per_variant])
+    duels = [m for m, spec in MODE_SPECS.items() if spec.per_variant]
+    total, last_id = store.metric_batches(duels, metric_model.ANSWERS_BATCH)
+    counts = store.metric_people(duels, last_id)
     return metric_model.section(
-        store.metric_answers(metric_model.sample_people(counts)),
+        store.metric_answers(duels, last_id, metric_model.sample_people(counts)),
         store.image_metric_means(REFERENCE_VARIANT, metric_model.MEANS_BATCH),
-        answers_total=sum(n for _, n in counts),
+        answers_total=total,
+        answers_batched=sum(n for _, n in counts),
     )
 
 

@@ -593,39 +593,66 @@ class Store(Database):
     # The metric model (core.game.metric_model): decided duel answers beside the figures
     # of their quantized image against BF16 (records.IMAGE_METRICS).
 
-    def metric_people(self, duels: Sequence[str]) -> list[tuple[str, int]]:
-        """(session id, decided answers) per person in the modes ``duels`` (those with a
-        compared variant), over the answers the verdicts count: one GROUP BY over a covering
-        index, so a sample of whole people can be chosen before any answer is read."""
+    def _duel_answers_sql(self, duels: Sequence[str]) -> str:
+        """FROM guesses WHERE: the decided answers in the modes ``duels`` (those with a
+        compared variant) that the verdicts count; takes ``duels`` as its parameters."""
         counted = self._counted()
+        return (
+            f"FROM guesses{counted}{' AND' if counted else ' WHERE'} "
+            f"mode IN ({', '.join('?' * len(duels))}) "
+            "AND compared_variant IS NOT NULL AND cant_tell = 0"
+        )
+
+    def metric_batches(self, duels: Sequence[str], batch: int) -> tuple[int, int]:
+        """(decided duel answers the verdicts count, the guess id of the last one in whole
+        ``batch``es of them, by id; 0 when there is no whole batch yet)."""
+        conn = self._conn()
+        where = self._duel_answers_sql(duels)
+        (total,) = conn.execute(f"SELECT count(*) {where}", duels).fetchone()
+        whole = int(total) // batch * batch
+        if whole == 0:
+            return int(total), 0
+        # Counted back from the newest (the rowid order, no index: it stops after fewer than
+        # ``batch`` answers instead of sorting every id).
+        (last,) = conn.execute(
+            f"SELECT id {where.replace('FROM guesses', 'FROM guesses NOT INDEXED', 1)} "
+            "ORDER BY id DESC LIMIT 1 OFFSET ?",
+            (*duels, int(total) - whole),
+        ).fetchone()
+        return int(total), int(last)
+
+    def metric_people(self, duels: Sequence[str], last_id: int) -> list[tuple[str, int]]:
+        """(session id, decided duel answers up to guess ``last_id``) per person, over the
+        answers the verdicts count: one GROUP BY over a covering index, so a sample of whole
+        people can be chosen before any answer is read."""
         rows = self._conn().execute(
-            f"SELECT session_id, count(*) FROM guesses{counted}"
-            f"{' AND' if counted else ' WHERE'} mode IN ({', '.join('?' * len(duels))}) "
-            "AND compared_variant IS NOT NULL AND cant_tell = 0 "
+            f"SELECT session_id, count(*) {self._duel_answers_sql(duels)} AND id <= ? "
             "GROUP BY session_id ORDER BY session_id",
-            duels,
+            (*duels, last_id),
         )
         return [(r[0], int(r[1])) for r in rows]
 
     def metric_answers(
-        self, people: Sequence[str] | None = None
+        self, duels: Sequence[str], last_id: int, people: Sequence[str] | None = None
     ) -> list[tuple[str, int, tuple[float | None, ...]]]:
         """(session id, correct 1/0, the IMAGE_METRICS values of the duel's quantized image,
-        None where not measured) per decided duel answer the verdicts count, in guess order;
-        only those of ``people`` when given (read through the per-session index)."""
+        None where not measured) per decided duel answer up to guess ``last_id`` the
+        verdicts count, in guess order; only those of ``people`` when given (read through
+        the per-session index)."""
         figures = ", ".join(f"i.{name}" for name in IMAGE_METRICS)
         only, args = "", ()
         if people is not None:
             only, args = (
-                " AND g.session_id IN (SELECT value FROM json_each(?))",
+                " AND session_id IN (SELECT value FROM json_each(?))",
                 (json.dumps(list(people)),),
             )
         rows = self._conn().execute(
             f"SELECT g.session_id, g.correct, {figures} FROM (SELECT id, session_id, "
-            f"generation_id, compared_variant, correct, cant_tell FROM guesses{self._counted()}) g "
+            f"generation_id, compared_variant, correct {self._duel_answers_sql(duels)} "
+            f"AND id <= ?{only}) g "
             "JOIN images i ON i.generation_id = g.generation_id AND i.variant = g.compared_variant "
-            f"WHERE g.compared_variant IS NOT NULL AND g.cant_tell = 0{only} ORDER BY g.id",
-            args,
+            "ORDER BY g.id",
+            (*duels, last_id, *args),
         )
         return [(r[0], int(r[1]), tuple(r[2:])) for r in rows]
 
