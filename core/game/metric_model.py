@@ -33,9 +33,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import statsmodels.api as sm
 from scipy.stats import mannwhitneyu
-from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
 from core.config import ALL_VARIANT_NAMES
 from core.errors import InvalidInputError
@@ -121,15 +119,34 @@ def _check_rows(values: np.ndarray, correct: np.ndarray, persons: Sequence[str])
         raise InvalidInputError("metric values must be finite (drop identical images first)")
 
 
-def _logit(values: np.ndarray, correct: np.ndarray, groups: np.ndarray | None):
-    """statsmodels' binomial GLM of correct on [1, value]; cluster-robust when ``groups``."""
-    model = sm.GLM(correct, sm.add_constant(values, has_constant="add"), sm.families.Binomial())
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", PerfectSeparationWarning)
-        warnings.simplefilter("error", ConvergenceWarning)
-        if groups is None:
-            return model.fit()
-        return model.fit(cov_type="cluster", cov_kwds={"groups": groups})
+class _NoFit(Exception):
+    """No maximum-likelihood fit: perfect separation, no convergence or a singular matrix."""
+
+
+def _design(values: np.ndarray) -> np.ndarray:
+    """The design matrix [1, value] of the logistic model."""
+    return np.column_stack([np.ones_like(values), values])
+
+
+def _logit(values: np.ndarray, correct: np.ndarray, groups: np.ndarray | None) -> Any:
+    """statsmodels' binomial GLM of correct on [1, value]; cluster-robust when ``groups``.
+    Raises _NoFit when there is no maximum-likelihood fit.
+
+    statsmodels is imported here, not at the top: it takes about half a second, and the
+    app and the export CLI import this module (through core.game.stats) at start."""
+    import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
+
+    model = sm.GLM(correct, _design(values), sm.families.Binomial())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PerfectSeparationWarning)
+            warnings.simplefilter("error", ConvergenceWarning)
+            if groups is None:
+                return model.fit()
+            return model.fit(cov_type="cluster", cov_kwds={"groups": groups})
+    except (PerfectSeparationWarning, ConvergenceWarning, np.linalg.LinAlgError) as exc:
+        raise _NoFit(str(exc)) from None
 
 
 def _no_fit(metric: str, answers: int, people: int, level: float, note: str) -> MetricFit:
@@ -162,7 +179,7 @@ def fit_metric(
     groups = np.unique(np.asarray(persons), return_inverse=True)[1]
     try:
         result = _logit(x, y, groups)
-    except (PerfectSeparationWarning, ConvergenceWarning, np.linalg.LinAlgError) as exc:
+    except _NoFit as exc:
         return _no_fit(metric, len(x), people, level, f"no maximum-likelihood fit ({exc})")
     low, high = result.conf_int(alpha=1 - level)[1]
     held_out_auc, held_out_answers = _held_out_auc(x, y, persons, seed)
@@ -194,9 +211,9 @@ def _held_out_auc(
         return None, int(test.sum())
     try:
         model = _logit(x[train], y[train], None)
-    except (PerfectSeparationWarning, ConvergenceWarning, np.linalg.LinAlgError):
+    except _NoFit:
         return None, int(test.sum())
-    predicted = model.predict(sm.add_constant(x[test], has_constant="add"))
+    predicted = model.predict(_design(x[test]))
     return auc(predicted, y[test]), int(test.sum())
 
 
