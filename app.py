@@ -249,6 +249,7 @@ class ResultsTab:
     export_btn: gr.Button
     download_btn: gr.DownloadButton
     domain_md: gr.Markdown
+    metrics_html: gr.HTML
 
     @property
     def outputs(self) -> list[Any]:
@@ -256,6 +257,7 @@ class ResultsTab:
         return [
             self.detection_table, self.chart, self.picks_md, self.hardest_table,
             self.costs_table, self.verdicts_md, self.details_table, self.cost_note,
+            self.metrics_html,
         ]  # fmt: skip
 
 
@@ -444,6 +446,8 @@ def build_results_tab(arena: Arena) -> ResultsTab:
             elem_classes=["scroll-table", "fit-table"],
         )
         cost_note = gr.Markdown("")
+        # Image metrics against BF16 and which one predicts what people spot (metric_view).
+        metrics_html = gr.HTML(elem_classes=["metric-section"])
         gr.Dataframe(
             value=presentation.reference_table(),
             interactive=False,
@@ -460,7 +464,7 @@ def build_results_tab(arena: Arena) -> ResultsTab:
         detection_table=detection_table, details_table=details_table, chart=chart,
         picks_md=picks_md, hardest_table=hardest_table, costs_table=costs_table,
         cost_note=cost_note, export_btn=export_btn, download_btn=download_btn,
-        domain_md=domain_md,
+        domain_md=domain_md, metrics_html=metrics_html,
     )  # fmt: skip
 
 
@@ -694,6 +698,7 @@ def on_results(arena: Arena, results: ResultsTab) -> dict[Any, Any]:
         results.hardest_table: presentation.hardest_table(summary),
         results.costs_table: presentation.cost_table(summary),
         results.cost_note: presentation.cost_note(summary) + presentation.elsewhere_note(summary),
+        results.metrics_html: presentation.metric_section(summary),
     }
 
 

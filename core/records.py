@@ -20,8 +20,10 @@ class VariantResult:
     """One variant's image and what it cost.
 
     Bytes are bytes; seconds are wall-clock seconds of the pipeline call alone
-    (synchronized, loading excluded). PSNR (dB) and SSIM compare this image with the BF16
-    one; they are None for BF16 itself. Memory, honest per variant:
+    (synchronized, loading excluded). PSNR (dB), SSIM and ``flip_mean`` (the mean LDR-FLIP
+    error in [0, 1] at ``FLIP_PPD`` pixels per degree) compare this image with the BF16
+    one (``IMAGE_METRICS``); they are None for BF16 itself, and None in rows stored before
+    they were measured. Memory, honest per variant:
 
     - ``weight_bytes``: its own transformer + T5, bitsandbytes' quantization state
       included; ``shared_weight_bytes``: the CLIP encoder and VAE all variants share;
@@ -49,6 +51,7 @@ class VariantResult:
     standalone_peak_bytes: int | None = None
     psnr: float | None = None
     ssim: float | None = None
+    flip_mean: float | None = None
 
     def stats(self) -> dict[str, Any]:
         """Every figure of this result except the image, JSON-ready.
@@ -69,6 +72,29 @@ class VariantResult:
         values["shared_weight_bytes"] = int(self.shared_weight_bytes)
         return tuple(values.values())
 
+
+# The figures of an image against the BF16 image of its generation (VariantResult). The
+# public export and a public sync target leave them out: two served images of a
+# generation that can still be played give the same figures, which would tie each image
+# to its variant.
+IMAGE_METRICS: tuple[str, ...] = ("psnr", "ssim", "flip_mean")
+IMAGE_METRIC_LABELS: dict[str, str] = {
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+    "flip_mean": "FLIP mean error",
+}
+
+# The viewing conditions FLIP assumes, stated once (FLIP's own default): a display
+# FLIP_DISPLAY_WIDTH_M wide of FLIP_DISPLAY_WIDTH_PX pixels, seen from FLIP_DISTANCE_M.
+# Pixels per degree of visual angle = distance * (pixels / width) * pi / 180 = 67.02.
+FLIP_DISTANCE_M = 0.7
+FLIP_DISPLAY_WIDTH_PX = 3840
+FLIP_DISPLAY_WIDTH_M = 0.7
+FLIP_PPD = FLIP_DISTANCE_M * (FLIP_DISPLAY_WIDTH_PX / FLIP_DISPLAY_WIDTH_M) * math.pi / 180
+VIEWING_CONDITIONS = (
+    f"FLIP at {FLIP_PPD:.1f} pixels per degree: a {FLIP_DISPLAY_WIDTH_M:g} m wide display of "
+    f"{FLIP_DISPLAY_WIDTH_PX} pixels seen from {FLIP_DISTANCE_M:g} m (FLIP's default)"
+)
 
 # Every per-image figure of a VariantResult, in field order: all its fields but the variant
 # and the image. The images table stores each in a column of the same name, and

@@ -205,7 +205,7 @@ def check_export_during_an_open_round(served, scanner: Scanner, tmp_path) -> Non
     for row in served.store._conn().execute("SELECT path, sha256 FROM images"):
         assert row["path"] not in text and row["sha256"] not in text
     header = images_csv[0].replace('"', "").split(",")
-    assert not {"path", "sha256", "psnr", "ssim"} & set(header), header
+    assert not {"path", "sha256", "psnr", "ssim", "flip_mean"} & set(header), header
     sizes = {str(i["length"]) for i in served_images}
     for line in images_csv[1:]:
         assert not sizes & set(line.replace('"', "").split(","))

@@ -103,6 +103,9 @@ def test_trio_images_and_figures(trio, tiny_engine):
     for name in ("int8", "nf4"):
         assert 0 < trio.results[name].psnr < math.inf
         assert -1 <= trio.results[name].ssim < 1
+    assert trio.results["bf16"].flip_mean is None
+    for name in ("int8", "nf4"):
+        assert 0 < trio.results[name].flip_mean < 1
     # The three images differ from one another.
     raw = {name: r.image.tobytes() for name, r in trio.results.items()}
     assert len(set(raw.values())) == 3
@@ -110,6 +113,26 @@ def test_trio_images_and_figures(trio, tiny_engine):
     assert trio.results["int8"].psnr > trio.results["nf4"].psnr
     assert trio.settings.seed == 7 and trio.model == "tiny" and trio.device == "cpu"
     assert set(trio.versions) >= {"torch", "diffusers", "bitsandbytes"}
+
+
+def test_metrics_are_stored_with_each_image_and_bf16_against_itself_is_perfect(trio, tmp_path):
+    """PSNR, SSIM and FLIP mean of each quantized image are stored with it (finite); BF16
+    has none (it is the reference), and measured against itself it scores inf, 1, 0."""
+    from core.engine.perceptual import image_metrics
+    from core.records import FLIP_PPD, IMAGE_METRICS
+    from core.store.storage import Store
+
+    with Store(tmp_path / "arena.db", tmp_path / "images") as store:
+        stored = store.image_stats(store.save_generation(trio))
+    assert all(stored["bf16"][name] is None for name in IMAGE_METRICS)
+    for variant in ("int8", "nf4"):
+        result = trio.results[variant]
+        for name in IMAGE_METRICS:
+            assert math.isfinite(stored[variant][name])
+            assert stored[variant][name] == getattr(result, name)
+    itself = image_metrics(trio.results["bf16"].image, trio.results["bf16"].image)
+    assert (itself.psnr_db, itself.ssim, itself.flip_mean) == (math.inf, 1.0, 0.0)
+    assert itself.flip_ppd == pytest.approx(FLIP_PPD) and round(FLIP_PPD, 2) == 67.02
 
 
 def test_same_seed_gives_bit_identical_bf16_image(trio, tiny_engine):

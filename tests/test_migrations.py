@@ -59,6 +59,7 @@ EXPECTED_SCHEMA = {
         "ssim": "REAL",
         "activation_peak_bytes": "INTEGER",
         "standalone_peak_bytes": "INTEGER",
+        "flip_mean": "REAL",
     },
     "rounds": {
         "id": "TEXT",
@@ -92,6 +93,7 @@ NAMES = [
     "m004_verdict_indexes",
     "m005_out_of_domain",
     "m006_pool_and_moderation",
+    "m007_perceptual",
 ]
 INDEXES = {
     "guesses_round_id",
@@ -160,6 +162,35 @@ def test_upgrade_from_every_older_migration(tmp_path, applied, legacy):
     assert store.generation(1).prompt == "kept"
     store.save_generation(make_generation())  # and it works
     assert store.integrity_check() == "ok"
+    store.close()
+
+
+def test_images_stored_before_m007_have_no_flip_figure(tmp_path):
+    """m007 adds the FLIP mean: an image stored before it keeps its PSNR / SSIM and gets
+    NULL there (shown as not measured); images stored after it carry all three."""
+    path = tmp_path / "arena.db"
+    _database_at(path, NAMES.index("m007_perceptual"), legacy=False)
+    db = sqlite_utils.Database(path)
+    db["images"].insert(
+        {
+            "generation_id": 1,
+            "variant": "int8",
+            "path": "1/int8.png",
+            "sha256": "0" * 64,
+            "seconds": 1.0,
+            "weight_bytes": 10,
+            "psnr": 31.5,
+            "ssim": 0.97,
+        }
+    )
+    db.close()
+    store = make_store(tmp_path)
+    old = store.image_stats(1)["int8"]
+    assert (old["psnr"], old["ssim"], old["flip_mean"]) == (31.5, 0.97, None)
+    generation = make_generation()
+    generation.results["int8"].flip_mean = 0.125
+    gid = store.save_generation(generation)
+    assert store.image_stats(gid)["int8"]["flip_mean"] == 0.125
     store.close()
 
 

@@ -4,8 +4,9 @@
 after the other (one accelerator job at a time, serialized by a lock), each with a
 fresh CPU generator seeded identically, so the only difference between the images is
 quantization. Per variant it records seconds and memory (see ``VariantResult``); for the
-quantized variants the PSNR and SSIM of their image against the BF16 one. The command
-line is ``core.engine.cli`` (``python -m core.engine``).
+quantized variants the PSNR, SSIM and FLIP mean error of their image against the BF16
+one (``core.engine.perceptual``, at the viewing conditions of ``core.records.FLIP_PPD``).
+The command line is ``core.engine.cli`` (``python -m core.engine``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from core.checkpoints.micro import vocabulary
 from core.config import REFERENCE_VARIANT, VARIANT_NAMES, ModelSpec, resolve_model
-from core.engine import metrics
+from core.engine import perceptual
 from core.engine.loading import ModelSet, cuda_available, load_models
 from core.engine.measure import measure, release_memory
 from core.errors import (
@@ -184,8 +185,10 @@ class Engine:
             if reference is not None:
                 for variant, result in results.items():
                     if variant != REFERENCE_VARIANT:
-                        result.psnr = metrics.psnr(reference.image, result.image)
-                        result.ssim = metrics.ssim(reference.image, result.image)
+                        figures = perceptual.image_metrics(reference.image, result.image)
+                        result.psnr = figures.psnr_db
+                        result.ssim = figures.ssim
+                        result.flip_mean = figures.flip_mean
             return Generation(
                 prompt=prompt,
                 settings=settings,

@@ -35,13 +35,19 @@ import numpy as np
 from PIL import Image
 
 from core.engine.metrics import psnr, ssim
+from core.records import FLIP_DISPLAY_WIDTH_M, FLIP_DISPLAY_WIDTH_PX, FLIP_DISTANCE_M
 
 logger = logging.getLogger(__name__)
 REFERENCE_IMAGE = "bf16.png"
 
-# FLIP's default viewing conditions: distance to the display (m), its width (pixels), its
-# width (m). 0.7 m from a 0.7 m wide 4K monitor = 67.02 pixels per degree of visual angle.
-FLIP_VIEWING_CONDITIONS: tuple[float, float, float] = (0.7, 3840.0, 0.7)
+# FLIP's viewing conditions (core.records, stated once): distance to the display (m), its
+# width (pixels), its width (m). 0.7 m from a 0.7 m wide 4K monitor = 67.02 pixels per
+# degree of visual angle (FLIP_PPD).
+FLIP_VIEWING_CONDITIONS: tuple[float, float, float] = (
+    FLIP_DISTANCE_M,
+    float(FLIP_DISPLAY_WIDTH_PX),
+    FLIP_DISPLAY_WIDTH_M,
+)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from core.errors import DatabaseError
+from core.records import IMAGE_METRICS
 from core.store.snapshot import Snapshot
 from core.store.storage import TABLES, Store, default_images_dir
 
@@ -45,10 +46,11 @@ logger = logging.getLogger(__name__)
 FORMATS: tuple[str, ...] = ("csv", "json", "parquet")
 # Left out of the public export: a stored file name or hash would tell which served
 # image is which variant while a round of its generation can still be answered.
-# Stored file name and byte hash name a served file; PSNR / SSIM against BF16 are exact
-# per-image figures a player could recompute from two served images of a replayed
-# generation to spot the pair.
-PRIVATE_COLUMNS: dict[str, tuple[str, ...]] = {"images": ("path", "sha256", "psnr", "ssim")}
+# Stored file name and byte hash name a served file; PSNR / SSIM / FLIP mean against BF16
+# (records.IMAGE_METRICS) are exact per-image figures a player could recompute from two
+# served images of a replayed generation to spot the pair. summary.json carries their
+# means per variant ("metrics") and the viewing conditions instead.
+PRIVATE_COLUMNS: dict[str, tuple[str, ...]] = {"images": ("path", "sha256", *IMAGE_METRICS)}
 # Nulled in the public export for a round nobody has answered: they are its answer.
 ANSWER_COLUMNS: dict[str, tuple[str, ...]] = {"rounds": ("answer_key", "compared_variant")}
 # Every epoch-seconds column (``created_at``, ``expires_at``) is exported with, right after
@@ -389,8 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--include-private",
         action="store_true",
-        help="also export image file names, hashes, PSNR and SSIM, and the answer keys of "
-        "unanswered rounds (never publish this)",
+        help="also export image file names, hashes, the per-image PSNR, SSIM and FLIP mean "
+        "error against BF16, and the answer keys of unanswered rounds (never publish this)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

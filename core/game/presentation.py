@@ -34,7 +34,7 @@ from core.config import (
     VARIANTS,
     ModelSpec,
 )
-from core.game import verdicts
+from core.game import metric_view, verdicts
 from core.game.rounds import ReadyRounds, Reveal, RoundView
 from core.game.stats import ElsewhereCost, Summary
 from core.game.verdicts import (
@@ -77,10 +77,7 @@ DETAIL_HINT = (
     "side by side, magnified. The full-screen button shows an image as large as the screen "
     "allows, each of its pixels a crisp square."
 )
-METRICS_HELP = (
-    "**PSNR** (dB) and **SSIM** (0–1) measure how close each image is to the BF16 one, pixel "
-    "by pixel: higher is closer, and an identical image scores ∞ dB and 1."
-)
+METRICS_HELP = metric_view.METRICS_HELP  # PSNR, SSIM, FLIP and the viewing conditions
 MEMORY_HELP = (
     "**Alone**: what one variant would need by itself, in GiB like the reference table: "
     "*weights* are its own (quantization state included) plus the shared CLIP and VAE; "
@@ -98,7 +95,7 @@ WEIGHTS_ALONE = "Weights alone (GiB)"
 VS_BF16 = "vs BF16"
 REVEAL_HEADERS = [
     "Variant", "Slot", PEAK_ALONE, VS_BF16, "Time per image (s)", "PSNR vs BF16 (dB)",
-    "SSIM vs BF16",
+    "SSIM vs BF16", metric_view.FLIP_HEADER,
 ]  # fmt: skip
 REFERENCE_CELL = "reference"  # BF16's own cell in a column compared with BF16
 LIVE_INTERVAL_HEADER = "Live 95% interval"
@@ -320,8 +317,9 @@ def _quality(value: Any, digits: int, variant: str) -> str:
 def reveal_table(reveal: Reveal) -> Table:
     """The reveal's table, one row per variant shown in the round (a duel's third image is
     not part of it): memory alone in GiB with its change from BF16, seconds per image,
-    PSNR / SSIM against BF16. The memory column is the standalone-equivalent peak where
-    every shown variant has one (GPU), else the weights alone (CPU): see MEMORY_HELP."""
+    PSNR / SSIM / FLIP mean error against BF16. The memory column is the
+    standalone-equivalent peak where every shown variant has one (GPU), else the weights
+    alone (CPU): see MEMORY_HELP."""
     slot_of = {v: slot for slot, v in reveal.slot_variants.items()}
     shown = [v for v in VARIANTS if v in slot_of and v in reveal.variant_stats]
     stats = {v: reveal.variant_stats[v] for v in shown}
@@ -340,6 +338,7 @@ def reveal_table(reveal: Reveal) -> Table:
                 _seconds(figures.get("seconds")),
                 _quality(figures.get("psnr"), 1, variant),
                 _quality(figures.get("ssim"), 4, variant),
+                metric_view.flip_cell(figures.get("flip_mean"), variant),
             ]
         )
     headers = list(REVEAL_HEADERS)
@@ -350,6 +349,12 @@ def reveal_table(reveal: Reveal) -> Table:
         headers[2] = f"{headers[2]} ({where})"
         headers[4] = f"{headers[4]} ({where})"
     return {"headers": headers, "data": rows}
+
+
+def metric_section(results: Summary) -> str:
+    """The Results' image-metric section as HTML (core.game.metric_view): means per variant
+    against BF16 and which metric predicts what people spot; "" without one."""
+    return metric_view.results_html(None if results.metrics is None else results.metrics.to_json())
 
 
 def compare_choices(reveal: Reveal) -> list[tuple[str, str]]:

@@ -19,7 +19,8 @@ Definitions (also in README.md, "How the statistics are defined"):
   the lower bound, highest first, then by rate, more decided answers first, id.
 
 Every count comes from a GROUP BY in SQL (core.store.storage), so the cost in Python does not
-grow with the number of guesses. ``python -m core.game.stats --db PATH`` prints the summary.
+grow with the number of guesses. ``python -m core.game.stats --db PATH`` prints the summary
+(JSON; ``--metrics``: the image metrics and the metric model as text).
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ from core.config import (
     variant_set_key,
 )
 from core.errors import DatabaseError, InvalidSettingError
-from core.game import inference
+from core.game import inference, metric_model
 from core.game.inference import ALPHA, LEVEL, MIN_PEOPLE, ClusterCounts
+from core.game.metric_model import MetricSection
 from core.game.verdicts import (
     ALL_VARIANTS,
     ANSWERS_NEEDED,
@@ -530,6 +532,8 @@ class Summary:
     figures; ``chart_html``, the chart drawn once for every refresh (see
     core.game.presentation.detection_chart_html). The last three are the Results tab's
     only, never in to_json.
+    ``metrics``: the image metrics against BF16 and which one predicts what people spot
+    (core.game.metric_model.MetricSection), None for pooled counts.
     """
 
     definitions: dict[str, Any]
@@ -544,6 +548,9 @@ class Summary:
     withdrawn: Withdrawn | None = None
     costs_elsewhere: list[ElsewhereCost] | None = None
     chart_html: str | None = None
+    # The image metrics against BF16 and which one predicts what people spot
+    # (core.game.metric_model.MetricSection); None where the counts have no images (pooled).
+    metrics: MetricSection | None = None
 
     def with_costs(self, costs: Sequence[Mapping[str, Any]]) -> Summary:
         """This summary with a deployment's cost per variant (Store.variant_costs rows)."""
@@ -586,6 +593,8 @@ class Summary:
         }
         if self.costs is not None:
             out["costs"] = [asdict(c) for c in self.costs]
+        if self.metrics is not None:
+            out["metrics"] = self.metrics.to_json()
         return out
 
 
@@ -642,6 +651,26 @@ def summary(
             mode: top_players(store, hardest_limit, min_decided, mode, by_session, per_person)
             for mode in MODE_SPECS
         },
+        metrics=metric_section(store),
+    )
+
+
+def metric_section(store: Any) -> MetricSection | None:
+    """Which image metric predicts what people spot (core.game.metric_model), from the
+    store's decided duel answers in whole batches of metric_model.ANSWERS_BATCH (all of
+    them, or a seeded sample of whole people above metric_model.MAX_FIT_ANSWERS) and image
+    figures; None for counts without images (the
+    pooled counts of sync targets, whose public events carry no per-image metrics)."""
+    if not isinstance(store, Store):
+        return None
+    duels = [m for m, spec in MODE_SPECS.items() if spec.per_variant]
+    total, last_id = store.metric_batches(duels, metric_model.ANSWERS_BATCH)
+    counts = store.metric_people(duels, last_id)
+    return metric_model.section(
+        store.metric_answers(duels, last_id, metric_model.sample_people(counts)),
+        store.image_metric_means(REFERENCE_VARIANT, metric_model.MEANS_BATCH),
+        answers_total=total,
+        answers_batched=sum(n for _, n in counts),
     )
 
 
@@ -660,6 +689,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--timing", action="store_true", help="also print the seconds taken (wall and CPU)"
+    )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="print only the image metrics as text: means against BF16 per variant and, per "
+        "metric, the logistic model of spotted on it (the JSON has them under 'metrics')",
     )
     parser.add_argument(
         "--margin",
@@ -684,6 +719,11 @@ def main(argv: list[str] | None = None) -> int:
             seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     except DatabaseError as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
+    if args.metrics:
+        from core.game.metric_view import results_text
+
+        sys.stdout.write(results_text(result.get("metrics")))
+        return 0
     if args.timing:
         result["seconds"] = seconds
         result["cpu_seconds"] = cpu_seconds  # this process, SQLite included

@@ -42,7 +42,7 @@ from PIL import Image
 
 from core.errors import SyncFormatError, SyncTargetError
 from core.game.outbox import EVENTS_DIR, IMAGES_DIR, MANIFEST, Manifest, Outbox
-from core.records import Generation
+from core.records import IMAGE_METRICS, Generation
 from core.store.storage import NewGuess, Store
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 EVENT_VERSION = 1
 KINDS: tuple[str, ...] = ("generation", "round", "guess", "moderation")
 # As core.game.export.PRIVATE_COLUMNS and ANSWER_COLUMNS: left out of a public target.
-PUBLIC_HIDDEN_IMAGE_COLUMNS: tuple[str, ...] = ("path", "sha256", "psnr", "ssim")
+PUBLIC_HIDDEN_IMAGE_COLUMNS: tuple[str, ...] = ("path", "sha256", *IMAGE_METRICS)
 ANSWER_COLUMNS: tuple[str, ...] = ("answer_key", "compared_variant")
 SYNC_KEY_VARIABLE = "SPOT_SYNC_KEY"
 SYNC_KEY_MIN_CHARS = 16

@@ -214,6 +214,14 @@ def m006_pool_and_moderation(db: sqlite_utils.Database) -> None:
     db["generations"].add_column("moderated_at", float)
 
 
+@MIGRATIONS()
+def m007_perceptual(db: sqlite_utils.Database) -> None:
+    # The mean LDR-FLIP error of each quantized image against its generation's BF16 image
+    # (core.engine.perceptual, at core.records.FLIP_PPD pixels per degree). NULL for BF16
+    # itself and for every image stored before this migration: "not measured".
+    db["images"].add_column("flip_mean", float)
+
+
 def migration_names() -> list[str]:
     """Every migration this version knows, in the order they apply."""
     return [m.name for m in MIGRATIONS._migrations]

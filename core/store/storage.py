@@ -27,7 +27,7 @@ from PIL import Image
 from core.config import VARIANT_NAMES, check_variants
 from core.errors import AnswerCapError, DatabaseError, RoundAlreadyGuessedError
 from core.limits import GenerationSettings
-from core.records import IMAGE_FIGURES, Generation
+from core.records import IMAGE_FIGURES, IMAGE_METRICS, Generation
 from core.store.database import Database
 from core.store.images import ImageWriter
 from core.store.migrations import DATA_TABLES
@@ -572,6 +572,120 @@ class Store(Database):
             "JOIN generations g ON g.id = t.generation_id"
         )
         return [(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), int(r[6])) for r in rows]
+
+    # The metric model (core.game.metric_model): decided duel answers beside the figures
+    # of their quantized image against BF16 (records.IMAGE_METRICS).
+
+    def _duel_answers_sql(self, duels: Sequence[str]) -> str:
+        """FROM guesses WHERE: the decided answers in the modes ``duels`` (those with a
+        compared variant) that the verdicts count; takes ``duels`` as its parameters."""
+        counted = self._counted()
+        return (
+            f"FROM guesses{counted}{' AND' if counted else ' WHERE'} "
+            f"mode IN ({', '.join('?' * len(duels))}) "
+            "AND compared_variant IS NOT NULL AND cant_tell = 0"
+        )
+
+    def metric_batches(self, duels: Sequence[str], batch: int) -> tuple[int, int]:
+        """(decided duel answers the verdicts count, the guess id of the last one in whole
+        ``batch``es of them, by id; 0 when there is no whole batch yet)."""
+        conn = self._conn()
+        where = self._duel_answers_sql(duels)
+        (total,) = conn.execute(f"SELECT count(*) {where}", duels).fetchone()
+        whole = int(total) // batch * batch
+        if whole == 0:
+            return int(total), 0
+        # Counted back from the newest (the rowid order, no index: it stops after fewer than
+        # ``batch`` answers instead of sorting every id).
+        (last,) = conn.execute(
+            f"SELECT id {where.replace('FROM guesses', 'FROM guesses NOT INDEXED', 1)} "
+            "ORDER BY id DESC LIMIT 1 OFFSET ?",
+            (*duels, int(total) - whole),
+        ).fetchone()
+        return int(total), int(last)
+
+    def metric_people(self, duels: Sequence[str], last_id: int) -> list[tuple[str, int]]:
+        """(session id, decided duel answers up to guess ``last_id``) per person, over the
+        answers the verdicts count: one GROUP BY over a covering index, so a sample of whole
+        people can be chosen before any answer is read."""
+        rows = self._conn().execute(
+            f"SELECT session_id, count(*) {self._duel_answers_sql(duels)} AND id <= ? "
+            "GROUP BY session_id ORDER BY session_id",
+            (*duels, last_id),
+        )
+        return [(r[0], int(r[1])) for r in rows]
+
+    def metric_answers(
+        self, duels: Sequence[str], last_id: int, people: Sequence[str] | None = None
+    ) -> list[tuple[str, int, tuple[float | None, ...]]]:
+        """(session id, correct 1/0, the IMAGE_METRICS values of the duel's quantized image,
+        None where not measured) per decided duel answer up to guess ``last_id`` the
+        verdicts count, in guess order; only those of ``people`` when given (read through
+        the per-session index)."""
+        figures = ", ".join(f"i.{name}" for name in IMAGE_METRICS)
+        only, args = "", ()
+        if people is not None:
+            only, args = (
+                " AND session_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(people)),),
+            )
+        rows = self._conn().execute(
+            f"SELECT g.session_id, g.correct, {figures} FROM (SELECT id, session_id, "
+            f"generation_id, compared_variant, correct {self._duel_answers_sql(duels)} "
+            f"AND id <= ?{only}) g "
+            "JOIN images i ON i.generation_id = g.generation_id AND i.variant = g.compared_variant "
+            "ORDER BY g.id",
+            (*duels, last_id, *args),
+        )
+        return [(r[0], int(r[1]), tuple(r[2:])) for r in rows]
+
+    def measured_images(self, reference: str) -> list[tuple[int, str, tuple[float | None, ...]]]:
+        """(generation id, variant, IMAGE_METRICS values or None) of every image but
+        ``reference``'s, by generation id and variant (simulated players draw from them)."""
+        rows = self._conn().execute(
+            f"SELECT generation_id, variant, {', '.join(IMAGE_METRICS)} FROM images "
+            "WHERE variant != ? ORDER BY generation_id, variant",
+            (reference,),
+        )
+        return [(int(r[0]), r[1], tuple(r[2:])) for r in rows]
+
+    def image_metric_means(
+        self, reference: str, batch: int = 1
+    ) -> tuple[list[dict[str, Any]], int, int]:
+        """(rows, generations included, generations counted): per variant but ``reference``
+        (by name), over the images of the first whole ``batch``es of the generations the
+        verdicts count (by id), a row with ``images``, and per name in IMAGE_METRICS its
+        ``<name>_count`` (images with a finite value) and ``<name>_mean`` (None when none);
+        ``identical``: images equal to BF16 (PSNR infinite, left out of PSNR's mean).
+
+        With ``batch`` > 1 the means move only when ``batch`` more generations are in, so
+        two looks at them never tell one new generation's figures."""
+        conn = self._conn()
+        counted = f"{COUNTED_SQL.replace('generation_id', 'id', 1)} AND out_of_domain = 0"
+        (total,) = conn.execute(f"SELECT count(*) FROM generations WHERE {counted}").fetchone()
+        included = int(total) // batch * batch
+        finite = "abs({0}) < 1e308"
+        parts = [
+            f"sum({finite.format(n)}), avg(CASE WHEN {finite.format(n)} THEN {n} END)"
+            for n in IMAGE_METRICS
+        ]
+        rows = conn.execute(
+            f"SELECT i.variant, count(*), sum(abs(i.psnr) >= 1e308), {', '.join(parts)} "
+            "FROM images i WHERE i.variant != ? AND i.generation_id IN "
+            f"(SELECT id FROM generations WHERE {counted} ORDER BY id LIMIT ?) "
+            "GROUP BY i.variant ORDER BY i.variant",
+            (reference, included),
+        )
+        out = []
+        for r in rows:
+            variant = r[0]
+            entry: dict[str, Any] = {"variant": variant, "images": int(r[1])}
+            for k, name in enumerate(IMAGE_METRICS):
+                entry[f"{name}_count"] = int(r[3 + 2 * k] or 0)
+                entry[f"{name}_mean"] = r[4 + 2 * k]
+            entry["identical"] = int(r[2] or 0)
+            out.append(entry)
+        return out, included, int(total)
 
     def counts(self) -> dict[str, int]:
         """Rows per table, plus distinct sessions that guessed."""
