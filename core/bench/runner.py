@@ -262,6 +262,7 @@ def run_engine(
         summary["plan"] = {
             "per_variant": dict(models.plan.per_variant),
             "reason": models.plan.reason,
+            "residency": list(models.plan.residency),
             "budget_bytes": models.plan.budget_bytes,
         }
         summary["shared_weight_bytes"] = models.shared_weight_bytes()
