@@ -245,7 +245,8 @@ def write_figure(results: dict[str, Any], images: dict[str, Image.Image], path: 
         median = row.get("seconds_median")
         caption = [
             f"weights {_amount(row.get('weight_bytes'), unit)} {unit[0]}",
-            f"standalone: {_amount(loaded, unit)} {unit[0]} loaded, "
+            # Two lines: seven variants' captions side by side would overlap on one.
+            f"standalone: {_amount(loaded, unit)} {unit[0]} loaded,",
             f"{_amount(peak, unit)} {unit[0]} peak",
             "-" if median is None else f"{median:.2f} s ({row['mode']})",
         ]
