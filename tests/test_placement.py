@@ -13,10 +13,12 @@ import torch
 from core.checkpoints.synthetic import component_configs
 from core.checkpoints.tiny import ensure_tiny_checkpoint
 from core.config import GIB, MODELS, SYNTHETIC_DEV, resolve_model
+from core.config import VARIANTS as REGISTRY
 from core.engine.loading import load_models
 from core.engine.placement import (
     check_fits,
     folder_configs,
+    format_plan,
     model_sizes,
     plan_placement,
     plan_problem,
@@ -26,6 +28,7 @@ from core.errors import InvalidSettingError, PlacementError
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = ("bf16", "int8", "nf4")
 CUDA = torch.device("cuda", 0)
+QUANTIZATION = {name: spec.quantization for name, spec in REGISTRY.items()}
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +168,47 @@ def test_quantized_variants_are_never_planned_group(flux_dev):
     # move bitsandbytes' quantization state, so quantized variants get model offload.
     plan = plan_placement(flux_dev, VARIANTS, CUDA, "auto", int(12e9))
     assert plan.per_variant == {"bf16": "group", "int8": "model", "nf4": "model"}
+
+
+FIVE = ("bf16", "int8", "nf4", "fp8-layerwise", "torchao-int8")
+
+
+def test_five_variants_keep_what_fits_resident_on_80_gb_and_none_on_24(flux_dev):
+    """Memory allows what the plan allows: the same five variants on two card sizes."""
+    own = {v: flux_dev.own_bytes(QUANTIZATION[v]) for v in FIVE}
+    big = plan_placement(flux_dev, FIVE, CUDA, "auto", int(80e9), int(500e9))
+    small = plan_placement(flux_dev, FIVE, CUDA, "auto", int(24e9), int(500e9))
+    for plan in (big, small):
+        assert plan_problem(plan) is None
+        assert plan.estimated_bytes + plan.headroom_bytes <= plan.budget_bytes
+        assert set(plan.resident) | set(plan.offloaded) == set(FIVE)
+    # 80 GB: all five (97 GiB) do not fit, but some do; a 24 GB card keeps fewer.
+    assert 0 < len(big.resident) < len(FIVE)
+    assert len(small.resident) < len(big.resident) and small.resident == ()
+    assert set(big.per_variant.values()) == {"resident", "model"}
+    assert small.per_variant["bf16"] == "group"  # its transformer alone exceeds 24 GB
+    # The resident set is the most bytes that fit beside the largest offloaded module.
+    room = big.budget_bytes - big.headroom_bytes - big.shared_bytes
+    largest = max(big.variants[v].device_bytes for v in big.offloaded)
+    kept = sum(own[v] for v in big.resident)
+    assert kept + largest <= room
+    assert all(kept + own[v] + largest > room for v in big.offloaded)  # none more fits
+    assert big.host_bytes < small.host_bytes  # resident weights need no host copy
+    # The plan says which are resident, which are offloaded, and why.
+    text = format_plan(big, flux_dev)
+    assert f"{len(big.resident)} of 5 resident, {len(big.offloaded)} offloaded" in text
+    (resident_line,) = [line for line in text.splitlines() if line.startswith("resident: ")]
+    assert all(v in resident_line for v in big.resident) and "fit" in resident_line
+    (offloaded_line,) = [line for line in text.splitlines() if line.startswith("offloaded ")]
+    assert all(v in offloaded_line for v in big.offloaded)
+    assert "model offload" in offloaded_line and "would not fit" in offloaded_line
+    text = format_plan(small, flux_dev)
+    assert "0 of 5 resident, 5 offloaded" in text
+    assert "resident: none: the largest module of bf16" in text
+    assert "streams block by block" in text
+    # Three variants on the 80 GB card: all resident, nothing to explain.
+    trio = plan_placement(flux_dev, VARIANTS, CUDA, "auto", int(80e9), int(500e9))
+    assert trio.offloaded == () and trio.residency == ()
 
 
 def test_plan_command_prints_bytes_per_variant_without_loading_weights():

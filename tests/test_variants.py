@@ -125,6 +125,30 @@ def test_torchao_int8_weights_are_int8_tensors(engine, component):
         assert stored < layer.weight.numel() * 2 * 0.6  # int8 and a scale a row, not bf16
 
 
+def test_gguf_and_torchao_load_through_their_librarys_own_quantizer(engine):
+    from diffusers.quantizers.gguf.gguf_quantizer import GGUFQuantizer
+    from diffusers.quantizers.torchao.torchao_quantizer import (
+        TorchAoHfQuantizer as DiffusersTorchAo,
+    )
+    from torchao.quantization import Int8WeightOnlyConfig
+    from transformers.quantizers.quantizer_torchao import (
+        TorchAoHfQuantizer as TransformersTorchAo,
+    )
+
+    pipes = engine.models.pipelines
+    for variant in ("gguf-q8", "gguf-q4"):  # from_single_file + GGUFQuantizationConfig
+        assert isinstance(pipes[variant].transformer.hf_quantizer, GGUFQuantizer)
+        assert getattr(pipes[variant].text_encoder_2, "hf_quantizer", None) is None  # bf16
+    # from_pretrained + TorchAoConfig(Int8WeightOnlyConfig()), diffusers' and transformers'.
+    ao = pipes["torchao-int8"]
+    loaded = ((ao.transformer, DiffusersTorchAo), (ao.text_encoder_2, TransformersTorchAo))
+    for module, quantizer in loaded:
+        assert isinstance(module.hf_quantizer, quantizer)
+        assert isinstance(module.hf_quantizer.quantization_config.quant_type, Int8WeightOnlyConfig)
+    # Layerwise casting is no quantizer: diffusers' hook, checked above.
+    assert getattr(pipes["fp8-layerwise"].transformer, "hf_quantizer", None) is None
+
+
 def test_each_variant_weighs_less_than_bf16_in_the_expected_order(engine):
     sizes = {v: engine.models.weight_bytes(v) for v in ("bf16", *CPU_VARIANTS)}
     assert 0 < sizes["gguf-q4"] < sizes["gguf-q8"] < sizes["fp8-layerwise"] < sizes["bf16"]
@@ -187,3 +211,33 @@ def test_engine_command_line_refuses_torchao_fp8_on_the_cpu(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "torchao-fp8" in result.stderr
     assert not out.exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
+    reason="torchao-fp8: float8 weight-only runs on CUDA GPUs of compute capability 8.9+",
+)
+def test_torchao_fp8_on_a_gpu_is_float8_deterministic_and_shares_clip_and_the_vae():
+    from torchao.quantization import Float8Tensor
+
+    engine = Engine.load("micro", variants=["bf16", "torchao-fp8"], device="cuda")
+    pipes = engine.models.pipelines
+    for component in PER_VARIANT_COMPONENTS:
+        linears = [
+            m for m in getattr(pipes["torchao-fp8"], component).modules()
+            if isinstance(m, torch.nn.Linear)
+        ]  # fmt: skip
+        assert linears and all(isinstance(m.weight, Float8Tensor) for m in linears)
+        for layer in linears:
+            parts = list(stored_tensors(layer.weight))
+            assert torch.float8_e4m3fn in {t.dtype for t in parts}
+            stored = sum(t.untyped_storage().nbytes() for t in parts)
+            assert stored < layer.weight.numel() * 2 * 0.6  # a byte a value and row scales
+    for name in SHARED_COMPONENTS:
+        assert getattr(pipes["torchao-fp8"], name) is getattr(pipes["bf16"], name)
+    settings = engine.default_settings(seed=3).with_(steps=2)
+    first, again = engine.generate(PROMPT, settings), engine.generate(PROMPT, settings)
+    result = first.results["torchao-fp8"]
+    assert result.psnr is not None and 0 < result.psnr < math.inf
+    assert result.image.tobytes() == again.results["torchao-fp8"].image.tobytes()

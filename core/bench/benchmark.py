@@ -8,9 +8,15 @@ matmul gives a labelled figure. Writes ``results.json``, ``results.csv`` (one ro
 variant × mode) and ``comparison.png`` into ``--out``, and prints a short table. The model,
 placement and generation flags are the engine's (``core.engine.cli.add_common_flags``).
 
-Command line (CPU smoke test; see README "Performance" for the full-scale GPU commands)::
+``--variants`` takes any set of the registry's variants (``core.config.VARIANTS``), the
+ones beyond the game's trio included; a variant this device cannot run (torchao float8
+on the CPU) is refused by name before any work, with exit status 2.
+
+Command lines (CPU; see README "Performance" for the full-scale GPU commands)::
 
     python -m core.bench.benchmark --model tiny --out data/benchmark/tiny
+    python -m core.bench.benchmark --model micro --device cpu \
+        --variants bf16,int8,nf4,fp8-layerwise,gguf-q8,gguf-q4,torchao-int8 --out DIR
 """
 
 from __future__ import annotations
@@ -26,16 +32,20 @@ import torch
 from core.bench.report import format_table
 from core.bench.rows import BenchmarkSettings
 from core.bench.runner import run
-from core.config import BENCHMARK_MODES, resolve_model
+from core.checkpoints.micro import vocabulary
+from core.config import BENCHMARK_MODES, VARIANTS, ModelSpec, resolve_model
+from core.engine.backends import backend
 from core.engine.cli import add_common_flags, settings_overrides, variants_from
 from core.engine.loading import cuda_available
-from core.errors import InvalidSettingError, SpotError
+from core.errors import InvalidSettingError, PromptOutOfVocabularyError, SpotError
 from core.limits import GenerationSettings, validate_prompt
 from core.settings import check_max_gpu_memory, check_offload
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PROMPT = "a red fox sitting in fresh snow at sunrise, detailed fur, soft light"
+# The micro model draws only the words it was trained on: its own first example.
+MICRO_DEFAULT_PROMPT = vocabulary.EXAMPLE_PROMPTS[0]
 
 
 # --- Command line -------------------------------------------------------------------------
@@ -46,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m core.bench.benchmark",
         description="Memory and time of each variant, standalone and in the engine.",
     )
-    add_common_flags(parser, prompt_default=DEFAULT_PROMPT)
+    add_common_flags(parser, prompt_default=None)
     parser.add_argument("--size", type=int, help="square side in pixels (default: the model's)")
     parser.add_argument("--repeats", type=int, default=2, help="measured generations per mode")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured warm-up generations")
@@ -68,6 +78,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, required=True, help="folder for the results")
     return parser
+
+
+def benchmark_prompt(spec: ModelSpec, prompt: str | None, max_sequence_length: int) -> str:
+    """The prompt to generate: ``prompt``, else the model's default (the micro model's own
+    example, everyone else's ``DEFAULT_PROMPT``). Raises PromptOutOfVocabularyError for a
+    prompt the micro model cannot draw, before anything is loaded."""
+    micro = spec.kind == "micro"
+    chosen = validate_prompt(
+        prompt if prompt is not None else (MICRO_DEFAULT_PROMPT if micro else DEFAULT_PROMPT)
+    )
+    if micro:
+        problem = vocabulary.refusal(chosen, max_sequence_length)
+        if problem is not None:
+            raise PromptOutOfVocabularyError(problem)
+    return chosen
+
+
+def check_devices(variants: tuple[str, ...], device: torch.device) -> None:
+    """Refuse, naming it, a variant whose backend cannot run on ``device`` (torchao float8
+    on the CPU): InvalidSettingError before any work, in standalone mode as in the engine."""
+    for name in variants:
+        backend(VARIANTS[name].quantization).check_device(device, name)
 
 
 def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
@@ -95,11 +127,13 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
     generation = GenerationSettings.defaults(spec, args.seed).with_(**overrides).validate(spec)
     if args.baseline is not None and not args.baseline.is_file():
         raise InvalidSettingError(f"--baseline {args.baseline} does not exist")
+    variants = variants_from(args)
+    check_devices(variants, device)
     return BenchmarkSettings(
         spec=spec,
-        variants=variants_from(args),
+        variants=variants,
         generation=generation,
-        prompt=validate_prompt(args.prompt),
+        prompt=benchmark_prompt(spec, args.prompt, generation.max_sequence_length),
         repeats=args.repeats,
         warmup=args.warmup,
         warmup_steps=min(args.warmup_steps or generation.steps, generation.steps),

@@ -165,11 +165,13 @@ def format_table(results: dict[str, Any]) -> str:
     )
     engine = results.get("engine")
     if engine and engine.get("status") == "ok":
+        # ``trio_seconds``: one generation of every variant of the run (three by default).
+        count = len(results["settings"]["variants"])
         lines.append(
-            f"engine: trio loaded in {engine['load_seconds']:.1f} s, "
+            f"engine: {count} variants loaded in {engine['load_seconds']:.1f} s, "
             f"resident {_amount(engine.get('resident_bytes'), unit)} {unit[0]} "
             f"({'memory_allocated' if machine['device_type'] == 'cuda' else 'RSS'}), "
-            f"one trio generation {engine['trio_seconds_median']:.2f} s (median), "
+            f"one generation of all {count} {engine['trio_seconds_median']:.2f} s (median), "
             f"placement {engine['placement']}"
         )
     lines.append(
@@ -243,7 +245,8 @@ def write_figure(results: dict[str, Any], images: dict[str, Image.Image], path: 
         median = row.get("seconds_median")
         caption = [
             f"weights {_amount(row.get('weight_bytes'), unit)} {unit[0]}",
-            f"standalone: {_amount(loaded, unit)} {unit[0]} loaded, "
+            # Two lines: seven variants' captions side by side would overlap on one.
+            f"standalone: {_amount(loaded, unit)} {unit[0]} loaded,",
             f"{_amount(peak, unit)} {unit[0]} peak",
             "-" if median is None else f"{median:.2f} s ({row['mode']})",
         ]

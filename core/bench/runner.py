@@ -32,7 +32,12 @@ from core.bench.rows import BenchmarkSettings, Row, machine_info
 from core.checkpoints.synthetic import SYNTHETIC_NOTE, ensure_synthetic_checkpoint
 from core.config import VARIANTS
 from core.engine import int8
-from core.engine.backends import DTYPE, allow_cpu_quantization, pipeline_quantization_config
+from core.engine.backends import (
+    DTYPE,
+    QUANTIZED_COMPONENTS,
+    allow_cpu_quantization,
+    backend,
+)
 from core.engine.generation import Engine, pipeline_arguments
 from core.engine.loading import load_models, resolve_source
 from core.engine.measure import (
@@ -137,12 +142,23 @@ def seed_recipe(folder: Path, variant: str, device: torch.device, offload: str) 
     ``FluxPipeline.from_pretrained`` with a ``PipelineQuantizationConfig`` quantizing the
     transformer and T5, then the whole pipeline ``.to(device)`` — or, under
     ``--offload model``, ``enable_model_cpu_offload`` (the seed's offload rows). No
-    sharing, no placement plan, no pinned copies: the reference the engine is held to."""
-    quantization = VARIANTS[variant].quantization
+    sharing, no placement plan, no pinned copies: the reference the engine is held to.
+
+    A backend that ``PipelineQuantizationConfig`` cannot express (a GGUF single file,
+    layerwise casting) loads its own components the way the seed blog does, through
+    ``Backend.load_component`` (``from_single_file`` with ``GGUFQuantizationConfig``; bf16
+    then ``enable_layerwise_casting``), and ``from_pretrained`` takes them as given."""
+    quantized = backend(VARIANTS[variant].quantization)
+    config = quantized.pipeline_config()
+    own: dict[str, torch.nn.Module] = {}
+    if quantized.quantized and config is None:
+        device_map = {"": str(device) if device.type == "cpu" else device.index or 0}
+        own = {
+            name: quantized.load_component(name, folder, device, device_map)
+            for name in QUANTIZED_COMPONENTS
+        }
     with allow_cpu_quantization(device):  # the CPU workaround; a no-op on CUDA
-        pipe = FluxPipeline.from_pretrained(
-            folder, quantization_config=pipeline_quantization_config(quantization), dtype=DTYPE
-        )
+        pipe = FluxPipeline.from_pretrained(folder, quantization_config=config, dtype=DTYPE, **own)
     if offload == "model" and device.type == "cuda":
         pipe.enable_model_cpu_offload(device=device)
     else:
@@ -247,6 +263,7 @@ def run_engine(
         summary["plan"] = {
             "per_variant": dict(models.plan.per_variant),
             "reason": models.plan.reason,
+            "residency": list(models.plan.residency),
             "budget_bytes": models.plan.budget_bytes,
         }
         summary["shared_weight_bytes"] = models.shared_weight_bytes()

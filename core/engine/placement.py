@@ -29,6 +29,7 @@ Placement on CUDA, per variant:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -297,7 +298,9 @@ class PlacementPlan:
     resident variants + the largest offloaded variant's device share); ``host_bytes``: host
     RAM the offloaded weights hold, all variants together; ``shared_pinned``: the shared
     modules' model-offload copies are pinned; ``pinned_bytes``: the part of ``host_bytes``
-    in pinned memory; ``notes``: the fallbacks, by name.
+    in pinned memory; ``notes``: the fallbacks, by name; ``residency``: when not every
+    variant fits (``auto`` under a budget), which stay resident, which are offloaded and
+    why, one line each.
     """
 
     device: str
@@ -312,6 +315,17 @@ class PlacementPlan:
     notes: tuple[str, ...] = field(default_factory=tuple)
     shared_pinned: bool = False
     pinned_bytes: int = 0
+    residency: tuple[str, ...] = ()
+
+    @property
+    def resident(self) -> tuple[str, ...]:
+        """The variants whose modules stay on the device for the app's lifetime."""
+        return tuple(n for n, v in self.variants.items() if v.mode == "resident")
+
+    @property
+    def offloaded(self) -> tuple[str, ...]:
+        """The variants brought onto the device only while they run (model or group)."""
+        return tuple(n for n, v in self.variants.items() if v.mode in ("model", "group"))
 
     @property
     def per_variant(self) -> dict[str, str]:
@@ -436,6 +450,68 @@ def _assemble(
     )
 
 
+def _offload_modes(
+    sizes: ModelSizes, variants: tuple[str, ...], room: int
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Placement of ``variants`` when they do not all fit in ``room`` bytes (the budget less
+    the shared modules and the activations' headroom), and why, one line each.
+
+    A variant whose largest module alone does not fit streams by group offload if its
+    backend allows (an unquantized transformer): the room left keeps as many of its blocks
+    on the device as fit, so no other variant stays resident (a streamed block costs its
+    bytes at every step, an offloaded variant once per generation). Otherwise the most
+    bytes that fit stay resident: of every subset of the variants, the one with the most
+    bytes (the fewest moved per generation; ties: more variants, then the order named)
+    that leaves room for the largest module of an offloaded variant, which model offload
+    brings on while that variant runs. The rest are model-offloaded.
+    """
+    own = {n: sizes.own_bytes(VARIANTS[n].quantization) for n in variants}
+    largest = {
+        n: max(sizes.components[c].bytes[VARIANTS[n].quantization] for c in PER_VARIANT_COMPONENTS)
+        for n in variants
+    }
+    offload = "offloaded (model offload, each brought onto the device while it runs)"
+    streams = [
+        n for n in variants if largest[n] > room and backend(VARIANTS[n].quantization).group_offload
+    ]
+    if streams:
+        others = [n for n in variants if n not in streams]
+        why = (
+            f"resident: none: the largest module of {', '.join(streams)} "
+            f"({max(largest[n] for n in streams) / GIB:.2f} GiB) does not fit in the "
+            f"{room / GIB:.2f} GiB left after the shared modules and the activations; it "
+            "streams block by block, keeping on the device as many blocks as fit",
+        )
+        if others:
+            why += (
+                f"{offload}: {', '.join(others)}: resident, they would take the room of "
+                "the blocks that save streaming at every step",
+            )
+        return {n: "group" if n in streams else "model" for n in variants}, why
+    best: tuple[str, ...] = ()
+    best_key = (-1, -1)
+    for count in range(len(variants), -1, -1):
+        for kept in itertools.combinations(variants, count):
+            rest = [n for n in variants if n not in kept]
+            need = sum(own[n] for n in kept) + max((largest[n] for n in rest), default=0)
+            key = (sum(own[n] for n in kept), count)
+            if need <= room and key > best_key:
+                best, best_key = kept, key
+    rest = [n for n in variants if n not in best]
+    left = f"the {room / GIB:.2f} GiB left after the shared modules and the activations"
+    needed = max((largest[n] for n in rest), default=0)
+    keep = f"{needed / GIB:.2f} GiB for the largest module of an offloaded variant"
+    why = (
+        f"resident: {', '.join(best)} ({best_key[0] / GIB:.2f} GiB): the most weights that "
+        f"fit in {left}, keeping {keep}"
+        if best
+        else f"resident: none: no variant fits in {left} beside {keep}",
+        f"{offload}: {', '.join(rest)}: {sum(own[n] for n in rest) / GIB:.2f} GiB brought "
+        "on per generation of all variants; one more resident would not fit",
+    )
+    return {n: "resident" if n in best else "model" for n in variants}, why
+
+
 def plan_placement(
     sizes: ModelSizes,
     variants: Iterable[str],
@@ -461,6 +537,7 @@ def plan_placement(
     variants = tuple(variants)
     transformer = sizes.components["transformer"].bytes[REFERENCE]
     headroom = max(MIN_HEADROOM_BYTES, int(ACTIVATION_HEADROOM * transformer))
+    residency: tuple[str, ...] = ()
     if device.type == "cpu":
         plan = _assemble(
             sizes, dict.fromkeys(variants, "cpu"), False, "cpu", None, host_budget_bytes,
@@ -480,15 +557,11 @@ def plan_placement(
         if budget_bytes is not None:
             reason += f" <= {budget_bytes / GIB:.1f} GiB"
     else:
-        modes = {}
-        for name in variants:
-            quantization = VARIANTS[name].quantization
-            largest = max(sizes.components[c].bytes[quantization] for c in PER_VARIANT_COMPONENTS)
-            too_big = largest + shared + headroom > budget_bytes
-            modes[name] = "group" if backend(quantization).group_offload and too_big else "model"
+        modes, residency = _offload_modes(sizes, variants, budget_bytes - headroom - shared)
+        kept = sum(mode == "resident" for mode in modes.values())
         reason = (
             f"variants need {total / GIB:.1f} GiB + headroom > {budget_bytes / GIB:.1f} GiB: "
-            "offloading"
+            f"{kept} of {len(variants)} resident, {len(variants) - kept} offloaded"
         )
         partial = True
     # Group offloading cannot move some backends' state (bitsandbytes'): under
@@ -505,11 +578,13 @@ def plan_placement(
         return host_budget_bytes is not None and candidate.host_bytes > host_budget_bytes
 
     plan = _assemble(sizes, modes, False, *context, reason, partial=partial)
+    plan = replace(plan, residency=residency)
     low_cpu = False
     if short(plan) and "group" in modes.values():
         low_cpu = True
         reason += "; group offload pins on the fly (low_cpu_mem_usage): host RAM is short"
         plan = _assemble(sizes, modes, True, *context, reason, partial=partial)
+        plan = replace(plan, residency=residency)
     if short(plan):
         plan = _fall_back_to_pageable(sizes, modes, low_cpu, context, reason, partial, plan)
     return plan
@@ -542,7 +617,7 @@ def _fall_back_to_pageable(
                 f"{n}: pageable host copies (pinning would not fit the host budget)"
                 for n in pageable
             )
-            return replace(plan, notes=notes)
+            return replace(plan, notes=notes, residency=pinned_plan.residency)
     return pinned_plan
 
 
@@ -624,6 +699,7 @@ def format_plan(plan: PlacementPlan, sizes: ModelSizes) -> str:
                 f"resident ({v.resident_block_bytes / GIB:.2f} GiB), "
                 f"{v.streamed_bytes / GIB:.2f} GiB streamed per step"
             )
+    lines += list(plan.residency)
     lines += [f"note: {note}" for note in plan.notes]
     lines.append(f"shared modules (CLIP + VAE): {size(plan.shared_bytes)}")
     if plan.device != "cpu":
