@@ -521,9 +521,3 @@ def stored_tensors(tensor: torch.Tensor) -> Iterator[torch.Tensor]:
 def quantization_configs(quantization: str) -> tuple[Any, Any]:
     """The (diffusers, transformers) config pair of a variant, or (None, None)."""
     return backend(quantization).load_configs()
-
-
-def pipeline_quantization_config(quantization: str) -> Any:
-    """The seed's recipe: one ``PipelineQuantizationConfig`` quantizing the transformer
-    and T5 with this variant's settings, or None for the unquantized backend."""
-    return backend(quantization).pipeline_config()

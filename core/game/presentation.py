@@ -65,7 +65,8 @@ NO_READY_ROUND = "No ready round left for you in this mode: generate one from a 
 NO_READY_ROUND_YET = "No ready rounds yet: generate one from a prompt."
 DETECTION_HELP = (
     "**How to read this.** *Rate* = right answers out of *decided* ones (a *can't tell* is "
-    "not decided), against chance: 50% in a duel, 33% in a trio. A row says *distinguishable* "
+    "not decided), against chance: 50% in a duel, 1 in k in a trio of k images (33% with "
+    "three). A row says *distinguishable* "
     "only when a **live test** built to be checked after every answer says so, and "
     "*indistinguishable within ±m* only when its **live interval** fits inside chance ± m. "
     "Both stay valid however often anyone refreshes, and everything on this page holds "
