@@ -183,8 +183,9 @@ HOST = SettingSpec(
     rule="must be a host name or an address, without spaces",
     shown_default="GRADIO_SERVER_NAME where set, as on a Space, else 127.0.0.1",
 )
-# The two settings the engine's and the statistics' own commands check too, through
-# check_offload and check_margin: one rule each, wherever the value comes from.
+# The settings the engine's and the statistics' own commands check too, through
+# check_offload, check_margin and check_max_gpu_memory: one rule each, wherever the value
+# comes from.
 OFFLOAD = SettingSpec(
     "offload",
     "--offload",
@@ -201,6 +202,16 @@ MARGIN = SettingSpec(
     metavar="POINTS",
     accepts=lambda value: 0.0 < value < 50.0,
     rule="must be more than 0 and less than 50 points of chance",
+)
+MAX_GPU_MEMORY = SettingSpec(
+    "max_gpu_memory_gb",
+    "--max-gpu-memory",
+    "SPOT_MAX_GPU_MEMORY",
+    "cap on GPU memory, in GB, for the placement plan",
+    kind=float,
+    metavar="GB",
+    accepts=lambda value: math.isfinite(value) and value > 0,
+    rule="must be a positive number of GB",
 )
 APP_SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec(
@@ -261,16 +272,7 @@ APP_SETTINGS: tuple[SettingSpec, ...] = (
         kind=bool,
         shown_default="off",
     ),
-    SettingSpec(
-        "max_gpu_memory_gb",
-        "--max-gpu-memory",
-        "SPOT_MAX_GPU_MEMORY",
-        "cap on GPU memory, in GB, for the placement plan",
-        kind=float,
-        metavar="GB",
-        accepts=lambda value: math.isfinite(value) and value > 0,
-        rule="must be a positive number of GB",
-    ),
+    MAX_GPU_MEMORY,
     SettingSpec(
         "queue_size",
         "--queue-size",
@@ -425,8 +427,7 @@ def check_max_gpu_memory(value: float | None, source: str = "--max-gpu-memory") 
     positive number), else InvalidSettingError naming ``source``."""
     if value is None:
         return None
-    spec = next(spec for spec in APP_SETTINGS if spec.name == "max_gpu_memory_gb")
-    return spec.check(value, source)
+    return MAX_GPU_MEMORY.check(value, source)
 
 
 def check_margin(points: float, source: str = "--margin") -> float:

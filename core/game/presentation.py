@@ -408,7 +408,8 @@ def verdict_word(e: Estimate) -> str:
 def _measured(e: Estimate, rows: Sequence[Estimate]) -> str:
     """What the row ``e`` measures (verdicts.measured), its overall duel row naming the
     variants the family ``rows`` pool."""
-    return verdicts.measured(e.mode, e.variant, verdicts.pooled_variants(rows, e.mode) or None)
+    pooled = verdicts.pooled_variants(((r.mode, r.variant) for r in rows), e.mode)
+    return verdicts.measured(e.mode, e.variant, pooled or None)
 
 
 def detection_rows(results: Summary) -> list[list[Any]]:

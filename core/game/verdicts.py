@@ -29,7 +29,7 @@ or a false "within ±m" happens on any row with probability at most 5% together.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -152,14 +152,10 @@ def _labels(names: Sequence[str]) -> list[str]:
     return [VARIANTS[n].label if n in VARIANTS else n for n in names]
 
 
-def pooled_variants(rows: Sequence[Any], mode: str) -> list[str]:
-    """The variants of ``mode``'s own rows among ``rows`` (Estimates or (mode, variant)
-    pairs), which its overall row pools: the duel's "all" row's."""
-
-    def key(row: Any) -> tuple[str, str]:
-        return row if isinstance(row, tuple) else (row.mode, row.variant)
-
-    return [v for m, v in map(key, rows) if m == mode and v != ALL_VARIANTS]
+def pooled_variants(rows: Iterable[tuple[str, str]], mode: str) -> list[str]:
+    """The variants of ``mode``'s own rows among ``rows`` ((mode, variant) pairs), which
+    its overall row pools: the duel's "all" row's."""
+    return [v for m, v in rows if m == mode and v != ALL_VARIANTS]
 
 
 def measured(mode: str, variant: str, pooled: Sequence[str] | None = None) -> str:
@@ -332,9 +328,10 @@ def assess(
     test_alpha, interval_alpha = inference.row_alphas(max(1, len(groups)), alpha)
     threshold = inference.e_threshold(test_alpha)
     out = []
+    rows = [(g.mode, g.variant) for g in groups]
     for group in groups:
         chance = MODE_SPECS[group.mode].chance_of(group.variant)
-        pooled = pooled_variants([(g.mode, g.variant) for g in groups], group.mode) or None
+        pooled = pooled_variants(rows, group.mode) or None
         k, n = group.correct, group.decided
         if n <= 0:
             out.append(_no_data(group, chance, margin, threshold, pooled))
